@@ -1,0 +1,258 @@
+#include "engine/bundle.h"
+
+#include <openssl/evp.h>
+
+#include <cmath>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "engine/file_util.h"
+#include "engine/onnx_mlp.h"
+#include "engine/safetensors.h"
+#include "engine/status_macros.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+
+namespace recserve {
+namespace {
+
+absl::Status Bad(const std::string& field, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(kManifestFile, ": ", field, ": ", what));
+}
+
+class CollectErrors : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, int column, const std::string& message) override {
+    if (first.empty()) first = absl::StrFormat("line %d column %d: %s", line + 1, column + 1, message);
+  }
+  std::string first;
+};
+
+std::string Join(const std::string& dir, const std::string& file) {
+  return dir.empty() || dir.back() == '/' ? dir + file : dir + "/" + file;
+}
+
+}  // namespace
+
+std::string Sha256Hex(absl::string_view bytes) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha256(), nullptr);
+  static const char* kHex = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) {
+    hex.push_back(kHex[digest[i] >> 4]);
+    hex.push_back(kHex[digest[i] & 15]);
+  }
+  return hex;
+}
+
+absl::Status ValidateManifest(const v1::Manifest& m) {
+  if (m.schema_version() != kBundleSchemaVersion) {
+    return Bad("schema_version", absl::StrFormat("is %d, this server reads %d",
+                                                 m.schema_version(), kBundleSchemaVersion));
+  }
+  const v1::FeatureSpec& f = m.features();
+  if (f.embedding_dim() <= 0 || f.embedding_dim() > 4096) {
+    return Bad("features.embedding_dim", absl::StrCat("is ", f.embedding_dim()));
+  }
+  if (f.item_dense_dim() < 0 || f.item_dense_dim() > 4096) {
+    return Bad("features.item_dense_dim", absl::StrCat("is ", f.item_dense_dim()));
+  }
+  int width = 0;
+  for (const v1::FeatureBlock& b : f.blocks()) {
+    if (b.width() <= 0) return Bad("features.blocks.width", absl::StrCat("is ", b.width()));
+    width += b.width();
+  }
+  if (m.layer_sizes_size() < 2) return Bad("layer_sizes", "needs input and output sizes");
+  if (m.layer_sizes(0) != width) {
+    return Bad("layer_sizes", absl::StrFormat("input size %d but feature blocks add up to %d",
+                                              m.layer_sizes(0), width));
+  }
+  if (m.layer_sizes(m.layer_sizes_size() - 1) != 1) {
+    return Bad("layer_sizes", "the last size must be 1 (one logit)");
+  }
+  for (int s : m.layer_sizes()) {
+    if (s <= 0 || s > 65536) return Bad("layer_sizes", absl::StrCat("bad size ", s));
+  }
+  const v1::UserModelSpec& u = m.user_model();
+  for (float w : {u.view_weight(), u.click_weight(), u.cart_weight(), u.purchase_weight()}) {
+    if (!std::isfinite(w) || w < 0) return Bad("user_model", absl::StrCat("bad event weight ", w));
+  }
+  if (!(u.half_life_seconds() > 0) || !std::isfinite(u.half_life_seconds())) {
+    return Bad("user_model.half_life_seconds", absl::StrCat("is ", u.half_life_seconds()));
+  }
+  if (u.max_events() <= 0) return Bad("user_model.max_events", absl::StrCat("is ", u.max_events()));
+  const v1::RecallSpec& r = m.recall();
+  for (int k : {r.embedding_k(), r.covisit_k(), r.popularity_k()}) {
+    if (k < 0 || k > 100000) return Bad("recall", absl::StrCat("bad quota ", k));
+  }
+  if (r.max_candidates() <= 0 || r.max_candidates() > 100000) {
+    return Bad("recall.max_candidates", absl::StrCat("is ", r.max_candidates()));
+  }
+  const v1::CompressionPolicy& c = m.compression();
+  if (!(c.unstructured_sparsity() >= 0 && c.unstructured_sparsity() < 1)) {
+    return Bad("compression.unstructured_sparsity", absl::StrCat("is ", c.unstructured_sparsity()));
+  }
+  if (!(c.structured_ratio() >= 0 && c.structured_ratio() < 1)) {
+    return Bad("compression.structured_ratio", absl::StrCat("is ", c.structured_ratio()));
+  }
+  if (!(m.gate().max_auc_drop() >= 0) || !(m.gate().max_logloss_rise() >= 0)) {
+    return Bad("gate", "thresholds must be >= 0");
+  }
+  std::set<std::string> names;
+  for (const v1::FileEntry& e : m.files()) {
+    if (e.name().empty() || e.name().find('/') != std::string::npos || e.name() == "." ||
+        e.name() == "..") {
+      return Bad("files.name", absl::StrCat("'", e.name(), "' is not a plain file name"));
+    }
+    if (!names.insert(e.name()).second) {
+      return Bad("files.name", absl::StrCat("'", e.name(), "' listed twice"));
+    }
+    if (e.sha256().size() != 64) {
+      return Bad("files.sha256", absl::StrCat("of '", e.name(), "' is not 64 hex digits"));
+    }
+  }
+  for (const char* required : {kRankerFile, kItemsFile, kCovisitFile, kCalibrationFile}) {
+    if (!names.count(required)) return Bad("files", absl::StrCat("does not list ", required));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BundleContents> ReadBundle(const std::string& dir) {
+  if (!FileExists(Join(dir, kReadyFile))) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(dir, ": no ", kReadyFile, " file; the version is incomplete"));
+  }
+  BundleContents b;
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(Join(dir, kManifestFile), 16 << 20));
+  google::protobuf::TextFormat::Parser parser;
+  CollectErrors errors;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text, &b.manifest)) {
+    return absl::InvalidArgumentError(absl::StrCat(kManifestFile, ": ", errors.first));
+  }
+  RETURN_IF_ERROR(ValidateManifest(b.manifest));
+
+  // Sizes and checksums before anything parses a byte of the data files.
+  for (const v1::FileEntry& e : b.manifest.files()) {
+    const std::string path = Join(dir, e.name());
+    ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
+    if (bytes.size() != e.size()) {
+      return absl::DataLossError(absl::StrFormat("%s: size %d but the manifest says %d", e.name(),
+                                                 bytes.size(), e.size()));
+    }
+    const std::string sha = Sha256Hex(bytes);
+    if (sha != e.sha256()) {
+      return absl::DataLossError(absl::StrFormat(
+          "%s: checksum mismatch: sha256 %s, manifest says %s", e.name(), sha, e.sha256()));
+    }
+  }
+
+  const v1::Manifest& m = b.manifest;
+  const int d = m.features().embedding_dim(), f = m.features().item_dense_dim();
+  ASSIGN_OR_RETURN(b.mlp, ReadOnnxMlp(Join(dir, kRankerFile)));
+  const std::vector<int> sizes = b.mlp.LayerSizes();
+  if (sizes != std::vector<int>(m.layer_sizes().begin(), m.layer_sizes().end())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kRankerFile, ": layer sizes [", absl::StrJoin(sizes, ", "), "] but ", kManifestFile,
+        " says [", absl::StrJoin(m.layer_sizes(), ", "), "]"));
+  }
+
+  {
+    ASSIGN_OR_RETURN(auto items, SafetensorsFile::Open(Join(dir, kItemsFile)));
+    ASSIGN_OR_RETURN(b.items.ids, items->GetU64("ids", {-1}));
+    const int64_t n = static_cast<int64_t>(b.items.ids.size());
+    ASSIGN_OR_RETURN(b.items.embeddings, items->GetF32("embeddings", {n, d}));
+    ASSIGN_OR_RETURN(b.items.dense, items->GetF32("dense", {n, f}));
+    ASSIGN_OR_RETURN(b.items.category, items->GetI32("category", {n}));
+    ASSIGN_OR_RETURN(b.items.popularity, items->GetF32("popularity", {n}));
+    b.items.dim = d;
+    b.items.dense_dim = f;
+  }
+  {
+    ASSIGN_OR_RETURN(auto cov, SafetensorsFile::Open(Join(dir, kCovisitFile)));
+    const int64_t n = static_cast<int64_t>(b.items.ids.size());
+    ASSIGN_OR_RETURN(b.covisit.offsets, cov->GetI64("offsets", {n + 1}));
+    ASSIGN_OR_RETURN(b.covisit.neighbors, cov->GetI32("neighbors", {-1}));
+    ASSIGN_OR_RETURN(b.covisit.weights,
+                     cov->GetF32("weights", {static_cast<int64_t>(b.covisit.neighbors.size())}));
+  }
+  {
+    ASSIGN_OR_RETURN(auto cal, SafetensorsFile::Open(Join(dir, kCalibrationFile)));
+    const int64_t width = m.layer_sizes(0);
+    ASSIGN_OR_RETURN(b.calibration.features, cal->GetF32("features", {-1, width}));
+    const int64_t rows = static_cast<int64_t>(b.calibration.features.size()) / width;
+    ASSIGN_OR_RETURN(b.calibration.labels, cal->GetF32("labels", {rows}));
+    ASSIGN_OR_RETURN(b.calibration.groups, cal->GetI64("groups", {rows}));
+    for (int64_t i = 0; i < rows; ++i) {
+      const float l = b.calibration.labels[i];
+      if (l != 0.f && l != 1.f) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: tensor 'labels': value %g at row %d is not 0 or 1", kCalibrationFile, l, i));
+      }
+    }
+    b.calibration.rows = static_cast<int>(rows);
+    b.calibration.width = static_cast<int>(width);
+  }
+  return b;
+}
+
+absl::Status WriteBundle(BundleContents c, const std::string& dir) {
+  RETURN_IF_ERROR(ValidateMlp(c.mlp));
+  RETURN_IF_ERROR(MakeDirs(dir));
+  if (FileExists(Join(dir, kReadyFile))) {
+    return absl::AlreadyExistsError(absl::StrCat(dir, ": already holds a READY version"));
+  }
+  v1::Manifest& m = c.manifest;
+  m.set_schema_version(kBundleSchemaVersion);
+  m.clear_layer_sizes();
+  for (int s : c.mlp.LayerSizes()) m.add_layer_sizes(s);
+  m.clear_files();
+
+  RETURN_IF_ERROR(WriteOnnxMlp(c.mlp, Join(dir, kRankerFile)));
+  const int64_t n = static_cast<int64_t>(c.items.ids.size());
+  {
+    SafetensorsWriter w;
+    w.AddU64("ids", {n}, c.items.ids);
+    w.AddF32("embeddings", {n, c.items.dim}, c.items.embeddings);
+    w.AddF32("dense", {n, c.items.dense_dim}, c.items.dense);
+    w.AddI32("category", {n}, c.items.category);
+    w.AddF32("popularity", {n}, c.items.popularity);
+    RETURN_IF_ERROR(w.WriteFile(Join(dir, kItemsFile)));
+  }
+  {
+    SafetensorsWriter w;
+    w.AddI64("offsets", {static_cast<int64_t>(c.covisit.offsets.size())}, c.covisit.offsets);
+    w.AddI32("neighbors", {static_cast<int64_t>(c.covisit.neighbors.size())}, c.covisit.neighbors);
+    w.AddF32("weights", {static_cast<int64_t>(c.covisit.weights.size())}, c.covisit.weights);
+    RETURN_IF_ERROR(w.WriteFile(Join(dir, kCovisitFile)));
+  }
+  {
+    const CalibrationSet& cal = c.calibration;
+    SafetensorsWriter w;
+    w.AddF32("features", {cal.rows, cal.width}, cal.features);
+    w.AddF32("labels", {cal.rows}, cal.labels);
+    w.AddI64("groups", {cal.rows}, cal.groups);
+    RETURN_IF_ERROR(w.WriteFile(Join(dir, kCalibrationFile)));
+  }
+  for (const char* name : {kRankerFile, kItemsFile, kCovisitFile, kCalibrationFile}) {
+    ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(Join(dir, name)));
+    v1::FileEntry* e = m.add_files();
+    e->set_name(name);
+    e->set_size(bytes.size());
+    e->set_sha256(Sha256Hex(bytes));
+  }
+  RETURN_IF_ERROR(ValidateManifest(m));
+  std::string text;
+  google::protobuf::TextFormat::PrintToString(m, &text);
+  RETURN_IF_ERROR(WriteFileAtomically(
+      Join(dir, kManifestFile),
+      absl::StrCat("# recserve model bundle manifest (recserve.v1.Manifest)\n", text)));
+  // Last: from here on the version exists for every reader.
+  return WriteFileAtomically(Join(dir, kReadyFile), "");
+}
+
+}  // namespace recserve

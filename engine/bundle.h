@@ -1,0 +1,67 @@
+// The model bundle: one immutable version directory models/<name>/<version>/ holding
+//   manifest.textproto        recserve.v1.Manifest (text format), with a SHA-256 per file
+//   ranker.onnx               the MLP
+//   items.safetensors         ids U64 [N], embeddings F32 [N x d], dense F32 [N x f],
+//                             category I32 [N], popularity F32 [N]
+//   covisit.safetensors       offsets I64 [N + 1], neighbors I32 [E], weights F32 [E]
+//   calibration.safetensors   features F32 [M x K], labels F32 [M], groups I64 [M]
+//                             (rows held out from training; groups = impression slates)
+//   READY                     written last; a version without it does not exist yet
+//
+// ReadBundle distrusts every byte: READY present, manifest parsed and checked, every
+// listed file present with the listed size and SHA-256, every tensor's dtype and shape
+// consistent with the manifest, all floats finite. Errors name the file and field.
+// WriteBundle fills in the file entries of the manifest and writes READY last.
+#ifndef RECSERVE_ENGINE_BUNDLE_H_
+#define RECSERVE_ENGINE_BUNDLE_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/catalog.h"
+#include "engine/mlp.h"
+#include "recserve/v1/model.pb.h"
+
+namespace recserve {
+
+inline constexpr int kBundleSchemaVersion = 1;
+inline constexpr char kManifestFile[] = "manifest.textproto";
+inline constexpr char kRankerFile[] = "ranker.onnx";
+inline constexpr char kItemsFile[] = "items.safetensors";
+inline constexpr char kCovisitFile[] = "covisit.safetensors";
+inline constexpr char kCalibrationFile[] = "calibration.safetensors";
+inline constexpr char kReadyFile[] = "READY";
+
+struct CalibrationSet {
+  std::vector<float> features;  // [rows x width]
+  std::vector<float> labels;    // [rows], 0 or 1
+  std::vector<int64_t> groups;  // [rows]
+  int rows = 0;
+  int width = 0;
+};
+
+struct BundleContents {
+  v1::Manifest manifest;
+  Mlp mlp;
+  CatalogData items;
+  CovisitData covisit;
+  CalibrationSet calibration;
+};
+
+// Checks the manifest on its own: schema version, feature spec, layer sizes, policy and
+// gate ranges, file entries (plain names, no duplicates).
+absl::Status ValidateManifest(const v1::Manifest& manifest);
+
+absl::StatusOr<BundleContents> ReadBundle(const std::string& version_dir);
+
+// Writes a complete version directory (created if needed; must not hold READY yet).
+// Fills manifest.files and layer_sizes from the contents.
+absl::Status WriteBundle(BundleContents contents, const std::string& version_dir);
+
+// Lowercase hex SHA-256 of `bytes`.
+std::string Sha256Hex(absl::string_view bytes);
+
+}  // namespace recserve
+
+#endif  // RECSERVE_ENGINE_BUNDLE_H_

@@ -1,0 +1,121 @@
+#include "engine/catalog.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_format.h"
+
+namespace recserve {
+namespace {
+
+absl::Status SizeError(const std::string& name, const char* field, size_t got, size_t want) {
+  return absl::InvalidArgumentError(
+      absl::StrFormat("%s: '%s' has %d values, want %d", name, field, got, want));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Create(CatalogData data,
+                                                         const std::string& name) {
+  const size_t n = data.ids.size();
+  if (n == 0) return absl::InvalidArgumentError(name + ": catalog has no items");
+  if (n > static_cast<size_t>(INT32_MAX)) {
+    return absl::InvalidArgumentError(name + ": more than 2^31 items");
+  }
+  if (data.dim <= 0 || data.dim > 4096) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: bad embedding dim %d", name, data.dim));
+  }
+  if (data.dense_dim < 0 || data.dense_dim > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: bad dense dim %d", name, data.dense_dim));
+  }
+  if (data.embeddings.size() != n * data.dim) {
+    return SizeError(name, "embeddings", data.embeddings.size(), n * data.dim);
+  }
+  if (data.dense.size() != n * data.dense_dim) {
+    return SizeError(name, "dense", data.dense.size(), n * data.dense_dim);
+  }
+  if (data.category.size() != n) return SizeError(name, "category", data.category.size(), n);
+  if (data.popularity.size() != n) {
+    return SizeError(name, "popularity", data.popularity.size(), n);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (data.category[i] < 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: 'category' of item %d (id %d) is negative: %d", name, i, data.ids[i],
+          data.category[i]));
+    }
+    if (!std::isfinite(data.popularity[i]) || data.popularity[i] < 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: 'popularity' of item %d (id %d) is %g", name, i, data.ids[i], data.popularity[i]));
+    }
+  }
+  for (float v : data.embeddings) {
+    if (!std::isfinite(v)) return absl::InvalidArgumentError(name + ": non-finite 'embeddings'");
+  }
+  for (float v : data.dense) {
+    if (!std::isfinite(v)) return absl::InvalidArgumentError(name + ": non-finite 'dense'");
+  }
+
+  std::unique_ptr<Catalog> catalog(new Catalog(std::move(data)));
+  const CatalogData& d = catalog->data_;
+  catalog->index_.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (!catalog->index_.emplace(d.ids[i], static_cast<int32_t>(i)).second) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: 'ids' has item id %d twice", name, d.ids[i]));
+    }
+  }
+  const float max_pop = *std::max_element(d.popularity.begin(), d.popularity.end());
+  const float denom = std::log1p(max_pop);
+  catalog->popularity_feature_.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    catalog->popularity_feature_[i] = denom > 0 ? std::log1p(d.popularity[i]) / denom : 0.f;
+  }
+  catalog->by_popularity_.resize(n);
+  std::iota(catalog->by_popularity_.begin(), catalog->by_popularity_.end(), 0);
+  std::stable_sort(catalog->by_popularity_.begin(), catalog->by_popularity_.end(),
+                   [&](int32_t a, int32_t b) { return d.popularity[a] > d.popularity[b]; });
+  return catalog;
+}
+
+absl::StatusOr<std::unique_ptr<CovisitIndex>> CovisitIndex::Create(CovisitData data,
+                                                                   int num_items,
+                                                                   const std::string& name) {
+  if (data.offsets.size() != static_cast<size_t>(num_items) + 1) {
+    return SizeError(name, "offsets", data.offsets.size(), static_cast<size_t>(num_items) + 1);
+  }
+  if (data.weights.size() != data.neighbors.size()) {
+    return SizeError(name, "weights", data.weights.size(), data.neighbors.size());
+  }
+  if (data.offsets[0] != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: 'offsets'[0] is %d, want 0", name, data.offsets[0]));
+  }
+  for (int i = 0; i < num_items; ++i) {
+    if (data.offsets[i + 1] < data.offsets[i]) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: 'offsets' decreases at %d (%d -> %d)", name, i, data.offsets[i],
+          data.offsets[i + 1]));
+    }
+  }
+  if (static_cast<uint64_t>(data.offsets[num_items]) != data.neighbors.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: 'offsets'[%d] is %d but there are %d neighbors", name, num_items,
+        data.offsets[num_items], data.neighbors.size()));
+  }
+  for (size_t e = 0; e < data.neighbors.size(); ++e) {
+    if (data.neighbors[e] < 0 || data.neighbors[e] >= num_items) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: 'neighbors'[%d] is %d, outside [0, %d)", name, e, data.neighbors[e], num_items));
+    }
+    if (!std::isfinite(data.weights[e]) || data.weights[e] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: 'weights'[%d] is %g", name, e, data.weights[e]));
+    }
+  }
+  return std::unique_ptr<CovisitIndex>(new CovisitIndex(std::move(data)));
+}
+
+}  // namespace recserve

@@ -1,0 +1,102 @@
+// The item catalog of one model version and its co-visitation graph.
+//
+// Catalog maps external 64-bit item ids to dense indices [0, size) and holds, per item,
+// its embedding [dim], dense features [dense_dim], category and popularity. Items are
+// addressed by dense index everywhere inside the engine; external ids appear only at
+// the edges (requests, responses, bundle files).
+//
+// Both classes are immutable after Create and safe to share between threads; they are
+// owned by the model version that loaded them.
+#ifndef RECSERVE_ENGINE_CATALOG_H_
+#define RECSERVE_ENGINE_CATALOG_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace recserve {
+
+// Column data of the catalog as stored in items.safetensors.
+struct CatalogData {
+  std::vector<uint64_t> ids;         // [N], unique
+  std::vector<float> embeddings;     // [N x dim]
+  std::vector<float> dense;          // [N x dense_dim]
+  std::vector<int32_t> category;     // [N], >= 0
+  std::vector<float> popularity;     // [N], >= 0 (interaction counts, possibly decayed)
+  int dim = 0;
+  int dense_dim = 0;
+};
+
+class Catalog {
+ public:
+  // Validates sizes, id uniqueness, finiteness and ranges; `name` prefixes errors.
+  static absl::StatusOr<std::unique_ptr<Catalog>> Create(CatalogData data,
+                                                        const std::string& name = "catalog");
+
+  int size() const { return static_cast<int>(data_.ids.size()); }
+  int dim() const { return data_.dim; }
+  int dense_dim() const { return data_.dense_dim; }
+
+  // Dense index of an external id, or -1 when unknown.
+  int32_t Find(uint64_t id) const {
+    auto it = index_.find(id);
+    return it == index_.end() ? -1 : it->second;
+  }
+  uint64_t id(int32_t item) const { return data_.ids[item]; }
+  const float* embedding(int32_t item) const {
+    return &data_.embeddings[static_cast<size_t>(item) * data_.dim];
+  }
+  const float* dense(int32_t item) const {
+    return data_.dense.data() + static_cast<size_t>(item) * data_.dense_dim;
+  }
+  int32_t category(int32_t item) const { return data_.category[item]; }
+  // log(1 + popularity) / log(1 + max popularity): in [0, 1], a ranking feature.
+  float popularity_feature(int32_t item) const { return popularity_feature_[item]; }
+  // Item indices, most popular first (ties by index).
+  const std::vector<int32_t>& by_popularity() const { return by_popularity_; }
+  const CatalogData& data() const { return data_; }
+
+ private:
+  explicit Catalog(CatalogData data) : data_(std::move(data)) {}
+  CatalogData data_;
+  absl::flat_hash_map<uint64_t, int32_t> index_;
+  std::vector<float> popularity_feature_;
+  std::vector<int32_t> by_popularity_;
+};
+
+// Item-to-item co-visitation lists in CSR form, as stored in covisit.safetensors:
+// the neighbours of item i are neighbors[offsets[i] .. offsets[i+1]) with weights in the
+// same positions, strongest first.
+struct CovisitData {
+  std::vector<int64_t> offsets;   // [N + 1], offsets[0] == 0, non-decreasing
+  std::vector<int32_t> neighbors; // [nnz], each in [0, N)
+  std::vector<float> weights;     // [nnz], finite, >= 0
+};
+
+class CovisitIndex {
+ public:
+  static absl::StatusOr<std::unique_ptr<CovisitIndex>> Create(CovisitData data, int num_items,
+                                                             const std::string& name = "covisit");
+  absl::Span<const int32_t> neighbors(int32_t item) const {
+    return absl::MakeConstSpan(data_.neighbors.data() + data_.offsets[item],
+                               data_.offsets[item + 1] - data_.offsets[item]);
+  }
+  absl::Span<const float> weights(int32_t item) const {
+    return absl::MakeConstSpan(data_.weights.data() + data_.offsets[item],
+                               data_.offsets[item + 1] - data_.offsets[item]);
+  }
+  int64_t num_edges() const { return static_cast<int64_t>(data_.neighbors.size()); }
+  const CovisitData& data() const { return data_; }
+
+ private:
+  explicit CovisitIndex(CovisitData data) : data_(std::move(data)) {}
+  CovisitData data_;
+};
+
+}  // namespace recserve
+
+#endif  // RECSERVE_ENGINE_CATALOG_H_

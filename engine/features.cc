@@ -1,0 +1,225 @@
+#include "engine/features.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_format.h"
+
+namespace recserve {
+namespace {
+
+constexpr int kSignalWidth = 4;
+constexpr int kContextWidth = 6;
+constexpr float kPi = 3.14159265358979f;
+
+float TypeWeight(const v1::UserModelSpec& spec, EventType type) {
+  switch (type) {
+    case EventType::kView: return spec.view_weight();
+    case EventType::kClick: return spec.click_weight();
+    case EventType::kCart: return spec.cart_weight();
+    case EventType::kPurchase: return spec.purchase_weight();
+  }
+  return 0;
+}
+
+int BlockWidth(v1::FeatureBlockKind kind, int dim, int dense_dim) {
+  switch (kind) {
+    case v1::USER_VECTOR:
+    case v1::ITEM_EMBEDDING:
+    case v1::USER_ITEM_PRODUCT: return dim;
+    case v1::ITEM_DENSE: return dense_dim;
+    case v1::RECALL_SIGNALS: return kSignalWidth;
+    case v1::CONTEXT: return kContextWidth;
+    default: return -1;
+  }
+}
+
+}  // namespace
+
+v1::UserModelSpec DefaultUserModel() {
+  v1::UserModelSpec spec;
+  spec.set_view_weight(1.0f);
+  spec.set_click_weight(2.0f);
+  spec.set_cart_weight(3.0f);
+  spec.set_purchase_weight(4.0f);
+  spec.set_half_life_seconds(3 * 24 * 3600.0f);
+  spec.set_max_events(50);
+  return spec;
+}
+
+v1::FeatureSpec DefaultFeatureSpec(int embedding_dim, int item_dense_dim) {
+  v1::FeatureSpec spec;
+  spec.set_embedding_dim(embedding_dim);
+  spec.set_item_dense_dim(item_dense_dim);
+  for (v1::FeatureBlockKind kind : {v1::USER_VECTOR, v1::ITEM_EMBEDDING, v1::USER_ITEM_PRODUCT,
+                                    v1::ITEM_DENSE, v1::RECALL_SIGNALS, v1::CONTEXT}) {
+    if (kind == v1::ITEM_DENSE && item_dense_dim == 0) continue;  // catalogs without them
+    v1::FeatureBlock* block = spec.add_blocks();
+    block->set_kind(kind);
+    block->set_width(BlockWidth(kind, embedding_dim, item_dense_dim));
+  }
+  return spec;
+}
+
+void UserState::Prepare(const Catalog& catalog) {
+  if (catalog_ == &catalog) return;
+  catalog_ = &catalog;
+  vector_.assign(catalog.dim(), 0.f);
+  covisit_score_.assign(catalog.size(), 0.f);
+  flags_.assign(catalog.size(), 0);
+  covisited_.clear();
+  history_.clear();
+  has_vector_ = false;
+}
+
+void UserState::Reset() {
+  for (int32_t item : covisited_) covisit_score_[item] = 0.f;
+  for (int32_t item : history_) flags_[item] = 0;
+  covisited_.clear();
+  history_.clear();
+  std::fill(vector_.begin(), vector_.end(), 0.f);
+  has_vector_ = false;
+}
+
+void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
+                    const v1::UserModelSpec& spec, absl::Span<const UserEvent> events,
+                    UserState* state) {
+  state->Prepare(catalog);
+  state->Reset();
+  if (events.empty()) return;
+
+  // Newest first, then keep max_events of them.
+  std::vector<UserEvent>& sorted = state->sorted_;
+  sorted.assign(events.begin(), events.end());
+  std::stable_sort(sorted.begin(), sorted.end(), [](const UserEvent& a, const UserEvent& b) {
+    return a.timestamp_ms > b.timestamp_ms;
+  });
+  if (spec.max_events() > 0 && sorted.size() > static_cast<size_t>(spec.max_events())) {
+    sorted.resize(spec.max_events());
+  }
+  const int64_t newest = sorted.front().timestamp_ms;
+  const double half_life_ms = std::max(1.0, 1000.0 * spec.half_life_seconds());
+  const int dim = catalog.dim();
+  double total_weight = 0;
+  std::vector<float>& vec = state->vector_;
+  for (const UserEvent& e : sorted) {
+    const double age_ms = static_cast<double>(newest - e.timestamp_ms);
+    const float w = static_cast<float>(TypeWeight(spec, e.type) * std::exp2(-age_ms / half_life_ms));
+    uint8_t& flags = state->flags_[e.item];
+    if (!(flags & UserState::kHistory)) state->history_.push_back(e.item);
+    flags |= UserState::kHistory;
+    if (e.type == EventType::kPurchase) flags |= UserState::kPurchased;
+    if (w <= 0) continue;
+    total_weight += w;
+    const float* emb = catalog.embedding(e.item);
+    for (int k = 0; k < dim; ++k) vec[k] += w * emb[k];
+    absl::Span<const int32_t> nbrs = covisit.neighbors(e.item);
+    absl::Span<const float> nw = covisit.weights(e.item);
+    for (size_t j = 0; j < nbrs.size(); ++j) {
+      float& score = state->covisit_score_[nbrs[j]];
+      if (score == 0.f) state->covisited_.push_back(nbrs[j]);
+      // Keep the score strictly positive once touched so the list above stays exact.
+      score += std::max(w * nw[j], 1e-12f);
+    }
+  }
+  if (total_weight > 0) {
+    const float inv = static_cast<float>(1.0 / total_weight);
+    for (int k = 0; k < dim; ++k) vec[k] *= inv;
+    state->has_vector_ = true;
+  }
+}
+
+absl::StatusOr<FeatureBuilder> FeatureBuilder::Create(const v1::FeatureSpec& spec,
+                                                      int embedding_dim, int item_dense_dim) {
+  if (spec.embedding_dim() != embedding_dim) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "feature spec: embedding_dim %d but the catalog's embeddings have %d", spec.embedding_dim(),
+        embedding_dim));
+  }
+  if (spec.item_dense_dim() != item_dense_dim) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "feature spec: item_dense_dim %d but the catalog's dense features have %d",
+        spec.item_dense_dim(), item_dense_dim));
+  }
+  if (spec.blocks().empty()) return absl::InvalidArgumentError("feature spec: no blocks");
+  FeatureBuilder fb;
+  fb.dim_ = embedding_dim;
+  fb.dense_dim_ = item_dense_dim;
+  for (int i = 0; i < spec.blocks_size(); ++i) {
+    const v1::FeatureBlock& b = spec.blocks(i);
+    const int want = BlockWidth(b.kind(), embedding_dim, item_dense_dim);
+    if (want < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("feature spec: block %d has unknown kind %d", i, b.kind()));
+    }
+    if (b.width() != want) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "feature spec: block %d (%s) has width %d, want %d", i,
+          v1::FeatureBlockKind_Name(b.kind()), b.width(), want));
+    }
+    if (std::find(fb.blocks_.begin(), fb.blocks_.end(), b.kind()) != fb.blocks_.end()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "feature spec: block %s appears twice", v1::FeatureBlockKind_Name(b.kind())));
+    }
+    fb.blocks_.push_back(b.kind());
+    fb.width_ += want;
+  }
+  return fb;
+}
+
+void FeatureBuilder::Build(const Catalog& catalog, const UserState& user,
+                           const RequestContext& context, absl::Span<const int32_t> items,
+                           float* rows) const {
+  const float* u = user.vector().data();
+  float context_block[kContextWidth] = {0, 0, 0, 0, 0, 0};
+  const int device = context.device >= 0 && context.device < 4 ? context.device : 0;
+  context_block[device] = 1.f;
+  if (context.hour >= 0 && context.hour < 24) {
+    context_block[4] = std::sin(2 * kPi * context.hour / 24.f);
+    context_block[5] = std::cos(2 * kPi * context.hour / 24.f);
+  }
+  for (size_t r = 0; r < items.size(); ++r) {
+    const int32_t item = items[r];
+    const float* e = catalog.embedding(item);
+    float* out = rows + r * static_cast<size_t>(width_);
+    for (v1::FeatureBlockKind kind : blocks_) {
+      switch (kind) {
+        case v1::USER_VECTOR:
+          std::copy(u, u + dim_, out);
+          out += dim_;
+          break;
+        case v1::ITEM_EMBEDDING:
+          std::copy(e, e + dim_, out);
+          out += dim_;
+          break;
+        case v1::USER_ITEM_PRODUCT:
+          for (int k = 0; k < dim_; ++k) out[k] = u[k] * e[k];
+          out += dim_;
+          break;
+        case v1::ITEM_DENSE:
+          std::copy(catalog.dense(item), catalog.dense(item) + dense_dim_, out);
+          out += dense_dim_;
+          break;
+        case v1::RECALL_SIGNALS: {
+          float dot = 0;
+          for (int k = 0; k < dim_; ++k) dot += u[k] * e[k];
+          const float cov = user.covisit_score(item);
+          out[0] = dot;
+          out[1] = std::log1p(cov);
+          out[2] = cov > 0 ? 1.f : 0.f;
+          out[3] = catalog.popularity_feature(item);
+          out += kSignalWidth;
+          break;
+        }
+        case v1::CONTEXT:
+          std::copy(context_block, context_block + kContextWidth, out);
+          out += kContextWidth;
+          break;
+        default:
+          break;
+      }
+    }
+  }
+}
+
+}  // namespace recserve

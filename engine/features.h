@@ -1,0 +1,101 @@
+// From a user's recent events to ranker input rows: the one piece of code the trainer
+// and the server share, so that what the model was trained on is what it is served.
+//
+// BuildUserState turns events (already mapped to catalog indices) into the user's
+// vector and co-visitation scores; FeatureBuilder writes one row per candidate in the
+// block order of the manifest's FeatureSpec. UserState is per-request working memory,
+// owned by one thread and reused across requests (Reset keeps its capacity).
+#ifndef RECSERVE_ENGINE_FEATURES_H_
+#define RECSERVE_ENGINE_FEATURES_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/catalog.h"
+#include "recserve/v1/model.pb.h"
+
+namespace recserve {
+
+// Event types, numbered as recserve.v1.EventType.
+enum class EventType : int32_t { kView = 1, kClick = 2, kCart = 3, kPurchase = 4 };
+
+struct UserEvent {
+  int32_t item;  // catalog index
+  EventType type;
+  int64_t timestamp_ms;
+};
+
+// Request context, numbered as recserve.v1.Device / hour of day.
+struct RequestContext {
+  int32_t device = 0;  // 0 unknown, 1 mobile, 2 desktop, 3 tablet
+  int32_t hour = -1;   // 0..23, or -1 unknown
+};
+
+// Defaults the trainer writes into new manifests.
+v1::UserModelSpec DefaultUserModel();
+v1::FeatureSpec DefaultFeatureSpec(int embedding_dim, int item_dense_dim);
+
+// Working memory for one user's state. Sized for one catalog; Prepare re-sizes it when
+// the catalog changes (a new model version), otherwise no allocation per request.
+class UserState {
+ public:
+  void Prepare(const Catalog& catalog);
+  // Forgets the previous user; O(previous user's touched items).
+  void Reset();
+
+  bool has_vector() const { return has_vector_; }
+  const std::vector<float>& vector() const { return vector_; }
+  // Items co-visited with the user's events, with accumulated weights (unordered).
+  const std::vector<int32_t>& covisited() const { return covisited_; }
+  float covisit_score(int32_t item) const { return covisit_score_[item]; }
+  bool purchased(int32_t item) const { return flags_[item] & kPurchased; }
+  bool in_history(int32_t item) const { return flags_[item] & kHistory; }
+  // Distinct items of the used events, newest first.
+  const std::vector<int32_t>& history() const { return history_; }
+
+ private:
+  friend void BuildUserState(const Catalog&, const CovisitIndex&, const v1::UserModelSpec&,
+                             absl::Span<const UserEvent>, UserState*);
+  static constexpr uint8_t kPurchased = 1, kHistory = 2;
+  const Catalog* catalog_ = nullptr;
+  bool has_vector_ = false;
+  std::vector<float> vector_;
+  std::vector<float> covisit_score_;  // [N], zero except at covisited_
+  std::vector<uint8_t> flags_;        // [N], zero except at history_
+  std::vector<int32_t> covisited_;
+  std::vector<int32_t> history_;
+  std::vector<UserEvent> sorted_;     // scratch
+};
+
+// Fills `state` (Prepare'd for `catalog`) from `events` (any order). Uses the newest
+// spec.max_events events; each weighs type_weight * 0.5^(age / half_life), age measured
+// from the newest event (so the same events always give the same state). The user
+// vector is the weighted mean of the items' embeddings; co-visitation scores are the
+// weighted sums of the items' neighbour weights.
+void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
+                    const v1::UserModelSpec& spec, absl::Span<const UserEvent> events,
+                    UserState* state);
+
+class FeatureBuilder {
+ public:
+  // Checks the spec against the catalog (block widths, known kinds, no repeats).
+  static absl::StatusOr<FeatureBuilder> Create(const v1::FeatureSpec& spec, int embedding_dim,
+                                               int item_dense_dim);
+  int width() const { return width_; }
+
+  // Writes rows [items.size() x width()] into `rows`.
+  void Build(const Catalog& catalog, const UserState& user, const RequestContext& context,
+             absl::Span<const int32_t> items, float* rows) const;
+
+ private:
+  std::vector<v1::FeatureBlockKind> blocks_;
+  int width_ = 0;
+  int dim_ = 0;
+  int dense_dim_ = 0;
+};
+
+}  // namespace recserve
+
+#endif  // RECSERVE_ENGINE_FEATURES_H_

@@ -1,0 +1,74 @@
+// One loaded model version: catalog, co-visitation, embedding index, feature builder and
+// ranker, built from a bundle and then immutable.
+//
+// A Model is shared (std::shared_ptr<const Model>) by every request that pinned it and
+// by the manager that serves it; it is destroyed when the last holder lets go. All of
+// its methods are const and thread-safe. Each Model has a process-unique id() so
+// per-thread scratch can tell when it must re-size for a new version.
+#ifndef RECSERVE_ENGINE_MODEL_H_
+#define RECSERVE_ENGINE_MODEL_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/bundle.h"
+#include "engine/catalog.h"
+#include "engine/features.h"
+#include "engine/ranker.h"
+#include "engine/recall.h"
+
+namespace recserve {
+
+struct ModelOptions {
+  // Builds the ranker that serves. Default (empty): CreateFp32Ranker with default buckets.
+  std::function<absl::StatusOr<std::unique_ptr<Ranker>>(const Mlp&, const CalibrationSet&)>
+      ranker_factory;
+  // Recall sizes; fields <= 0 take the manifest's values (then built-in defaults).
+  RecallOptions recall = {0, 0, -1, 0, true};
+};
+
+class Model {
+ public:
+  // Takes the contents of a bundle (from ReadBundle or the trainer).
+  static absl::StatusOr<std::shared_ptr<const Model>> Create(BundleContents contents,
+                                                            int64_t version,
+                                                            const ModelOptions& options = {});
+  // ReadBundle(version_dir) then Create.
+  static absl::StatusOr<std::shared_ptr<const Model>> Load(const std::string& version_dir,
+                                                          int64_t version,
+                                                          const ModelOptions& options = {});
+
+  uint64_t id() const { return id_; }
+  const std::string& name() const { return manifest_.model_name(); }
+  int64_t version() const { return version_; }
+  const v1::Manifest& manifest() const { return manifest_; }
+  const Catalog& catalog() const { return *catalog_; }
+  const CovisitIndex& covisit() const { return *covisit_; }
+  const EmbeddingIndex& index() const { return *index_; }
+  const FeatureBuilder& features() const { return features_; }
+  const Ranker& ranker() const { return *ranker_; }
+  const Mlp& fp32_mlp() const { return mlp_; }
+  const CalibrationSet& calibration() const { return calibration_; }
+  const RecallOptions& recall_options() const { return recall_; }
+
+ private:
+  Model() = default;
+  uint64_t id_ = 0;
+  int64_t version_ = 0;
+  v1::Manifest manifest_;
+  Mlp mlp_;
+  CalibrationSet calibration_;
+  std::unique_ptr<Catalog> catalog_;
+  std::unique_ptr<CovisitIndex> covisit_;
+  std::unique_ptr<EmbeddingIndex> index_;
+  FeatureBuilder features_;
+  std::unique_ptr<Ranker> ranker_;
+  RecallOptions recall_;
+};
+
+}  // namespace recserve
+
+#endif  // RECSERVE_ENGINE_MODEL_H_

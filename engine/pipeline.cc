@@ -1,0 +1,107 @@
+#include "engine/pipeline.h"
+
+#include <algorithm>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_format.h"
+#include "engine/status_macros.h"
+
+namespace recserve {
+namespace {
+
+void PrepareScratch(const Model& model, PipelineScratch* s) {
+  if (s->model_id == model.id()) return;
+  const int max_candidates = std::max(model.recall_options().max_candidates, 1);
+  const int padded = model.ranker().PaddedRows(max_candidates);
+  s->rows.assign(static_cast<size_t>(padded) * model.features().width(), 0.f);
+  s->scores.assign(padded, 0.f);
+  s->candidates.reserve(max_candidates);
+  s->items.reserve(max_candidates);
+  s->order.reserve(max_candidates);
+  s->events.reserve(model.manifest().user_model().max_events() * 4 + 64);
+  s->ranker = model.ranker().NewScratch();
+  s->user.Prepare(model.catalog());
+  s->model_id = model.id();
+}
+
+absl::Status CheckDeadline(const RecommendQuery& q, const char* stage) {
+  if (absl::Now() > q.deadline) {
+    return absl::DeadlineExceededError(absl::StrFormat("deadline passed before %s", stage));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Recommend(const Model& model, const RecommendQuery& query, PipelineScratch* s,
+                       RecommendResult* result) {
+  const absl::Time t0 = absl::Now();
+  result->items.clear();
+  result->candidates = 0;
+  result->unknown_items = 0;
+  result->seconds = StageSeconds();
+  RETURN_IF_ERROR(CheckDeadline(query, "recall"));
+  PrepareScratch(model, s);
+  const Catalog& catalog = model.catalog();
+
+  // Events -> catalog indices; unknown items are skipped and counted.
+  s->events.clear();
+  for (const QueryEvent& e : query.events) {
+    const int32_t item = catalog.Find(e.item_id);
+    if (item < 0) {
+      ++result->unknown_items;
+      continue;
+    }
+    s->events.push_back({item, e.type, e.timestamp_ms});
+  }
+  BuildUserState(catalog, model.covisit(), model.manifest().user_model(), s->events, &s->user);
+  RecallOptions recall = model.recall_options();
+  recall.exclude_purchased = query.exclude_purchased;
+  Recall(catalog, model.index(), s->user, recall, &s->recall, &s->candidates);
+  const int n = static_cast<int>(s->candidates.size());
+  result->candidates = n;
+  const absl::Time t1 = absl::Now();
+  result->seconds.recall = absl::ToDoubleSeconds(t1 - t0);
+
+  RETURN_IF_ERROR(CheckDeadline(query, "features"));
+  s->items.clear();
+  for (const Candidate& c : s->candidates) s->items.push_back(c.item);
+  model.features().Build(catalog, s->user, query.context, s->items, s->rows.data());
+  const absl::Time t2 = absl::Now();
+  result->seconds.features = absl::ToDoubleSeconds(t2 - t1);
+
+  RETURN_IF_ERROR(CheckDeadline(query, "rank"));
+  if (n > 0) RETURN_IF_ERROR(model.ranker().Score(s->rows.data(), n, s->scores.data(), s->ranker.get()));
+  const absl::Time t3 = absl::Now();
+  result->seconds.rank = absl::ToDoubleSeconds(t3 - t2);
+
+  // Top-n, best first (ties by smaller item index), at most per_category_cap per category.
+  s->order.resize(n);
+  for (int i = 0; i < n; ++i) s->order[i] = i;
+  auto better = [&](int32_t a, int32_t b) {
+    if (s->scores[a] != s->scores[b]) return s->scores[a] > s->scores[b];
+    return s->candidates[a].item < s->candidates[b].item;
+  };
+  const int want = std::min(query.n, n);
+  if (query.per_category_cap <= 0) {
+    std::partial_sort(s->order.begin(), s->order.begin() + want, s->order.end(), better);
+    s->order.resize(want);
+  } else {
+    std::sort(s->order.begin(), s->order.end(), better);
+  }
+  result->items.reserve(want);
+  absl::flat_hash_map<int32_t, int> per_category;
+  for (int32_t i : s->order) {
+    if (static_cast<int>(result->items.size()) >= want) break;
+    const int32_t item = s->candidates[i].item;
+    if (query.per_category_cap > 0 && ++per_category[catalog.category(item)] > query.per_category_cap) {
+      continue;
+    }
+    result->items.push_back({catalog.id(item), s->scores[i], s->candidates[i].sources,
+                             catalog.category(item)});
+  }
+  result->seconds.total = absl::ToDoubleSeconds(absl::Now() - t0);
+  return absl::OkStatus();
+}
+
+}  // namespace recserve

@@ -1,0 +1,75 @@
+// The request path inside the engine: events -> user state -> recall -> features ->
+// rank -> top-n. No gRPC here; server/ maps its protos onto these plain types.
+//
+// Recommend() runs on the caller's thread with that thread's PipelineScratch, which
+// holds every buffer the path needs and is re-sized only when the model version
+// changes; steady-state requests allocate nothing in the engine.
+#ifndef RECSERVE_ENGINE_PIPELINE_H_
+#define RECSERVE_ENGINE_PIPELINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "engine/model.h"
+
+namespace recserve {
+
+struct QueryEvent {
+  uint64_t item_id;  // external id
+  EventType type;
+  int64_t timestamp_ms;
+};
+
+struct RecommendQuery {
+  absl::Span<const QueryEvent> events;
+  RequestContext context;
+  int n = 10;
+  bool exclude_purchased = true;
+  int per_category_cap = 0;  // 0 = none
+  // Checked between stages; past it the request stops with DEADLINE_EXCEEDED.
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+struct RecommendedItem {
+  uint64_t item_id;
+  float score;
+  uint32_t sources;
+  int32_t category;
+};
+
+struct StageSeconds {
+  double recall = 0, features = 0, rank = 0, total = 0;
+};
+
+struct RecommendResult {
+  std::vector<RecommendedItem> items;  // best first
+  int candidates = 0;
+  int unknown_items = 0;
+  StageSeconds seconds;
+};
+
+// Per-thread working memory for Recommend.
+class PipelineScratch {
+ public:
+  UserState user;
+  RecallScratch recall;
+  std::vector<UserEvent> events;
+  std::vector<Candidate> candidates;
+  std::vector<int32_t> items;
+  std::vector<float> rows;
+  std::vector<float> scores;
+  std::vector<int32_t> order;
+  std::unique_ptr<RankerScratch> ranker;
+  uint64_t model_id = 0;
+};
+
+absl::Status Recommend(const Model& model, const RecommendQuery& query, PipelineScratch* scratch,
+                       RecommendResult* result);
+
+}  // namespace recserve
+
+#endif  // RECSERVE_ENGINE_PIPELINE_H_

@@ -1,0 +1,70 @@
+// The ranking stage: an MLP scoring [n x input_dim] feature rows into click
+// probabilities, on oneDNN kernels.
+//
+// A Ranker is built once per model version (primitives created and weights reordered
+// at Create, one set per batch bucket) and is then immutable: Score may run on many
+// threads at once, each with its own RankerScratch (activation buffers, a oneDNN stream,
+// the user-mode scratchpad, prebuilt argument maps). Nothing is allocated per call.
+//
+// Batches are padded up to a fixed bucket size, because oneDNN's fast kernels want
+// shapes fixed at creation; batches above the largest bucket run in chunks.
+#ifndef RECSERVE_ENGINE_RANKER_H_
+#define RECSERVE_ENGINE_RANKER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/mlp.h"
+
+namespace recserve {
+
+class RankerScratch {
+ public:
+  virtual ~RankerScratch() = default;
+};
+
+class Ranker {
+ public:
+  virtual ~Ranker() = default;
+  virtual int input_dim() const = 0;
+  // Smallest bucket >= n (or the largest bucket when n exceeds it).
+  int BucketFor(int n) const;
+  // Rows a caller's buffer must hold to score n rows in place: n rounded up to the
+  // bucket (chunks of the largest bucket above it).
+  int PaddedRows(int n) const;
+  const std::vector<int>& buckets() const { return buckets_; }
+
+  // Scores rows [n x input_dim()] into probabilities[n]. `rows` must have room for
+  // PaddedRows(n) rows; the rows past n are overwritten (zeroed) as padding.
+  // `scratch` must come from this ranker's NewScratch and be used by one thread.
+  virtual absl::Status Score(float* rows, int n, float* probabilities,
+                             RankerScratch* scratch) const = 0;
+  virtual std::unique_ptr<RankerScratch> NewScratch() const = 0;
+
+  // "fp32", "int8", ...
+  virtual std::string kind() const = 0;
+  // Bytes of weights as served (after reorders, quantization).
+  virtual int64_t weight_bytes() const = 0;
+
+ protected:
+  std::vector<int> buckets_;
+};
+
+struct Fp32RankerOptions {
+  // Batch sizes primitives are built for, ascending. Default: 1, 8, 32, 64, 128, 256,
+  // 512, 1024.
+  std::vector<int> buckets = {1, 8, 32, 64, 128, 256, 512, 1024};
+};
+
+// fp32 matmuls (bias and ReLU fused) with a final fp32 sigmoid.
+absl::StatusOr<std::unique_ptr<Ranker>> CreateFp32Ranker(const Mlp& mlp,
+                                                        const Fp32RankerOptions& options = {});
+
+// Validates a bucket list: non-empty, ascending, each in [1, 65536].
+absl::Status ValidateBuckets(const std::vector<int>& buckets);
+
+}  // namespace recserve
+
+#endif  // RECSERVE_ENGINE_RANKER_H_

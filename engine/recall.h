@@ -1,0 +1,114 @@
+// The recall stage: from a user's state to a few hundred candidate items.
+//
+// Three sources, each cheap next to ranking:
+//   embedding  - top-K items by inner product with the user vector, through an
+//                EmbeddingIndex (exact fp32 scan here; int8 and HNSW indexes implement the
+//                same interface);
+//   covisit    - the items with the highest accumulated co-visitation score;
+//   popularity - the most popular items (all a cold user gets).
+// Recall() merges them with per-source quotas, dedupes (a candidate remembers every
+// source that proposed it), drops purchased items when asked and caps the total.
+//
+// Indexes are immutable and shared by all threads of a model version; RecallScratch is
+// per-thread working memory reused across requests.
+#ifndef RECSERVE_ENGINE_RECALL_H_
+#define RECSERVE_ENGINE_RECALL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "engine/catalog.h"
+#include "engine/features.h"
+
+namespace recserve {
+
+struct ScoredItem {
+  int32_t item;
+  float score;
+};
+
+// Bits of Candidate::sources; the values of recserve.v1.RecallSource.
+enum RecallSourceBit : uint32_t { kFromEmbedding = 1, kFromCovisit = 2, kFromPopularity = 4 };
+
+struct Candidate {
+  int32_t item;
+  uint32_t sources;
+};
+
+// Per-thread scratch an index may need (e.g. a score buffer); owned by RecallScratch.
+class IndexScratch {
+ public:
+  virtual ~IndexScratch() = default;
+};
+
+// Inner-product top-K over the catalog's embeddings.
+class EmbeddingIndex {
+ public:
+  virtual ~EmbeddingIndex() = default;
+  // Writes the best min(k, size) items, best first, into `out` (cleared first).
+  virtual void TopK(const float* query, int k, IndexScratch* scratch,
+                    std::vector<ScoredItem>* out) const = 0;
+  virtual std::unique_ptr<IndexScratch> NewScratch() const { return nullptr; }
+  // "exact-fp32", "exact-int8", "hnsw"...
+  virtual std::string name() const = 0;
+  // Bytes this index holds beyond the catalog.
+  virtual int64_t memory_bytes() const { return 0; }
+};
+
+// Exact scan of the fp32 embeddings; the reference the others are measured against.
+class ExactFp32Index : public EmbeddingIndex {
+ public:
+  explicit ExactFp32Index(const Catalog* catalog) : catalog_(catalog) {}
+  void TopK(const float* query, int k, IndexScratch* scratch,
+            std::vector<ScoredItem>* out) const override;
+  std::string name() const override { return "exact-fp32"; }
+
+ private:
+  const Catalog* catalog_;
+};
+
+// Keeps the k best of a stream of scored items; the heap lives in caller memory.
+class TopKCollector {
+ public:
+  TopKCollector(int k, std::vector<ScoredItem>* heap);
+  void Push(int32_t item, float score);
+  float threshold() const { return full_ ? heap_->front().score : -__builtin_inff(); }
+  // Sorts the kept items best first (ties by smaller index).
+  void Finish();
+
+ private:
+  size_t k_;
+  std::vector<ScoredItem>* heap_;
+  bool full_ = false;
+};
+
+struct RecallOptions {
+  int embedding_k = 200;
+  int covisit_k = 200;
+  int popularity_k = 50;   // for users with history; cold users get max_candidates
+  int max_candidates = 500;
+  bool exclude_purchased = true;
+};
+
+class RecallScratch {
+ public:
+  std::vector<ScoredItem> scored;
+  std::vector<uint32_t> stamp;  // [N] request generation per item, for dedupe
+  std::vector<int32_t> slot;    // [N] position in the candidate list, valid when stamped
+  uint32_t generation = 0;
+  std::unique_ptr<IndexScratch> index;
+  const void* prepared_for = nullptr;
+};
+
+// Fills `candidates` (cleared first). Order: covisit, embedding, popularity; each source
+// adds at most its quota of new items.
+void Recall(const Catalog& catalog, const EmbeddingIndex& index, const UserState& user,
+            const RecallOptions& options, RecallScratch* scratch,
+            std::vector<Candidate>* candidates);
+
+}  // namespace recserve
+
+#endif  // RECSERVE_ENGINE_RECALL_H_

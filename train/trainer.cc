@@ -1,0 +1,472 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+#include <random>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/features.h"
+#include "engine/model.h"
+#include "engine/quality.h"
+#include "engine/recall.h"
+#include "engine/status_macros.h"
+
+namespace recserve {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+class Progress {
+ public:
+  explicit Progress(bool verbose) : verbose_(verbose), start_(Clock::now()) {}
+  template <typename... Args>
+  void Say(const absl::FormatSpec<Args...>& format, const Args&... args) {
+    if (!verbose_) return;
+    std::fprintf(stderr, "[train %7.1fs] %s\n", Since(start_), absl::StrFormat(format, args...).c_str());
+  }
+  double seconds() const { return Since(start_); }
+
+ private:
+  bool verbose_;
+  Clock::time_point start_;
+};
+
+// Every event of one user, oldest first, as catalog indices.
+struct UserHistory {
+  std::vector<UserEvent> events;
+};
+
+struct Slate {
+  size_t begin, end;  // range in the impression vector (sorted by slate)
+  int64_t timestamp_ms;
+};
+
+struct RowSet {
+  std::vector<float> rows;
+  std::vector<float> labels;
+  std::vector<float> true_p;
+  std::vector<int64_t> groups;
+  int count = 0;
+};
+
+// Groups impressions into slates (same impression_id), ordered by time.
+std::vector<Slate> SlatesOf(std::vector<Impression>* imps) {
+  std::stable_sort(imps->begin(), imps->end(), [](const Impression& a, const Impression& b) {
+    return a.timestamp_ms != b.timestamp_ms ? a.timestamp_ms < b.timestamp_ms
+                                            : a.impression_id < b.impression_id;
+  });
+  std::vector<Slate> slates;
+  for (size_t i = 0; i < imps->size();) {
+    size_t j = i;
+    while (j < imps->size() && (*imps)[j].impression_id == (*imps)[i].impression_id) ++j;
+    slates.push_back({i, j, (*imps)[i].timestamp_ms});
+    i = j;
+  }
+  return slates;
+}
+
+// Builds feature rows for `slates` with the engine's own user-state and feature code.
+RowSet BuildRows(const Model& model, const std::vector<Impression>& imps,
+                 const std::vector<Slate>& slates,
+                 const absl::flat_hash_map<uint64_t, UserHistory>& histories) {
+  const Catalog& catalog = model.catalog();
+  const int width = model.features().width();
+  std::vector<size_t> offset(slates.size() + 1, 0);
+  for (size_t s = 0; s < slates.size(); ++s) offset[s + 1] = offset[s] + (slates[s].end - slates[s].begin);
+  RowSet out;
+  out.count = static_cast<int>(offset.back());
+  out.rows.resize(offset.back() * width);
+  out.labels.resize(offset.back());
+  out.true_p.resize(offset.back());
+  out.groups.resize(offset.back());
+  const int max_events = model.manifest().user_model().max_events();
+#pragma omp parallel
+  {
+    UserState state;
+    std::vector<int32_t> items;
+    const std::vector<UserEvent> empty;
+#pragma omp for schedule(dynamic, 256)
+    for (size_t s = 0; s < slates.size(); ++s) {
+      const Impression& first = imps[slates[s].begin];
+      auto it = histories.find(first.user_id);
+      const std::vector<UserEvent>& all = it == histories.end() ? empty : it->second.events;
+      // Events strictly before the slate was shown, newest max_events of them.
+      auto end = std::lower_bound(all.begin(), all.end(), first.timestamp_ms,
+                                  [](const UserEvent& e, int64_t t) { return e.timestamp_ms < t; });
+      auto begin = end - std::min<ptrdiff_t>(end - all.begin(), max_events);
+      BuildUserState(catalog, model.covisit(), model.manifest().user_model(),
+                     absl::MakeConstSpan(&*begin, end - begin), &state);
+      items.clear();
+      for (size_t i = slates[s].begin; i < slates[s].end; ++i) items.push_back(catalog.Find(imps[i].item_id));
+      RequestContext ctx{first.device, first.hour};
+      model.features().Build(catalog, state, ctx, items, &out.rows[offset[s] * width]);
+      for (size_t i = slates[s].begin, r = offset[s]; i < slates[s].end; ++i, ++r) {
+        out.labels[r] = imps[i].label;
+        out.true_p[r] = imps[i].true_p;
+        out.groups[r] = static_cast<int64_t>(imps[i].impression_id);
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<float> ScoreRows(const Ranker& ranker, const std::vector<float>& rows, int n) {
+  const int width = ranker.input_dim();
+  const int chunk = ranker.buckets().back();
+  std::vector<float> buffer(static_cast<size_t>(chunk) * width);
+  std::vector<float> scores(n);
+  auto scratch = ranker.NewScratch();
+  for (int start = 0; start < n; start += chunk) {
+    const int len = std::min(chunk, n - start);
+    std::copy(rows.begin() + static_cast<size_t>(start) * width,
+              rows.begin() + static_cast<size_t>(start + len) * width, buffer.begin());
+    ranker.Score(buffer.data(), len, &scores[start], scratch.get()).IgnoreError();
+  }
+  return scores;
+}
+
+std::vector<int> NumericSubdirs(const std::string& dir) {
+  std::vector<int> versions;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    int v = 0;
+    if (entry.is_directory() && absl::SimpleAtoi(entry.path().filename().string(), &v) && v > 0) {
+      versions.push_back(v);
+    }
+  }
+  return versions;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> WriteVersion(const BundleContents& bundle,
+                                         const std::string& model_dir, int64_t version) {
+  if (version <= 0) {
+    std::vector<int> existing = NumericSubdirs(model_dir);
+    version = existing.empty() ? 1 : *std::max_element(existing.begin(), existing.end()) + 1;
+  }
+  const std::string dir = absl::StrCat(model_dir, "/", version);
+  RETURN_IF_ERROR(WriteBundle(bundle, dir));
+  return dir;
+}
+
+absl::StatusOr<RecallEvaluation> EvaluateRecall(const BundleContents& bundle, const World& world,
+                                                int k, int max_clicks, uint64_t seed) {
+  ASSIGN_OR_RETURN(auto model, Model::Create(bundle, 0));
+  const Catalog& catalog = model->catalog();
+  // Every user's events (train and test) in time order, to rebuild the history before
+  // each held-out click.
+  absl::flat_hash_map<uint64_t, std::vector<UserEvent>> histories;
+  for (const auto* events : {&world.train_events, &world.test_events}) {
+    for (const LoggedEvent& e : *events) {
+      const int32_t item = catalog.Find(e.item_id);
+      if (item >= 0) {
+        histories[e.user_id].push_back({item, static_cast<EventType>(e.kind), e.timestamp_ms});
+      }
+    }
+  }
+  for (auto& [user, events] : histories) {
+    std::stable_sort(events.begin(), events.end(),
+                     [](const UserEvent& a, const UserEvent& b) { return a.timestamp_ms < b.timestamp_ms; });
+  }
+  std::vector<size_t> clicks;
+  for (size_t i = 0; i < world.test_events.size(); ++i) {
+    if (world.test_events[i].kind == EventKind::kClick && catalog.Find(world.test_events[i].item_id) >= 0) {
+      clicks.push_back(i);
+    }
+  }
+  std::mt19937_64 rng(seed);
+  std::shuffle(clicks.begin(), clicks.end(), rng);
+  if (static_cast<int>(clicks.size()) > max_clicks) clicks.resize(max_clicks);
+
+  RecallOptions options;
+  options.covisit_k = k / 2;
+  options.embedding_k = k * 2 / 5;
+  options.popularity_k = k - options.covisit_k - options.embedding_k;
+  options.max_candidates = k;
+  options.exclude_purchased = true;
+  std::vector<char> popular(catalog.size(), 0);
+  for (int i = 0; i < std::min(k, catalog.size()); ++i) popular[catalog.by_popularity()[i]] = 1;
+
+  int64_t hits = 0, pop_hits = 0;
+#pragma omp parallel reduction(+ : hits, pop_hits)
+  {
+    UserState state;
+    RecallScratch scratch;
+    std::vector<Candidate> candidates;
+#pragma omp for schedule(dynamic, 64)
+    for (size_t c = 0; c < clicks.size(); ++c) {
+      const LoggedEvent& click = world.test_events[clicks[c]];
+      const std::vector<UserEvent>& all = histories[click.user_id];
+      auto end = std::lower_bound(all.begin(), all.end(), click.timestamp_ms,
+                                  [](const UserEvent& e, int64_t t) { return e.timestamp_ms < t; });
+      const int max_events = model->manifest().user_model().max_events();
+      auto begin = end - std::min<ptrdiff_t>(end - all.begin(), max_events);
+      BuildUserState(catalog, model->covisit(), model->manifest().user_model(),
+                     absl::MakeConstSpan(&*begin, end - begin), &state);
+      Recall(catalog, model->index(), state, options, &scratch, &candidates);
+      const int32_t target = catalog.Find(click.item_id);
+      for (const Candidate& cand : candidates) {
+        if (cand.item == target) {
+          ++hits;
+          break;
+        }
+      }
+      pop_hits += popular[target];
+    }
+  }
+  RecallEvaluation eval;
+  eval.clicks = static_cast<int>(clicks.size());
+  if (eval.clicks > 0) {
+    eval.recall_hit_rate = static_cast<double>(hits) / eval.clicks;
+    eval.popularity_hit_rate = static_cast<double>(pop_hits) / eval.clicks;
+  }
+  return eval;
+}
+
+absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptions& opt) {
+  Progress progress(opt.verbose);
+  TrainOutput out;
+  BundleContents& b = out.bundle;
+
+  // 1. Catalog.
+  CatalogData& items = b.items;
+  absl::flat_hash_map<uint64_t, int32_t> index;
+  if (!world_in.items.empty()) {
+    items.dense_dim = static_cast<int>(world_in.items.front().dense.size());
+    for (const ItemInfo& it : world_in.items) {
+      if (static_cast<int>(it.dense.size()) != items.dense_dim) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "items.tsv: item %d has %d dense features, the first item has %d", it.item_id,
+            it.dense.size(), items.dense_dim));
+      }
+      if (!index.emplace(it.item_id, static_cast<int32_t>(items.ids.size())).second) {
+        return absl::InvalidArgumentError(absl::StrFormat("items.tsv: item %d listed twice", it.item_id));
+      }
+      items.ids.push_back(it.item_id);
+      items.category.push_back(std::max(0, it.category));
+      items.dense.insert(items.dense.end(), it.dense.begin(), it.dense.end());
+    }
+  } else {
+    for (const auto* events : {&world_in.train_events, &world_in.test_events}) {
+      for (const LoggedEvent& e : *events) {
+        if (index.emplace(e.item_id, static_cast<int32_t>(items.ids.size())).second) {
+          items.ids.push_back(e.item_id);
+          items.category.push_back(0);
+        }
+      }
+    }
+  }
+  const int n = static_cast<int>(items.ids.size());
+  if (n == 0) return absl::InvalidArgumentError("world has no items");
+  if (world_in.train_events.empty()) return absl::InvalidArgumentError("world has no train events");
+  items.dim = opt.embedding_dim;
+  items.popularity.assign(n, 0.f);
+  for (const LoggedEvent& e : world_in.train_events) {
+    auto it = index.find(e.item_id);
+    if (it != index.end()) items.popularity[it->second] += 1.f;
+  }
+  progress.Say("catalog: %d items, %d train events, %d test events", n,
+               world_in.train_events.size(), world_in.test_events.size());
+
+  // Train sequences per user, oldest first.
+  absl::flat_hash_map<uint64_t, std::vector<std::pair<int32_t, int64_t>>> sequences;
+  for (const LoggedEvent& e : world_in.train_events) {
+    auto it = index.find(e.item_id);
+    if (it != index.end()) sequences[e.user_id].push_back({it->second, e.timestamp_ms});
+  }
+  std::vector<std::vector<int32_t>> item_sequences;
+  item_sequences.reserve(sequences.size());
+  for (auto& [user, seq] : sequences) {
+    std::stable_sort(seq.begin(), seq.end(), [](auto& a, auto& b) { return a.second < b.second; });
+    std::vector<int32_t>& s = item_sequences.emplace_back();
+    for (auto& [item, ts] : seq) s.push_back(item);
+  }
+  // Deterministic order regardless of hash-map iteration.
+  std::sort(item_sequences.begin(), item_sequences.end());
+
+  // 2. Co-visitation.
+  {
+    std::vector<uint64_t> pairs;
+    std::vector<float> occurrences(n, 0.f);
+    const int64_t max_gap_ms = int64_t{opt.covisit_max_gap_seconds} * 1000;
+    for (auto& [user, seq] : sequences) {
+      for (size_t p = 0; p < seq.size(); ++p) {
+        occurrences[seq[p].first] += 1;
+        for (size_t q = p + 1; q < seq.size() && q <= p + opt.covisit_window; ++q) {
+          if (seq[q].second - seq[p].second > max_gap_ms) break;
+          const uint64_t a = static_cast<uint32_t>(seq[p].first), c = static_cast<uint32_t>(seq[q].first);
+          if (a == c) continue;
+          pairs.push_back(a << 32 | c);
+          pairs.push_back(c << 32 | a);
+        }
+      }
+    }
+    std::sort(pairs.begin(), pairs.end());
+    CovisitData& cov = b.covisit;
+    cov.offsets.assign(n + 1, 0);
+    std::vector<std::pair<float, int32_t>> row;
+    size_t i = 0;
+    for (int32_t a = 0; a < n; ++a) {
+      row.clear();
+      while (i < pairs.size() && static_cast<int32_t>(pairs[i] >> 32) == a) {
+        size_t j = i;
+        while (j < pairs.size() && pairs[j] == pairs[i]) ++j;
+        const int32_t c = static_cast<int32_t>(pairs[i] & 0xffffffffu);
+        const float w = static_cast<float>((j - i) / std::sqrt(double{occurrences[a]} * occurrences[c]));
+        row.push_back({w, c});
+        i = j;
+      }
+      const size_t keep = std::min<size_t>(row.size(), opt.covisit_neighbors);
+      std::partial_sort(row.begin(), row.begin() + keep, row.end(),
+                        [](auto& x, auto& y) { return x.first != y.first ? x.first > y.first : x.second < y.second; });
+      for (size_t k = 0; k < keep; ++k) {
+        cov.neighbors.push_back(row[k].second);
+        cov.weights.push_back(row[k].first);
+      }
+      cov.offsets[a + 1] = static_cast<int64_t>(cov.neighbors.size());
+    }
+    progress.Say("co-visitation: %d pairs counted, %d edges kept", pairs.size(), cov.neighbors.size());
+  }
+
+  // 3. Item embeddings.
+  {
+    Item2VecOptions i2v = opt.item2vec;
+    i2v.dim = opt.embedding_dim;
+    i2v.verbose = opt.verbose;
+    ASSIGN_OR_RETURN(items.embeddings, TrainItem2Vec(item_sequences, n, i2v));
+    progress.Say("item2vec: %d sequences, dim %d", item_sequences.size(), i2v.dim);
+  }
+
+  // Manifest defaults; the ranker shape is filled in once it is trained.
+  v1::Manifest& m = b.manifest;
+  m.set_schema_version(kBundleSchemaVersion);
+  m.set_model_name(opt.model_name);
+  m.set_created_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count());
+  *m.mutable_features() = DefaultFeatureSpec(opt.embedding_dim, items.dense_dim);
+  *m.mutable_user_model() = DefaultUserModel();
+  m.mutable_recall()->set_embedding_k(200);
+  m.mutable_recall()->set_covisit_k(200);
+  m.mutable_recall()->set_popularity_k(50);
+  m.mutable_recall()->set_max_candidates(500);
+  m.mutable_recall()->set_embedding_index("exact");
+  m.mutable_compression()->set_mode("int8");
+  m.mutable_gate()->set_max_auc_drop(0.002f);
+  m.mutable_gate()->set_max_logloss_rise(0.01f);
+
+  // A feature-only model (a placeholder ranker of the right input width) so rows are
+  // built by exactly the serving code path.
+  int width = 0;
+  for (const v1::FeatureBlock& blk : m.features().blocks()) width += blk.width();
+  {
+    BundleContents probe;
+    probe.manifest = m;
+    probe.items = items;
+    probe.covisit = b.covisit;
+    probe.mlp.layers.push_back({width, 1, std::vector<float>(width, 0.f), {0.f}, false});
+    ASSIGN_OR_RETURN(auto feature_model, Model::Create(std::move(probe), 0));
+
+    absl::flat_hash_map<uint64_t, UserHistory> histories;
+    for (const auto* events : {&world_in.train_events, &world_in.test_events}) {
+      for (const LoggedEvent& e : *events) {
+        auto it = index.find(e.item_id);
+        if (it != index.end()) {
+          histories[e.user_id].events.push_back({it->second, static_cast<EventType>(e.kind), e.timestamp_ms});
+        }
+      }
+    }
+    for (auto& [user, h] : histories) {
+      std::stable_sort(h.events.begin(), h.events.end(),
+                       [](const UserEvent& a, const UserEvent& c) { return a.timestamp_ms < c.timestamp_ms; });
+    }
+
+    // 4. Ranking rows. Impressions with unknown items are dropped.
+    auto known = [&](std::vector<Impression> v) {
+      v.erase(std::remove_if(v.begin(), v.end(), [&](const Impression& i) { return !index.contains(i.item_id); }),
+              v.end());
+      return v;
+    };
+    std::vector<Impression> train_imps = known(world_in.train_impressions);
+    std::vector<Impression> test_imps = known(world_in.test_impressions);
+    if (train_imps.empty()) {
+      return absl::InvalidArgumentError("world has no train impressions to learn the ranker from");
+    }
+    std::vector<Slate> train_slates = SlatesOf(&train_imps);
+    std::vector<Slate> test_slates = SlatesOf(&test_imps);
+    const size_t val_begin = static_cast<size_t>(train_slates.size() * (1.0 - opt.validation_fraction));
+    std::vector<Slate> fit(train_slates.begin(), train_slates.begin() + val_begin);
+    std::vector<Slate> val(train_slates.begin() + val_begin, train_slates.end());
+    std::mt19937_64 rng(opt.seed);
+    size_t fit_rows = 0;
+    for (const Slate& s : fit) fit_rows += s.end - s.begin;
+    if (fit_rows > static_cast<size_t>(opt.max_train_rows)) {
+      std::shuffle(fit.begin(), fit.end(), rng);
+      size_t kept = 0, k = 0;
+      while (k < fit.size() && kept < static_cast<size_t>(opt.max_train_rows)) kept += fit[k].end - fit[k++].begin;
+      fit.resize(k);
+    }
+    RowSet fit_rows_set = BuildRows(*feature_model, train_imps, fit, histories);
+    RowSet val_rows = BuildRows(*feature_model, train_imps, val, histories);
+    RowSet test_rows = BuildRows(*feature_model, test_imps, test_slates, histories);
+    progress.Say("rows: %d train, %d validation, %d test (width %d)", fit_rows_set.count,
+                 val_rows.count, test_rows.count, width);
+
+    // 5. MLP.
+    ASSIGN_OR_RETURN(b.mlp, TrainMlp(fit_rows_set.rows, fit_rows_set.labels, fit_rows_set.count,
+                                     width, val_rows.rows, val_rows.labels, val_rows.count,
+                                     opt.mlp, &out.mlp_report));
+    progress.Say("mlp: %d epochs, best %d, validation logloss %.4f AUC %.4f",
+                 out.mlp_report.epochs, out.mlp_report.best_epoch,
+                 out.mlp_report.best_val_logloss, out.mlp_report.best_val_auc);
+
+    // Calibration: whole validation slates, newest last, up to the cap.
+    CalibrationSet& cal = b.calibration;
+    cal.width = width;
+    const int cal_rows = std::min(val_rows.count, opt.max_calibration_rows);
+    const int first = val_rows.count - cal_rows;
+    cal.rows = cal_rows;
+    cal.features.assign(val_rows.rows.begin() + static_cast<size_t>(first) * width, val_rows.rows.end());
+    cal.labels.assign(val_rows.labels.begin() + first, val_rows.labels.end());
+    cal.groups.assign(val_rows.groups.begin() + first, val_rows.groups.end());
+
+    // 6. Evaluation on test impressions.
+    v1::TrainingReport& report = out.report;
+    if (test_rows.count > 0) {
+      ASSIGN_OR_RETURN(auto ranker, CreateFp32Ranker(b.mlp));
+      std::vector<float> p = ScoreRows(*ranker, test_rows.rows, test_rows.count);
+      report.set_test_auc(Auc(p, test_rows.labels));
+      report.set_test_logloss(LogLoss(p, test_rows.labels));
+      const bool oracle = std::all_of(test_rows.true_p.begin(), test_rows.true_p.end(),
+                                      [](float q) { return q >= 0; });
+      if (oracle) report.set_oracle_auc(Auc(test_rows.true_p, test_rows.labels));
+    }
+  }
+  m.clear_layer_sizes();
+  for (int s : b.mlp.LayerSizes()) m.add_layer_sizes(s);
+  ASSIGN_OR_RETURN(RecallEvaluation eval, EvaluateRecall(b, world_in, opt.recall_k, opt.eval_clicks, opt.seed));
+  v1::TrainingReport& report = out.report;
+  report.set_recall_k(opt.recall_k);
+  report.set_recall_hit_rate(eval.recall_hit_rate);
+  report.set_popularity_hit_rate(eval.popularity_hit_rate);
+  report.set_data_source(world_in.params.count("source") ? world_in.params.at("source") : "world");
+  *m.mutable_training() = report;
+  progress.Say("test AUC %.4f (oracle %.4f), logloss %.4f; recall hit-rate@%d %.3f vs popularity %.3f over %d clicks",
+               report.test_auc(), report.oracle_auc(), report.test_logloss(), opt.recall_k,
+               eval.recall_hit_rate, eval.popularity_hit_rate, eval.clicks);
+  out.seconds = progress.seconds();
+  return out;
+}
+
+}  // namespace recserve

@@ -1,0 +1,78 @@
+// The offline trainer: behaviour logs (a World) -> a complete model bundle.
+//
+// Steps, each with a progress line when verbose:
+//   1. catalog: item ids, categories, dense features; popularity from train events;
+//   2. co-visitation: item pairs close in a user's sequence (same session), normalised
+//      counts, the strongest `covisit_neighbors` per item;
+//   3. item embeddings: item2vec (skip-gram, negative sampling) on user sequences;
+//   4. ranking rows: for every impression slate, the user's state from the events
+//      before it, built with the engine's BuildUserState + FeatureBuilder (the code the
+//      server runs), one row per shown item;
+//   5. MLP: sigmoid + binary cross-entropy, Adam, early stop on validation logloss;
+//   6. evaluation: test AUC/logloss (and the oracle AUC where the world knows its click
+//      model); recall hit-rate@K on held-out next clicks vs the popularity baseline,
+//      through the engine's Recall() on the model as it will be served.
+// The validation rows (held out from gradient steps) become the calibration set.
+#ifndef RECSERVE_TRAIN_TRAINER_H_
+#define RECSERVE_TRAIN_TRAINER_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/bundle.h"
+#include "train/item2vec.h"
+#include "train/mlp_trainer.h"
+#include "train/world.h"
+
+namespace recserve {
+
+struct TrainerOptions {
+  std::string model_name = "default";  // manifest model_name
+  int embedding_dim = 32;               // item2vec width = the embedding blocks' width
+  Item2VecOptions item2vec;             // dim is overridden by embedding_dim
+  MlpTrainOptions mlp;
+  // Co-visitation: pairs at most `covisit_window` positions apart in a user's sequence
+  // and at most `covisit_max_gap_seconds` apart in time count; keep the strongest
+  // `covisit_neighbors` per item.
+  int covisit_window = 4;
+  int covisit_max_gap_seconds = 3600;
+  int covisit_neighbors = 50;
+  // The newest share of train impressions (by time) used for validation/calibration.
+  double validation_fraction = 0.1;
+  // At most this many rows go to gradient steps (whole slates, sampled by seed).
+  int max_train_rows = 1500000;
+  int max_calibration_rows = 20000;
+  // Recall evaluation: hit-rate@recall_k over at most eval_clicks test clicks.
+  int recall_k = 100;
+  int eval_clicks = 5000;
+  uint64_t seed = 11;
+  bool verbose = true;
+};
+
+struct TrainOutput {
+  BundleContents bundle;          // manifest.training holds the report below
+  v1::TrainingReport report;
+  MlpTrainReport mlp_report;
+  double seconds = 0;
+};
+
+absl::StatusOr<TrainOutput> TrainModel(const World& world, const TrainerOptions& options);
+
+// Hit-rate@k of recall (quotas split covisit/embedding/popularity as k/2, 2k/5, k/10)
+// and of the top-k popular items on the next clicks in world.test_events.
+struct RecallEvaluation {
+  double recall_hit_rate = 0;
+  double popularity_hit_rate = 0;
+  int clicks = 0;
+};
+absl::StatusOr<RecallEvaluation> EvaluateRecall(const BundleContents& bundle, const World& world,
+                                                int k, int max_clicks, uint64_t seed);
+
+// Writes `bundle` as version `version` under `model_dir` (0 = one above the highest
+// existing version). Returns the version directory.
+absl::StatusOr<std::string> WriteVersion(const BundleContents& bundle,
+                                         const std::string& model_dir, int64_t version);
+
+}  // namespace recserve
+
+#endif  // RECSERVE_TRAIN_TRAINER_H_
