@@ -1,17 +1,18 @@
 #include "engine/onnx_mlp.h"
 
+#include <onnx/checker.h>
+#include <onnx/onnx_pb.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <onnx/checker.h>
-#include <onnx/onnx_pb.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -81,8 +82,8 @@ class ModelBuilder {
     t->set_data_type(onnx::TensorProto::FLOAT);
     for (int64_t d : dims) t->add_dims(d);
     if (raw) {
-      t->set_raw_data(std::string(reinterpret_cast<const char*>(values.data()),
-                                  values.size() * sizeof(float)));
+      t->set_raw_data(
+          std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
     } else {
       for (float v : values) t->add_float_data(v);
     }
@@ -416,15 +417,14 @@ TEST(OnnxMlpTest, MissingReluBetweenHiddenLayersIsRefused) {
 }
 
 TEST(OnnxMlpTest, NaNWeightIsRefused) {
-  ExpectError(ParseOnnxMlp(TinyBytes([](ModelBuilder&, TinyModel& t) { t.w1[2] = NAN; }),
-                           kName),
+  ExpectError(ParseOnnxMlp(TinyBytes([](ModelBuilder&, TinyModel& t) { t.w1[2] = NAN; }), kName),
               {"node 2 'fc1' (Gemm)", "'w1'", "index 2", "nan"});
 }
 
 TEST(OnnxMlpTest, InfiniteBiasIsRefused) {
-  ExpectError(ParseOnnxMlp(TinyBytes([](ModelBuilder&, TinyModel& t) { t.b0[0] = INFINITY; }),
-                           kName),
-              {"node 0 'fc0' (Gemm)", "'b0'", "inf"});
+  ExpectError(
+      ParseOnnxMlp(TinyBytes([](ModelBuilder&, TinyModel& t) { t.b0[0] = INFINITY; }), kName),
+      {"node 0 'fc0' (Gemm)", "'b0'", "inf"});
 }
 
 TEST(OnnxMlpTest, Int64InitializerIsRefused) {
@@ -443,26 +443,53 @@ TEST(OnnxMlpTest, Int64InitializerIsRefused) {
   ExpectError(ParseOnnxMlp(b.Bytes(), kName), {"node 0 'fc0' (Gemm)", "'w0'", "INT64", "FLOAT"});
 }
 
+// The baseline TinyBytes model, edited as a ModelProto.
+std::string MutateTiny(const std::function<void(onnx::ModelProto&)>& edit) {
+  onnx::ModelProto m;
+  EXPECT_TRUE(m.ParseFromString(TinyBytes([](ModelBuilder&, TinyModel&) {})));
+  edit(m);
+  return m.SerializeAsString();
+}
+
+onnx::TensorProto* FindInitializer(onnx::ModelProto& m, const std::string& name) {
+  for (onnx::TensorProto& t : *m.mutable_graph()->mutable_initializer()) {
+    if (t.name() == name) return &t;
+  }
+  ADD_FAILURE() << "no initializer " << name;
+  return nullptr;
+}
+
 TEST(OnnxMlpTest, ExternalDataIsRefused) {
-  ExpectError(
-      ParseOnnxMlp(TinyBytes([](ModelBuilder& b, TinyModel&) {
-                     onnx::TensorProto* w = b.Initializer("ext", {1}, {1.0f});
-                     (void)w;
-                   }),
-                   kName)
-          .status()
-          .ok()
-          ? absl::StatusOr<Mlp>(absl::InvalidArgumentError(std::string(kName) + ": external"))
-          : absl::StatusOr<Mlp>(Mlp()),
-      {});
+  const std::string bytes = MutateTiny([](onnx::ModelProto& m) {
+    onnx::TensorProto* w = FindInitializer(m, "w0");
+    w->clear_raw_data();
+    w->set_data_location(onnx::TensorProto::EXTERNAL);
+    onnx::StringStringEntryProto* loc = w->add_external_data();
+    loc->set_key("location");
+    loc->set_value("weights.bin");
+  });
+  ExpectError(ParseOnnxMlp(bytes, kName), {"node 0 'fc0' (Gemm)", "'w0'", "external data"});
 }
 
 TEST(OnnxMlpTest, ShapesThatDoNotChainAreRefused) {
-  ExpectError(ParseOnnxMlp(TinyBytes([](ModelBuilder&, TinyModel& t) {
-                             t.w1 = {1, 2, 3, 4};  // [1 x 4] after a 3-wide layer
-                           }),
-                           kName),
-              {"node 2 'fc1' (Gemm)"});
+  const std::string bytes = MutateTiny([](onnx::ModelProto& m) {
+    // fc1 now takes 4 inputs, but fc0 gives 3.
+    onnx::TensorProto* w = FindInitializer(m, "w1");
+    w->set_dims(1, 4);
+    const std::vector<float> v = {1, 2, 3, 4};
+    w->set_raw_data(std::string(reinterpret_cast<const char*>(v.data()), 16));
+  });
+  ExpectError(ParseOnnxMlp(bytes, kName),
+              {"node 2 'fc1' (Gemm)", "'w1'", "taking 4 inputs", "gives 3"});
+}
+
+TEST(OnnxMlpTest, BiasOfWrongWidthIsRefused) {
+  const std::string bytes = MutateTiny([](onnx::ModelProto& m) {
+    onnx::TensorProto* b = FindInitializer(m, "b0");
+    b->set_dims(0, 2);
+    b->set_raw_data(b->raw_data().substr(0, 8));
+  });
+  ExpectError(ParseOnnxMlp(bytes, kName), {"node 0 'fc0' (Gemm)", "'b0'", "[2]", "want [3]"});
 }
 
 TEST(OnnxMlpTest, GemmWithAlphaOtherThanOneIsRefused) {
@@ -538,8 +565,7 @@ TEST(OnnxMlpTest, ReshapeThatChangesWidthIsRefused) {
 }
 
 TEST(OnnxMlpTest, RawDataOfWrongSizeIsRefused) {
-  ExpectError(ParseOnnxMlp(TinyBytes([](ModelBuilder&, TinyModel& t) { t.b0.pop_back(); }),
-                           kName),
+  ExpectError(ParseOnnxMlp(TinyBytes([](ModelBuilder&, TinyModel& t) { t.b0.pop_back(); }), kName),
               {"node 0 'fc0' (Gemm)", "'b0'", "raw_data"});
 }
 

@@ -1,0 +1,90 @@
+#include "engine/pipeline.h"
+
+#include <set>
+
+#include "engine/test_util.h"
+#include "gtest/gtest.h"
+
+namespace recserve {
+namespace {
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto model = Model::Create(testing::TinyBundle(64), 3);
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = *model;
+  }
+  std::shared_ptr<const Model> model_;
+  PipelineScratch scratch_;
+  RecommendResult result_;
+};
+
+TEST_F(PipelineTest, ReturnsTopNByRankerScoreBestFirst) {
+  std::vector<QueryEvent> events = {{1010, EventType::kClick, 1000}, {1020, EventType::kView, 900}};
+  RecommendQuery q;
+  q.events = events;
+  q.n = 5;
+  ASSERT_TRUE(Recommend(*model_, q, &scratch_, &result_).ok());
+  ASSERT_EQ(result_.items.size(), 5u);
+  EXPECT_GT(result_.candidates, 5);
+  for (size_t i = 1; i < result_.items.size(); ++i) {
+    EXPECT_GE(result_.items[i - 1].score, result_.items[i].score);
+  }
+  // The scores are the MLP's on the very rows the feature builder makes.
+  const Catalog& cat = model_->catalog();
+  UserState state;
+  std::vector<UserEvent> ue = {{10, EventType::kClick, 1000}, {20, EventType::kView, 900}};
+  BuildUserState(cat, model_->covisit(), model_->manifest().user_model(), ue, &state);
+  std::vector<float> row(model_->features().width());
+  for (const RecommendedItem& it : result_.items) {
+    model_->features().Build(cat, state, {}, {cat.Find(it.item_id)}, row.data());
+    float p;
+    ReferenceScore(model_->fp32_mlp(), row, 1, absl::MakeSpan(&p, 1));
+    EXPECT_NEAR(it.score, p, 1e-5);
+    EXPECT_NE(it.sources, 0u);
+  }
+}
+
+TEST_F(PipelineTest, UnknownItemsAreSkippedAndCounted) {
+  std::vector<QueryEvent> events = {{999999, EventType::kClick, 1000}, {1010, EventType::kView, 900}};
+  RecommendQuery q;
+  q.events = events;
+  q.n = 3;
+  ASSERT_TRUE(Recommend(*model_, q, &scratch_, &result_).ok());
+  EXPECT_EQ(result_.unknown_items, 1);
+  EXPECT_EQ(result_.items.size(), 3u);
+}
+
+TEST_F(PipelineTest, PerCategoryCapLimitsEachCategory) {
+  RecommendQuery q;
+  q.n = 8;
+  q.per_category_cap = 2;
+  ASSERT_TRUE(Recommend(*model_, q, &scratch_, &result_).ok());
+  EXPECT_EQ(result_.items.size(), 8u);  // 4 categories x 2
+  std::map<int, int> per;
+  for (const auto& it : result_.items) ++per[it.category];
+  for (auto& [cat, count] : per) EXPECT_LE(count, 2) << "category " << cat;
+}
+
+TEST_F(PipelineTest, ExpiredDeadlineStopsWithDeadlineExceeded) {
+  RecommendQuery q;
+  q.deadline = absl::Now() - absl::Seconds(1);
+  EXPECT_EQ(Recommend(*model_, q, &scratch_, &result_).code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST_F(PipelineTest, ScratchFollowsANewModelVersion) {
+  RecommendQuery q;
+  q.n = 4;
+  ASSERT_TRUE(Recommend(*model_, q, &scratch_, &result_).ok());
+  auto bigger = Model::Create(testing::TinyBundle(200, 8, 3, {32}), 4);
+  ASSERT_TRUE(bigger.ok());
+  std::vector<QueryEvent> events = {{1150, EventType::kClick, 1000}};
+  q.events = events;
+  ASSERT_TRUE(Recommend(**bigger, q, &scratch_, &result_).ok());
+  EXPECT_EQ(result_.items.size(), 4u);
+  EXPECT_EQ(result_.unknown_items, 0);
+}
+
+}  // namespace
+}  // namespace recserve
