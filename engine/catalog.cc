@@ -41,9 +41,9 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Create(CatalogData data,
     return SizeError(name, "popularity", data.popularity.size(), n);
   }
   for (size_t i = 0; i < n; ++i) {
-    if (data.category[i] < 0) {
+    if (data.category[i] < 0 || data.category[i] >= (1 << 20)) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: 'category' of item %d (id %d) is negative: %d", name, i, data.ids[i],
+          "%s: 'category' of item %d (id %d) is %d, outside [0, 2^20)", name, i, data.ids[i],
           data.category[i]));
     }
     if (!std::isfinite(data.popularity[i]) || data.popularity[i] < 0) {
@@ -77,6 +77,15 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Create(CatalogData data,
   std::iota(catalog->by_popularity_.begin(), catalog->by_popularity_.end(), 0);
   std::stable_sort(catalog->by_popularity_.begin(), catalog->by_popularity_.end(),
                    [&](int32_t a, int32_t b) { return d.popularity[a] > d.popularity[b]; });
+  const int32_t num_categories = *std::max_element(d.category.begin(), d.category.end()) + 1;
+  catalog->category_offsets_.assign(num_categories + 1, 0);
+  for (int32_t c : d.category) ++catalog->category_offsets_[c + 1];
+  for (int32_t c = 0; c < num_categories; ++c) {
+    catalog->category_offsets_[c + 1] += catalog->category_offsets_[c];
+  }
+  catalog->category_items_.resize(n);
+  std::vector<int64_t> fill(catalog->category_offsets_.begin(), catalog->category_offsets_.end() - 1);
+  for (int32_t item : catalog->by_popularity_) catalog->category_items_[fill[d.category[item]]++] = item;
   return catalog;
 }
 

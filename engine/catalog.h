@@ -25,7 +25,7 @@ struct CatalogData {
   std::vector<uint64_t> ids;         // [N], unique
   std::vector<float> embeddings;     // [N x dim]
   std::vector<float> dense;          // [N x dense_dim]
-  std::vector<int32_t> category;     // [N], >= 0
+  std::vector<int32_t> category;     // [N], in [0, 2^20)
   std::vector<float> popularity;     // [N], >= 0 (interaction counts, possibly decayed)
   int dim = 0;
   int dense_dim = 0;
@@ -58,6 +58,13 @@ class Catalog {
   float popularity_feature(int32_t item) const { return popularity_feature_[item]; }
   // Item indices, most popular first (ties by index).
   const std::vector<int32_t>& by_popularity() const { return by_popularity_; }
+  // Categories are 0 .. num_categories() - 1.
+  int num_categories() const { return static_cast<int>(category_offsets_.size()) - 1; }
+  // The items of `category`, most popular first.
+  absl::Span<const int32_t> category_by_popularity(int32_t category) const {
+    return absl::MakeConstSpan(category_items_.data() + category_offsets_[category],
+                               category_offsets_[category + 1] - category_offsets_[category]);
+  }
   const CatalogData& data() const { return data_; }
 
  private:
@@ -66,6 +73,8 @@ class Catalog {
   absl::flat_hash_map<uint64_t, int32_t> index_;
   std::vector<float> popularity_feature_;
   std::vector<int32_t> by_popularity_;
+  std::vector<int64_t> category_offsets_;  // CSR over by_popularity_, by category
+  std::vector<int32_t> category_items_;
 };
 
 // Item-to-item co-visitation lists in CSR form, as stored in covisit.safetensors:

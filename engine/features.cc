@@ -10,6 +10,7 @@ namespace {
 
 constexpr int kSignalWidth = 4;
 constexpr int kContextWidth = 6;
+constexpr int kAffinityWidth = 2;
 constexpr float kPi = 3.14159265358979f;
 
 float TypeWeight(const v1::UserModelSpec& spec, EventType type) {
@@ -27,7 +28,9 @@ int BlockWidth(v1::FeatureBlockKind kind, int dim, int dense_dim) {
     case v1::USER_VECTOR:
     case v1::ITEM_EMBEDDING:
     case v1::USER_ITEM_PRODUCT: return dim;
-    case v1::ITEM_DENSE: return dense_dim;
+    case v1::ITEM_DENSE:
+    case v1::USER_DENSE: return dense_dim;
+    case v1::CATEGORY_AFFINITY: return kAffinityWidth;
     case v1::RECALL_SIGNALS: return kSignalWidth;
     case v1::CONTEXT: return kContextWidth;
     default: return -1;
@@ -51,9 +54,12 @@ v1::FeatureSpec DefaultFeatureSpec(int embedding_dim, int item_dense_dim) {
   v1::FeatureSpec spec;
   spec.set_embedding_dim(embedding_dim);
   spec.set_item_dense_dim(item_dense_dim);
-  for (v1::FeatureBlockKind kind : {v1::USER_VECTOR, v1::ITEM_EMBEDDING, v1::USER_ITEM_PRODUCT,
-                                    v1::ITEM_DENSE, v1::RECALL_SIGNALS, v1::CONTEXT}) {
-    if (kind == v1::ITEM_DENSE && item_dense_dim == 0) continue;  // catalogs without them
+  for (v1::FeatureBlockKind kind :
+       {v1::USER_VECTOR, v1::ITEM_EMBEDDING, v1::USER_ITEM_PRODUCT, v1::USER_DENSE, v1::ITEM_DENSE,
+        v1::CATEGORY_AFFINITY, v1::RECALL_SIGNALS, v1::CONTEXT}) {
+    if ((kind == v1::ITEM_DENSE || kind == v1::USER_DENSE) && item_dense_dim == 0) {
+      continue;  // catalogs without dense item features
+    }
     v1::FeatureBlock* block = spec.add_blocks();
     block->set_kind(kind);
     block->set_width(BlockWidth(kind, embedding_dim, item_dense_dim));
@@ -65,6 +71,9 @@ void UserState::Prepare(const Catalog& catalog) {
   if (catalog_ == &catalog) return;
   catalog_ = &catalog;
   vector_.assign(catalog.dim(), 0.f);
+  dense_mean_.assign(catalog.dense_dim(), 0.f);
+  category_weight_.assign(catalog.num_categories(), 0.f);
+  categories_.clear();
   covisit_score_.assign(catalog.size(), 0.f);
   flags_.assign(catalog.size(), 0);
   covisited_.clear();
@@ -75,6 +84,9 @@ void UserState::Prepare(const Catalog& catalog) {
 void UserState::Reset() {
   for (int32_t item : covisited_) covisit_score_[item] = 0.f;
   for (int32_t item : history_) flags_[item] = 0;
+  for (int32_t c : categories_) category_weight_[c] = 0.f;
+  categories_.clear();
+  std::fill(dense_mean_.begin(), dense_mean_.end(), 0.f);
   covisited_.clear();
   history_.clear();
   std::fill(vector_.begin(), vector_.end(), 0.f);
@@ -99,9 +111,10 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
   }
   const int64_t newest = sorted.front().timestamp_ms;
   const double half_life_ms = std::max(1.0, 1000.0 * spec.half_life_seconds());
-  const int dim = catalog.dim();
+  const int dim = catalog.dim(), dense_dim = catalog.dense_dim();
   double total_weight = 0;
   std::vector<float>& vec = state->vector_;
+  std::vector<float>& dense = state->dense_mean_;
   for (const UserEvent& e : sorted) {
     const double age_ms = static_cast<double>(newest - e.timestamp_ms);
     const float w = static_cast<float>(TypeWeight(spec, e.type) * std::exp2(-age_ms / half_life_ms));
@@ -113,6 +126,11 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
     total_weight += w;
     const float* emb = catalog.embedding(e.item);
     for (int k = 0; k < dim; ++k) vec[k] += w * emb[k];
+    const float* d = catalog.dense(e.item);
+    for (int k = 0; k < dense_dim; ++k) dense[k] += w * d[k];
+    float& cw = state->category_weight_[catalog.category(e.item)];
+    if (cw == 0.f) state->categories_.push_back(catalog.category(e.item));
+    cw += w;
     absl::Span<const int32_t> nbrs = covisit.neighbors(e.item);
     absl::Span<const float> nw = covisit.weights(e.item);
     for (size_t j = 0; j < nbrs.size(); ++j) {
@@ -125,6 +143,11 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
   if (total_weight > 0) {
     const float inv = static_cast<float>(1.0 / total_weight);
     for (int k = 0; k < dim; ++k) vec[k] *= inv;
+    for (int k = 0; k < dense_dim; ++k) dense[k] *= inv;
+    for (int32_t c : state->categories_) state->category_weight_[c] *= inv;
+    std::vector<float>& share = state->category_weight_;
+    std::stable_sort(state->categories_.begin(), state->categories_.end(),
+                     [&share](int32_t a, int32_t b) { return share[a] > share[b]; });
     state->has_vector_ = true;
   }
 }
@@ -200,6 +223,17 @@ void FeatureBuilder::Build(const Catalog& catalog, const UserState& user,
           std::copy(catalog.dense(item), catalog.dense(item) + dense_dim_, out);
           out += dense_dim_;
           break;
+        case v1::USER_DENSE:
+          std::copy(user.dense_mean().begin(), user.dense_mean().end(), out);
+          out += dense_dim_;
+          break;
+        case v1::CATEGORY_AFFINITY: {
+          const float share = user.category_share(catalog.category(item));
+          out[0] = share;
+          out[1] = share > 0 ? 1.f : 0.f;
+          out += kAffinityWidth;
+          break;
+        }
         case v1::RECALL_SIGNALS: {
           float dot = 0;
           for (int k = 0; k < dim_; ++k) dot += u[k] * e[k];

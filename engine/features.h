@@ -47,6 +47,12 @@ class UserState {
 
   bool has_vector() const { return has_vector_; }
   const std::vector<float>& vector() const { return vector_; }
+  // Weighted mean of the dense features of the user's items.
+  const std::vector<float>& dense_mean() const { return dense_mean_; }
+  // Share of the user's event weight in `category`, in [0, 1].
+  float category_share(int32_t category) const { return category_weight_[category]; }
+  // The user's categories, largest share first.
+  const std::vector<int32_t>& categories() const { return categories_; }
   // Items co-visited with the user's events, with accumulated weights (unordered).
   const std::vector<int32_t>& covisited() const { return covisited_; }
   float covisit_score(int32_t item) const { return covisit_score_[item]; }
@@ -62,6 +68,9 @@ class UserState {
   const Catalog* catalog_ = nullptr;
   bool has_vector_ = false;
   std::vector<float> vector_;
+  std::vector<float> dense_mean_;
+  std::vector<float> category_weight_;  // [num categories], zero except at categories_
+  std::vector<int32_t> categories_;
   std::vector<float> covisit_score_;  // [N], zero except at covisited_
   std::vector<uint8_t> flags_;        // [N], zero except at history_
   std::vector<int32_t> covisited_;
@@ -72,8 +81,9 @@ class UserState {
 // Fills `state` (Prepare'd for `catalog`) from `events` (any order). Uses the newest
 // spec.max_events events; each weighs type_weight * 0.5^(age / half_life), age measured
 // from the newest event (so the same events always give the same state). The user
-// vector is the weighted mean of the items' embeddings; co-visitation scores are the
-// weighted sums of the items' neighbour weights.
+// vector (and the dense-feature mean) is the weighted mean over the items; category
+// shares are the normalised weight per category; co-visitation scores are the weighted
+// sums of the items' neighbour weights.
 void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
                     const v1::UserModelSpec& spec, absl::Span<const UserEvent> events,
                     UserState* state);

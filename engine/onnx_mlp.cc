@@ -1,5 +1,7 @@
 #include "engine/onnx_mlp.h"
 
+#include <onnx/onnx_pb.h>
+
 #include <climits>
 #include <cmath>
 #include <cstring>
@@ -8,8 +10,6 @@
 #include <set>
 #include <utility>
 #include <vector>
-
-#include <onnx/onnx_pb.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -25,8 +25,7 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 namespace recserve {
 namespace {
 
-constexpr char kSupportedOps[] =
-    "recserve reads MLPs of Gemm/MatMul+Add, Relu and a final Sigmoid";
+constexpr char kSupportedOps[] = "recserve reads MLPs of Gemm/MatMul+Add, Relu and a final Sigmoid";
 
 std::string DataTypeName(int32_t type) {
   if (onnx::TensorProto_DataType_IsValid(type)) {
@@ -49,8 +48,7 @@ absl::StatusOr<uint64_t> ElementCount(const onnx::TensorProto& t, const std::str
   uint64_t count = 1;
   for (int64_t d : t.dims()) {
     if (d < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s has negative dimension %d", what, d));
+      return absl::InvalidArgumentError(absl::StrFormat("%s has negative dimension %d", what, d));
     }
     if (__builtin_mul_overflow(count, static_cast<uint64_t>(d), &count)) {
       return absl::InvalidArgumentError(
@@ -62,9 +60,10 @@ absl::StatusOr<uint64_t> ElementCount(const onnx::TensorProto& t, const std::str
 
 absl::Status CheckStoredInline(const onnx::TensorProto& t, const std::string& what) {
   if (t.data_location() == onnx::TensorProto::EXTERNAL || t.external_data_size() > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, " uses external data, which recserve does not read; save the model with "
-              "all tensors inside the .onnx file"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what,
+                     " uses external data, which recserve does not read; save the model with "
+                     "all tensors inside the .onnx file"));
   }
   if (t.has_segment()) {
     return absl::InvalidArgumentError(absl::StrCat(what, " is segmented; not supported"));
@@ -77,20 +76,18 @@ absl::Status CheckStoredInline(const onnx::TensorProto& t, const std::string& wh
 absl::StatusOr<FloatTensor> DecodeFloat(const onnx::TensorProto& t, const std::string& what) {
   RETURN_IF_ERROR(CheckStoredInline(t, what));
   if (t.data_type() != onnx::TensorProto::FLOAT) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s has data type %s, want FLOAT", what, DataTypeName(t.data_type())));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s has data type %s, want FLOAT", what, DataTypeName(t.data_type())));
   }
   ASSIGN_OR_RETURN(const uint64_t count, ElementCount(t, what));
   FloatTensor out;
   out.dims.assign(t.dims().begin(), t.dims().end());
   if (t.has_raw_data() && t.float_data_size() > 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " has both raw_data and float_data"));
+    return absl::InvalidArgumentError(absl::StrCat(what, " has both raw_data and float_data"));
   }
   if (t.has_raw_data()) {
     // Dividing avoids overflowing count * 4; the size check comes before any allocation.
-    if (t.raw_data().size() % sizeof(float) != 0 ||
-        t.raw_data().size() / sizeof(float) != count) {
+    if (t.raw_data().size() % sizeof(float) != 0 || t.raw_data().size() / sizeof(float) != count) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: raw_data has %d bytes but dims %s need %d floats", what,
                           t.raw_data().size(), DimsString(out.dims), count));
@@ -107,8 +104,8 @@ absl::StatusOr<FloatTensor> DecodeFloat(const onnx::TensorProto& t, const std::s
   }
   for (size_t i = 0; i < out.values.size(); ++i) {
     if (!std::isfinite(out.values[i])) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: value at index %d is %f, want finite", what, i, out.values[i]));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: value at index %d is %f, want finite", what, i, out.values[i]));
     }
   }
   return out;
@@ -119,8 +116,8 @@ absl::StatusOr<std::vector<int64_t>> DecodeInt64(const onnx::TensorProto& t,
                                                  const std::string& what) {
   RETURN_IF_ERROR(CheckStoredInline(t, what));
   if (t.data_type() != onnx::TensorProto::INT64) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s has data type %s, want INT64", what, DataTypeName(t.data_type())));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s has data type %s, want INT64", what, DataTypeName(t.data_type())));
   }
   ASSIGN_OR_RETURN(const uint64_t count, ElementCount(t, what));
   std::vector<int64_t> out;
@@ -128,19 +125,29 @@ absl::StatusOr<std::vector<int64_t>> DecodeInt64(const onnx::TensorProto& t,
     if (t.raw_data().size() % sizeof(int64_t) != 0 ||
         t.raw_data().size() / sizeof(int64_t) != count) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: raw_data has %d bytes but needs %d int64 values", what, t.raw_data().size(),
-          count));
+          "%s: raw_data has %d bytes but needs %d int64 values", what, t.raw_data().size(), count));
     }
     out.resize(count);
     if (count > 0) std::memcpy(out.data(), t.raw_data().data(), t.raw_data().size());
   } else {
     if (static_cast<uint64_t>(t.int64_data_size()) != count) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: int64_data has %d values but needs %d", what, t.int64_data_size(), count));
+      return absl::InvalidArgumentError(absl::StrFormat("%s: int64_data has %d values but needs %d",
+                                                        what, t.int64_data_size(), count));
     }
     out.assign(t.int64_data().begin(), t.int64_data().end());
   }
   return out;
+}
+
+// Gemm with transB = 0 and MatMul hold weights [in x out]; DenseLayer wants [out x in].
+std::vector<float> InByOutToOutByIn(const std::vector<float>& w, int in, int out) {
+  std::vector<float> t(w.size());
+  for (int i = 0; i < in; ++i) {
+    for (int o = 0; o < out; ++o) {
+      t[static_cast<size_t>(o) * in + i] = w[static_cast<size_t>(i) * out + o];
+    }
+  }
+  return t;
 }
 
 // Walks the graph once, in node order (ONNX requires topological order), as a small
@@ -164,8 +171,8 @@ class GraphReader {
     return absl::InvalidArgumentError(absl::StrCat(name_, ": ", msg));
   }
   absl::Status NodeError(int index, const onnx::NodeProto& node, const std::string& msg) const {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: node %d '%s' (%s): %s", name_, index, node.name(), node.op_type(), msg));
+    return absl::InvalidArgumentError(absl::StrFormat("%s: node %d '%s' (%s): %s", name_, index,
+                                                      node.name(), node.op_type(), msg));
   }
 
   absl::Status ReadInput();
@@ -182,11 +189,11 @@ class GraphReader {
   const onnx::GraphProto& graph_;
   const std::string& name_;
   std::map<std::string, const onnx::TensorProto*> constants_;  // initializers, Constants
-  std::set<std::string> defined_;  // every value name produced so far
-  std::string cur_;                // the activation tensor the next layer must consume
-  int64_t width_ = -1;             // its feature width; -1 while not known
+  std::set<std::string> defined_;                              // every value name produced so far
+  std::string cur_;     // the activation tensor the next layer must consume
+  int64_t width_ = -1;  // its feature width; -1 while not known
   Stage stage_ = Stage::kExpectLayer;
-  DenseLayer pending_;             // MatMul seen, waiting for its Add
+  DenseLayer pending_;  // MatMul seen, waiting for its Add
   std::string sigmoid_output_;
   Mlp mlp_;
 };
@@ -242,13 +249,13 @@ absl::Status GraphReader::ReadInput() {
   if (!input.type().has_tensor_type()) return Error(where + " is not a tensor");
   const onnx::TypeProto_Tensor& tt = input.type().tensor_type();
   if (tt.elem_type() != onnx::TensorProto::FLOAT) {
-    return Error(absl::StrFormat("%s has element type %s, want FLOAT", where,
-                                 DataTypeName(tt.elem_type())));
+    return Error(
+        absl::StrFormat("%s has element type %s, want FLOAT", where, DataTypeName(tt.elem_type())));
   }
   if (tt.has_shape()) {
     if (tt.shape().dim_size() != 2) {
-      return Error(absl::StrFormat("%s has rank %d, want 2 ([batch, K])", where,
-                                   tt.shape().dim_size()));
+      return Error(
+          absl::StrFormat("%s has rank %d, want 2 ([batch, K])", where, tt.shape().dim_size()));
     }
     const onnx::TensorShapeProto_Dimension& k = tt.shape().dim(1);
     if (k.has_dim_value()) {
@@ -263,13 +270,13 @@ absl::Status GraphReader::ReadInput() {
   return absl::OkStatus();
 }
 
-absl::Status GraphReader::SetBias(int index, const onnx::NodeProto& node,
-                                  const std::string& value, DenseLayer& layer) const {
+absl::Status GraphReader::SetBias(int index, const onnx::NodeProto& node, const std::string& value,
+                                  DenseLayer& layer) const {
   absl::StatusOr<FloatTensor> bias = FloatConstant(value);
   if (!bias.ok()) return NodeError(index, node, absl::StrCat("bias: ", bias.status().message()));
   const std::vector<int64_t>& d = bias->dims;
-  const bool ok = (d.size() == 1 && d[0] == layer.out) ||
-                  (d.size() == 2 && d[0] == 1 && d[1] == layer.out);
+  const bool ok =
+      (d.size() == 1 && d[0] == layer.out) || (d.size() == 2 && d[0] == 1 && d[1] == layer.out);
   if (!ok) {
     return NodeError(index, node,
                      absl::StrFormat("bias '%s' has shape %s, want [%d] or [1, %d]", value,
@@ -300,8 +307,7 @@ absl::Status GraphReader::StartLayer(int index, const onnx::NodeProto& node) {
 absl::Status GraphReader::VisitNode(int index, const onnx::NodeProto& node) {
   const std::string& op = node.op_type();
   static const std::set<std::string>* const kOps = new std::set<std::string>{
-      "Gemm", "MatMul", "Add", "Relu", "Sigmoid", "Identity", "Flatten", "Reshape",
-      "Constant"};
+      "Gemm", "MatMul", "Add", "Relu", "Sigmoid", "Identity", "Flatten", "Reshape", "Constant"};
   if ((!node.domain().empty() && node.domain() != "ai.onnx") || kOps->count(op) == 0) {
     return NodeError(index, node, absl::StrCat("unsupported op; ", kSupportedOps));
   }
@@ -315,8 +321,7 @@ absl::Status GraphReader::VisitNode(int index, const onnx::NodeProto& node) {
 
   if (op == "Constant") {
     RETURN_IF_ERROR(CheckAttributes(index, node, {"value"}));
-    if (node.attribute_size() != 1 ||
-        node.attribute(0).type() != onnx::AttributeProto::TENSOR) {
+    if (node.attribute_size() != 1 || node.attribute(0).type() != onnx::AttributeProto::TENSOR) {
       return NodeError(index, node, "only a Constant with a 'value' tensor is supported");
     }
     constants_[output] = &node.attribute(0).t();
@@ -334,16 +339,20 @@ absl::Status GraphReader::VisitNode(int index, const onnx::NodeProto& node) {
   }
 
   // Every other node transforms the activation chain.
-  const int want_inputs = op == "Gemm"                                   ? -1
-                          : (op == "MatMul" || op == "Add" || op == "Reshape") ? 2
-                                                                               : 1;
-  if (want_inputs > 0 && node.input_size() != want_inputs) {
-    return NodeError(index, node, absl::StrFormat("has %d inputs, want %d", node.input_size(),
-                                                  want_inputs));
+  int min_inputs = 1;
+  int max_inputs = 1;
+  if (op == "Gemm") {
+    min_inputs = 2;
+    max_inputs = 3;  // C (the bias) is optional
+  } else if (op == "MatMul" || op == "Add" || op == "Reshape") {
+    min_inputs = max_inputs = 2;
   }
-  if (want_inputs < 0 && node.input_size() != 2 && node.input_size() != 3) {
-    return NodeError(index, node,
-                     absl::StrFormat("has %d inputs, want 2 or 3", node.input_size()));
+  if (node.input_size() < min_inputs || node.input_size() > max_inputs) {
+    return NodeError(
+        index, node,
+        absl::StrFormat("has %d inputs, want %s", node.input_size(),
+                        min_inputs == max_inputs ? absl::StrCat(min_inputs)
+                                                 : absl::StrCat(min_inputs, " or ", max_inputs)));
   }
   const bool add_bias_first = op == "Add" && node.input(1) == cur_;
   const std::string& data_input = add_bias_first ? node.input(1) : node.input(0);
@@ -366,8 +375,7 @@ absl::Status GraphReader::VisitNode(int index, const onnx::NodeProto& node) {
                          absl::StrFormat("attribute '%s' has the wrong type", a.name()));
       }
       if (is_float && a.f() != 1.0f) {
-        return NodeError(index, node,
-                         absl::StrFormat("%s = %g, want 1", a.name(), a.f()));
+        return NodeError(index, node, absl::StrFormat("%s = %g, want 1", a.name(), a.f()));
       }
       if (a.name() == "transA" && a.i() != 0) {
         return NodeError(index, node, absl::StrFormat("transA = %d, want 0", a.i()));
@@ -383,30 +391,24 @@ absl::Status GraphReader::VisitNode(int index, const onnx::NodeProto& node) {
     if (!w.ok()) return NodeError(index, node, absl::StrCat("B: ", w.status().message()));
     if (w->dims.size() != 2 || w->dims[0] <= 0 || w->dims[1] <= 0 || w->dims[0] > INT_MAX ||
         w->dims[1] > INT_MAX) {
-      return NodeError(index, node, absl::StrFormat("weight '%s' has shape %s, want 2-D",
-                                                    node.input(1), DimsString(w->dims)));
+      return NodeError(index, node,
+                       absl::StrFormat("weight '%s' has shape %s, want 2-D with positive sizes",
+                                       node.input(1), DimsString(w->dims)));
     }
     DenseLayer layer;
     layer.in = static_cast<int>(trans_b ? w->dims[1] : w->dims[0]);
     layer.out = static_cast<int>(trans_b ? w->dims[0] : w->dims[1]);
     if (width_ >= 0 && layer.in != width_) {
-      return NodeError(index, node,
-                       absl::StrFormat("weight '%s' is %s (transB = %d), taking %d inputs, but "
-                                       "the previous layer gives %d",
-                                       node.input(1), DimsString(w->dims), trans_b, layer.in,
-                                       width_));
+      return NodeError(
+          index, node,
+          absl::StrFormat("weight '%s' is %s (transB = %d), taking %d inputs, but "
+                          "the previous layer gives %d",
+                          node.input(1), DimsString(w->dims), trans_b, layer.in, width_));
     }
     if (trans_b) {
       layer.weight = std::move(w->values);
     } else {
-      // B is [in x out]; DenseLayer wants [out x in].
-      layer.weight.resize(w->values.size());
-      for (int i = 0; i < layer.in; ++i) {
-        for (int o = 0; o < layer.out; ++o) {
-          layer.weight[static_cast<size_t>(o) * layer.in + i] =
-              w->values[static_cast<size_t>(i) * layer.out + o];
-        }
-      }
+      layer.weight = InByOutToOutByIn(w->values, layer.in, layer.out);
     }
     if (node.input_size() == 3 && !node.input(2).empty()) {
       RETURN_IF_ERROR(SetBias(index, node, node.input(2), layer));
@@ -423,8 +425,9 @@ absl::Status GraphReader::VisitNode(int index, const onnx::NodeProto& node) {
     if (!w.ok()) return NodeError(index, node, absl::StrCat("B: ", w.status().message()));
     if (w->dims.size() != 2 || w->dims[0] <= 0 || w->dims[1] <= 0 || w->dims[0] > INT_MAX ||
         w->dims[1] > INT_MAX) {
-      return NodeError(index, node, absl::StrFormat("weight '%s' has shape %s, want 2-D",
-                                                    node.input(1), DimsString(w->dims)));
+      return NodeError(index, node,
+                       absl::StrFormat("weight '%s' has shape %s, want 2-D with positive sizes",
+                                       node.input(1), DimsString(w->dims)));
     }
     pending_ = DenseLayer();
     pending_.in = static_cast<int>(w->dims[0]);
@@ -435,13 +438,7 @@ absl::Status GraphReader::VisitNode(int index, const onnx::NodeProto& node) {
                                        "layer gives %d",
                                        node.input(1), DimsString(w->dims), pending_.in, width_));
     }
-    pending_.weight.resize(w->values.size());
-    for (int i = 0; i < pending_.in; ++i) {
-      for (int o = 0; o < pending_.out; ++o) {
-        pending_.weight[static_cast<size_t>(o) * pending_.in + i] =
-            w->values[static_cast<size_t>(i) * pending_.out + o];
-      }
-    }
+    pending_.weight = InByOutToOutByIn(w->values, pending_.in, pending_.out);
     width_ = pending_.out;
     stage_ = Stage::kAwaitAdd;
   } else if (op == "Add") {
@@ -449,8 +446,7 @@ absl::Status GraphReader::VisitNode(int index, const onnx::NodeProto& node) {
     if (stage_ != Stage::kAwaitAdd) {
       return NodeError(index, node, "Add is only accepted as the bias right after a MatMul");
     }
-    RETURN_IF_ERROR(SetBias(index, node, add_bias_first ? node.input(0) : node.input(1),
-                            pending_));
+    RETURN_IF_ERROR(SetBias(index, node, add_bias_first ? node.input(0) : node.input(1), pending_));
     mlp_.layers.push_back(std::move(pending_));
     pending_ = DenseLayer();
     stage_ = Stage::kAfterLayer;
@@ -490,9 +486,9 @@ absl::Status GraphReader::VisitNode(int index, const onnx::NodeProto& node) {
     }
     auto it = constants_.find(node.input(1));
     if (it == constants_.end()) {
-      return NodeError(index, node,
-                       absl::StrFormat("shape '%s' is not an initializer or Constant output",
-                                       node.input(1)));
+      return NodeError(
+          index, node,
+          absl::StrFormat("shape '%s' is not an initializer or Constant output", node.input(1)));
     }
     absl::StatusOr<std::vector<int64_t>> shape =
         DecodeInt64(*it->second, absl::StrFormat("shape '%s'", node.input(1)));
@@ -501,12 +497,12 @@ absl::Status GraphReader::VisitNode(int index, const onnx::NodeProto& node) {
     // allowzero is set.
     const std::vector<int64_t>& s = *shape;
     const bool batch_kept = s.size() == 2 && (s[0] == -1 || (s[0] == 0 && !allow_zero));
-    const bool width_kept =
-        s.size() == 2 && ((width_ > 0 && s[1] == width_) || (s[1] == -1 && s[0] == 0 && !allow_zero));
+    const bool width_kept = s.size() == 2 && ((width_ > 0 && s[1] == width_) ||
+                                              (s[1] == -1 && s[0] == 0 && !allow_zero));
     if (!batch_kept || !width_kept) {
-      return NodeError(index, node,
-                       absl::StrFormat("shape %s does not keep [batch, %d]", DimsString(s),
-                                       width_));
+      return NodeError(
+          index, node,
+          absl::StrFormat("shape %s does not keep [batch, %d]", DimsString(s), width_));
     }
   }
   cur_ = output;
@@ -525,12 +521,11 @@ absl::Status GraphReader::CheckOutput() const {
     const onnx::TypeProto_Tensor& tt = type.tensor_type();
     if (tt.elem_type() != onnx::TensorProto::UNDEFINED &&
         tt.elem_type() != onnx::TensorProto::FLOAT) {
-      return Error(absl::StrFormat("output '%s' has element type %s, want FLOAT",
-                                   sigmoid_output_, DataTypeName(tt.elem_type())));
+      return Error(absl::StrFormat("output '%s' has element type %s, want FLOAT", sigmoid_output_,
+                                   DataTypeName(tt.elem_type())));
     }
-    if (tt.has_shape() &&
-        (tt.shape().dim_size() != 2 ||
-         (tt.shape().dim(1).has_dim_value() && tt.shape().dim(1).dim_value() != 1))) {
+    if (tt.has_shape() && (tt.shape().dim_size() != 2 || (tt.shape().dim(1).has_dim_value() &&
+                                                          tt.shape().dim(1).dim_value() != 1))) {
       return Error(absl::StrFormat("output '%s' is not [batch, 1]", sigmoid_output_));
     }
   }
@@ -544,8 +539,8 @@ absl::StatusOr<Mlp> GraphReader::Read() {
     if (mlp_.layers.empty() && stage_ != Stage::kAwaitAdd) {
       return Error("graph has no Gemm or MatMul layer");
     }
-    return Error(absl::StrFormat(
-        "graph does not end in a Sigmoid (last value '%s'); %s", cur_, kSupportedOps));
+    return Error(absl::StrFormat("graph does not end in a Sigmoid (last value '%s'); %s", cur_,
+                                 kSupportedOps));
   }
   RETURN_IF_ERROR(CheckOutput());
   absl::Status valid = ValidateMlp(mlp_);
@@ -556,9 +551,8 @@ absl::StatusOr<Mlp> GraphReader::Read() {
 absl::StatusOr<Mlp> ParseOnnxMlpOrThrow(const std::string& bytes, const std::string& name) {
   onnx::ModelProto model;
   if (!model.ParseFromString(bytes)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: not an ONNX model (%d bytes do not parse as a ModelProto)", name,
-                        bytes.size()));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: not an ONNX model (%d bytes do not parse as a ModelProto)", name, bytes.size()));
   }
   if (!model.has_graph()) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": ONNX model has no graph"));
@@ -574,14 +568,14 @@ void SetTensorType(onnx::ValueInfoProto* v, const std::string& name, int64_t wid
   tt->mutable_shape()->add_dim()->set_dim_value(width);
 }
 
-void AddFloatInitializer(onnx::GraphProto* g, const std::string& name,
-                         std::vector<int64_t> dims, const std::vector<float>& values) {
+void AddFloatInitializer(onnx::GraphProto* g, const std::string& name, std::vector<int64_t> dims,
+                         const std::vector<float>& values) {
   onnx::TensorProto* t = g->add_initializer();
   t->set_name(name);
   t->set_data_type(onnx::TensorProto::FLOAT);
   for (int64_t d : dims) t->add_dims(d);
-  t->set_raw_data(std::string(reinterpret_cast<const char*>(values.data()),
-                              values.size() * sizeof(float)));
+  t->set_raw_data(
+      std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
 }
 
 }  // namespace

@@ -569,5 +569,26 @@ TEST(OnnxMlpTest, RawDataOfWrongSizeIsRefused) {
               {"node 0 'fc0' (Gemm)", "'b0'", "raw_data"});
 }
 
+TEST(OnnxMlpTest, FlattenThatMergesTheBatchIsRefused) {
+  ModelBuilder b(2);
+  b.Initializer("w1", {1, 2}, {1, 1});
+  ModelBuilder::IntAttr(b.Node("Flatten", "flat", {"x"}, "f"), "axis", 0);
+  ModelBuilder::IntAttr(b.Node("Gemm", "fc", {"f", "w1"}, "h"), "transB", 1);
+  b.Node("Sigmoid", "sig", {"h"}, "y");
+  b.Output("y");
+  ExpectError(ParseOnnxMlp(b.Bytes(), kName), {"node 0 'flat' (Flatten)", "axis"});
+}
+
+TEST(OnnxMlpTest, AddThatIsNotAMatMulBiasIsRefused) {
+  ModelBuilder b(2);
+  b.Initializer("w1", {1, 2}, {1, 1});
+  b.Initializer("shift", {2}, {0.5f, 0.5f});
+  b.Node("Add", "shift_in", {"x", "shift"}, "xs");
+  ModelBuilder::IntAttr(b.Node("Gemm", "fc", {"xs", "w1"}, "h"), "transB", 1);
+  b.Node("Sigmoid", "sig", {"h"}, "y");
+  b.Output("y");
+  ExpectError(ParseOnnxMlp(b.Bytes(), kName), {"node 0 'shift_in' (Add)", "MatMul"});
+}
+
 }  // namespace
 }  // namespace recserve

@@ -50,6 +50,7 @@ class ScoreBuffer : public IndexScratch {
   std::vector<float> scores;
 };
 constexpr int kScanBlock = 4096;
+constexpr size_t kMaxPopularCategories = 5;
 }  // namespace
 
 void ExactFp32Index::TopK(const float* query, int k, IndexScratch* scratch,
@@ -131,6 +132,22 @@ void Recall(const Catalog& catalog, const EmbeddingIndex& index, const UserState
   }
   const int popularity_quota = warm ? options.popularity_k : options.max_candidates;
   int added = 0;
+  if (warm) {
+    // The most popular items of the user's own categories, shared out by the user's
+    // category shares; what is left of the quota goes to global popularity.
+    const std::vector<int32_t>& cats = user.categories();
+    for (size_t ci = 0; ci < cats.size() && ci < kMaxPopularCategories; ++ci) {
+      const int quota = std::max(1, static_cast<int>(popularity_quota * user.category_share(cats[ci]) + 0.5f));
+      int taken = 0;
+      for (int32_t item : catalog.category_by_popularity(cats[ci])) {
+        if (taken >= quota || added >= popularity_quota || candidates->size() >= cap) break;
+        if (add(item, kFromPopularity)) {
+          ++taken;
+          ++added;
+        }
+      }
+    }
+  }
   for (int32_t item : catalog.by_popularity()) {
     if (added >= popularity_quota || candidates->size() >= cap) break;
     if (add(item, kFromPopularity)) ++added;

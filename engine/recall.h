@@ -5,7 +5,9 @@
 //                EmbeddingIndex (exact fp32 scan here; int8 and HNSW indexes implement the
 //                same interface);
 //   covisit    - the items with the highest accumulated co-visitation score;
-//   popularity - the most popular items (all a cold user gets).
+//   popularity - the most popular items of the user's favourite categories (in
+//                proportion to the user's category shares), then globally (all a cold
+//                user gets).
 // Recall() merges them with per-source quotas, dedupes (a candidate remembers every
 // source that proposed it), drops purchased items when asked and caps the total.
 //

@@ -12,12 +12,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <tuple>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -47,12 +46,25 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-// A short description of a JSON value for error messages, without echoing a possibly
-// huge value back.
+// Caps text taken from the file (values, parser messages) so an error stays readable.
+std::string Truncate(std::string s, size_t max_chars = 200) {
+  if (s.size() > max_chars) s = s.substr(0, max_chars - 3) + "...";
+  return s;
+}
+
+// A short description of a JSON value for error messages. Only flat values are dumped:
+// nlohmann's serializer recurses, and a hostile header can nest a million levels deep.
 std::string Describe(const nlohmann::json& j) {
-  std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  if (s.size() > 40) s = s.substr(0, 37) + "...";
-  return absl::StrCat(s, " (", j.type_name(), ")");
+  bool flat = true;
+  if (j.is_structured()) {
+    for (const nlohmann::json& child : j) flat = flat && !child.is_structured();
+  }
+  if (!flat) {
+    return absl::StrFormat("a nested %s of %d values", j.type_name(), j.size());
+  }
+  return absl::StrCat(
+      Truncate(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), 40), " (",
+      j.type_name(), ")");
 }
 
 uint64_t ReadLittleEndianU64(const uint8_t* p) {
@@ -74,26 +86,40 @@ uint64_t RoundUp8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
 
 const char* DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "F32";
-    case DType::kF64: return "F64";
-    case DType::kI8: return "I8";
-    case DType::kU8: return "U8";
-    case DType::kI32: return "I32";
-    case DType::kI64: return "I64";
-    case DType::kU64: return "U64";
+    case DType::kF32:
+      return "F32";
+    case DType::kF64:
+      return "F64";
+    case DType::kI8:
+      return "I8";
+    case DType::kU8:
+      return "U8";
+    case DType::kI32:
+      return "I32";
+    case DType::kI64:
+      return "I64";
+    case DType::kU64:
+      return "U64";
   }
   return "?";
 }
 
 int DTypeSize(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return 4;
-    case DType::kF64: return 8;
-    case DType::kI8: return 1;
-    case DType::kU8: return 1;
-    case DType::kI32: return 4;
-    case DType::kI64: return 8;
-    case DType::kU64: return 8;
+    case DType::kF32:
+      return 4;
+    case DType::kF64:
+      return 8;
+    case DType::kI8:
+      return 1;
+    case DType::kU8:
+      return 1;
+    case DType::kI32:
+      return 4;
+    case DType::kI64:
+      return 8;
+    case DType::kU64:
+      return 8;
   }
   return 0;
 }
@@ -113,8 +139,7 @@ SafetensorsFile::~SafetensorsFile() {
   if (mapping_ != nullptr) ::munmap(mapping_, size_);
 }
 
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
-    const std::string& path) {
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     return absl::ErrnoToStatus(errno, absl::StrCat(path, ": cannot open"));
@@ -149,8 +174,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   return file;
 }
 
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(
-    std::string bytes, std::string name) {
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(std::string bytes,
+                                                                            std::string name) {
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->name_ = std::move(name);
   file->owned_ = std::move(bytes);
@@ -168,14 +193,13 @@ absl::Status SafetensorsFile::Parse() {
   const uint64_t header_len = ReadLittleEndianU64(base_);
   // The limit is checked first: a length this large is garbage, not a truncated file.
   if (header_len > kMaxHeaderBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: header length %d exceeds the limit of %d bytes", name_,
-                        header_len, kMaxHeaderBytes));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: header length %d exceeds the limit of %d bytes", name_, header_len, kMaxHeaderBytes));
   }
   if (header_len > size_ - 8) {
     return absl::DataLossError(absl::StrFormat(
-        "%s: header length %d runs past the end of the file (%d bytes after the length)",
-        name_, header_len, size_ - 8));
+        "%s: header length %d runs past the end of the file (%d bytes after the length)", name_,
+        header_len, size_ - 8));
   }
   data_ = base_ + 8 + header_len;
   data_size_ = size_ - 8 - header_len;
@@ -187,8 +211,7 @@ absl::Status SafetensorsFile::Parse() {
   // they are caught while parsing.
   std::string duplicate_key;
   std::set<std::string> seen_keys;
-  auto on_event = [&](int depth, nlohmann::json::parse_event_t event,
-                      nlohmann::json& parsed) {
+  auto on_event = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
     if (event == nlohmann::json::parse_event_t::key && depth == 1 &&
         !seen_keys.insert(parsed.get<std::string>()).second && duplicate_key.empty()) {
       duplicate_key = parsed.get<std::string>();
@@ -199,18 +222,18 @@ absl::Status SafetensorsFile::Parse() {
     root = nlohmann::json::parse(header_begin, header_end, on_event);
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat(name_, ": header is not valid JSON: ", e.what()));
+        absl::StrCat(name_, ": header is not valid JSON: ", Truncate(e.what())));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat(name_, ": header cannot be parsed: ", e.what()));
+        absl::StrCat(name_, ": header cannot be parsed: ", Truncate(e.what())));
   }
   if (!root.is_object()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: header is a JSON %s, want an object", name_, root.type_name()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: header is a JSON %s, want an object", name_, root.type_name()));
   }
   if (!duplicate_key.empty()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: tensor '%s': name appears twice in the header", name_, duplicate_key));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: tensor '%s': name appears twice in the header", name_, duplicate_key));
   }
 
   for (const auto& [key, value] : root.items()) {
@@ -221,9 +244,8 @@ absl::Status SafetensorsFile::Parse() {
       }
       for (const auto& [mkey, mvalue] : value.items()) {
         if (!mvalue.is_string()) {
-          return absl::InvalidArgumentError(
-              absl::StrFormat("%s: __metadata__ key '%s' is %s, want a string", name_, mkey,
-                              Describe(mvalue)));
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: __metadata__ key '%s' is %s, want a string", name_, mkey, Describe(mvalue)));
         }
         metadata_[mkey] = mvalue.get<std::string>();
       }
@@ -243,8 +265,7 @@ absl::Status SafetensorsFile::Parse() {
     }
     for (const char* field : {"dtype", "shape", "data_offsets"}) {
       if (!value.contains(field)) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("%s: missing field '%s'", where, field));
+        return absl::InvalidArgumentError(absl::StrFormat("%s: missing field '%s'", where, field));
       }
     }
 
@@ -257,8 +278,8 @@ absl::Status SafetensorsFile::Parse() {
     const std::optional<DType> parsed_dtype = ParseDType(dtype.get<std::string>());
     if (!parsed_dtype) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: dtype '%s' is not supported (want one of F32, F64, I8, U8, I32, I64, U64)",
-          where, dtype.get<std::string>()));
+          "%s: dtype '%s' is not supported (want one of F32, F64, I8, U8, I32, I64, U64)", where,
+          dtype.get<std::string>()));
     }
     info.dtype = *parsed_dtype;
 
@@ -285,8 +306,7 @@ absl::Status SafetensorsFile::Parse() {
       info.shape.push_back(static_cast<int64_t>(dim));
     }
     uint64_t nbytes = 0;
-    if (__builtin_mul_overflow(count, static_cast<uint64_t>(DTypeSize(info.dtype)),
-                               &nbytes)) {
+    if (__builtin_mul_overflow(count, static_cast<uint64_t>(DTypeSize(info.dtype)), &nbytes)) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: shape %s of %s needs more bytes than fit in 64 bits", where,
                           ShapeString(info.shape), DTypeName(info.dtype)));
@@ -295,25 +315,25 @@ absl::Status SafetensorsFile::Parse() {
     const nlohmann::json& offsets = value["data_offsets"];
     if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
         !offsets[1].is_number_unsigned()) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: data_offsets is %s, want [begin, end] of non-negative integers", where,
-          Describe(offsets)));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: data_offsets is %s, want [begin, end] of non-negative integers",
+                          where, Describe(offsets)));
     }
     info.begin = offsets[0].get<uint64_t>();
     info.end = offsets[1].get<uint64_t>();
     if (info.begin > info.end) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: data_offsets [%d, %d] begin after end", where, info.begin, info.end));
+      return absl::InvalidArgumentError(absl::StrFormat("%s: data_offsets [%d, %d] begin after end",
+                                                        where, info.begin, info.end));
     }
     if (info.end > data_size_) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: data_offsets [%d, %d] end past the data region of %d bytes", where,
-          info.begin, info.end, data_size_));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: data_offsets [%d, %d] end past the data region of %d bytes", where,
+                          info.begin, info.end, data_size_));
     }
     if (info.end - info.begin != nbytes) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: data_offsets [%d, %d] but dtype %s shape %s needs %d bytes", where,
-          info.begin, info.end, DTypeName(info.dtype), ShapeString(info.shape), nbytes));
+          "%s: data_offsets [%d, %d] but dtype %s shape %s needs %d bytes", where, info.begin,
+          info.end, DTypeName(info.dtype), ShapeString(info.shape), nbytes));
     }
     tensors_.emplace(key, std::move(info));
   }
@@ -330,24 +350,24 @@ absl::Status SafetensorsFile::Parse() {
   const std::pair<const std::string*, const TensorInfo*>* furthest = nullptr;
   for (const auto& entry : by_begin) {
     if (furthest != nullptr && entry.second->begin < furthest->second->end) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: tensor '%s': data_offsets [%d, %d] overlap tensor '%s' [%d, %d]", name_,
-          *entry.first, entry.second->begin, entry.second->end, *furthest->first,
-          furthest->second->begin, furthest->second->end));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: tensor '%s': data_offsets [%d, %d] overlap tensor '%s' [%d, %d]",
+                          name_, *entry.first, entry.second->begin, entry.second->end,
+                          *furthest->first, furthest->second->begin, furthest->second->end));
     }
     if (furthest == nullptr || entry.second->end > furthest->second->end) furthest = &entry;
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<const TensorInfo*> SafetensorsFile::Find(
-    const std::string& tensor, DType dtype, const std::vector<int64_t>& shape) const {
+absl::StatusOr<const TensorInfo*> SafetensorsFile::Find(const std::string& tensor, DType dtype,
+                                                        const std::vector<int64_t>& shape) const {
   auto it = tensors_.find(tensor);
   if (it == tensors_.end()) {
     std::vector<std::string> names;
     for (const auto& [n, unused] : tensors_) names.push_back(n);
-    return absl::NotFoundError(absl::StrFormat("%s: tensor '%s': not found (file has: %s)",
-                                               name_, tensor, absl::StrJoin(names, ", ")));
+    return absl::NotFoundError(absl::StrFormat("%s: tensor '%s': not found (file has: %s)", name_,
+                                               tensor, absl::StrJoin(names, ", ")));
   }
   const TensorInfo& info = it->second;
   if (info.dtype != dtype) {
@@ -436,8 +456,8 @@ void SafetensorsWriter::Add(const std::string& name, DType dtype, std::vector<in
   uint64_t want = 0;
   if (__builtin_mul_overflow(count, static_cast<uint64_t>(DTypeSize(dtype)), &want) ||
       want != nbytes) {
-    WriterBug(absl::StrCat("tensor '", name, "': shape ", ShapeString(shape), " needs ",
-                           count, " values, got ", nbytes / DTypeSize(dtype)));
+    WriterBug(absl::StrCat("tensor '", name, "': shape ", ShapeString(shape), " needs ", count,
+                           " values, got ", nbytes / DTypeSize(dtype)));
   }
   Entry e;
   e.name = name;
@@ -493,8 +513,7 @@ std::string SafetensorsWriter::Serialize() const {
   }
   // `replace` instead of the default `strict`: invalid UTF-8 in a name must not throw
   // out of a function that cannot report errors.
-  std::string json =
-      header.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  std::string json = header.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
   // Pad with spaces (valid trailing JSON whitespace) so the data region, and with it
   // every 8-aligned data offset, is 8-byte aligned in the file.
   json.resize(RoundUp8(8 + json.size()) - 8, ' ');

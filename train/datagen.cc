@@ -39,6 +39,9 @@ constexpr double kUnknownDeviceShare = 0.05;
 constexpr double kAnchorSlotShare = 0.3;    // slate slots from the anchor's category
 constexpr double kLikedSlotShare = 0.3;     // slate slots from the user's categories
 constexpr double kSessionCountSigma = 0.5;  // log-normal spread of sessions per user
+constexpr double kEntryFromLikedShare = 0.6;  // else a session starts on a popular item
+constexpr double kViewAnchorShare = 0.5;      // plain views: the anchor's category,
+constexpr double kViewLikedShare = 0.25;      // a liked category, else a popular item
 
 // std::mt19937_64 with hand-written distributions: the std:: distributions are
 // implementation-defined, and the world must not change with the standard library.
@@ -67,7 +70,8 @@ class Rng {
   }
   template <typename T>
   void Shuffle(std::vector<T>* values) {
-    for (size_t i = values->size(); i > 1; --i) std::swap((*values)[i - 1], (*values)[Below(i)]);
+    using std::swap;
+    for (size_t i = values->size(); i > 1; --i) swap((*values)[i - 1], (*values)[Below(i)]);
   }
 
  private:
@@ -76,12 +80,16 @@ class Rng {
   double spare_ = 0;
 };
 
-// Walker/Vose alias table: O(1) draws from a fixed discrete distribution.
+// Walker/Vose alias table: O(1) draws from a fixed discrete distribution over `values`
+// (0..n-1 unless given). One entry holds everything a draw reads, so a draw from a large
+// table costs one cache miss.
 class AliasTable {
  public:
   AliasTable() = default;
   explicit AliasTable(const std::vector<double>& weights)
-      : probability_(weights.size()), alias_(weights.size()) {
+      : AliasTable(weights, Iota(weights.size())) {}
+  AliasTable(const std::vector<double>& weights, const std::vector<uint32_t>& values)
+      : entries_(weights.size()) {
     const size_t n = weights.size();
     double total = 0;
     for (const double w : weights) total += w;
@@ -89,6 +97,7 @@ class AliasTable {
     std::vector<uint32_t> small, large;
     for (size_t i = 0; i < n; ++i) {
       scaled[i] = weights[i] * static_cast<double>(n) / total;
+      entries_[i] = Entry{1.0f, values[i], values[i]};
       (scaled[i] < 1.0 ? small : large).push_back(static_cast<uint32_t>(i));
     }
     while (!small.empty() && !large.empty()) {
@@ -96,23 +105,31 @@ class AliasTable {
       small.pop_back();
       const uint32_t l = large.back();
       large.pop_back();
-      probability_[s] = scaled[s];
-      alias_[s] = l;
+      entries_[s].probability = static_cast<float>(scaled[s]);
+      entries_[s].alias = values[l];
       scaled[l] = (scaled[l] + scaled[s]) - 1.0;
       (scaled[l] < 1.0 ? small : large).push_back(l);
     }
-    for (const uint32_t i : small) probability_[i] = 1.0;
-    for (const uint32_t i : large) probability_[i] = 1.0;
   }
 
   uint32_t Sample(Rng& rng) const {
-    const uint64_t i = rng.Below(probability_.size());
-    return rng.Uniform() < probability_[i] ? static_cast<uint32_t>(i) : alias_[i];
+    const Entry& entry = entries_[rng.Below(entries_.size())];
+    return rng.Uniform() < entry.probability ? entry.value : entry.alias;
   }
 
  private:
-  std::vector<double> probability_;
-  std::vector<uint32_t> alias_;
+  struct Entry {
+    float probability;  // of `value`; otherwise `alias`
+    uint32_t value;
+    uint32_t alias;
+  };
+  static std::vector<uint32_t> Iota(size_t n) {
+    std::vector<uint32_t> values(n);
+    for (size_t i = 0; i < n; ++i) values[i] = static_cast<uint32_t>(i);
+    return values;
+  }
+
+  std::vector<Entry> entries_;
 };
 
 // A random direction scale: N(0, 1/dim) per coordinate, so its norm is about 1.
@@ -142,8 +159,7 @@ struct Catalog {
   std::vector<float> latent;           // num_items x dim
   std::vector<double> bias;            // b_i
   AliasTable by_popularity;            // over all items
-  std::vector<std::vector<uint32_t>> category_items;
-  std::vector<AliasTable> category_by_popularity;  // over category_items[k]
+  std::vector<AliasTable> category_by_popularity;  // draws items of one category
 
   const float* Latent(uint32_t item) const { return &latent[size_t{item} * dim]; }
 };
@@ -187,22 +203,22 @@ Catalog MakeCatalog(const WorldOptions& options, Rng& rng, std::vector<ItemInfo>
   // Categories (the first num_categories items cover every category once) and latents.
   catalog.category.resize(num_items);
   catalog.latent.assign(num_items * dim, 0.0f);
-  catalog.category_items.resize(options.num_categories);
+  std::vector<std::vector<uint32_t>> category_items(options.num_categories);
   for (size_t i = 0; i < num_items; ++i) {
     const int32_t k = i < static_cast<size_t>(options.num_categories)
                           ? static_cast<int32_t>(i)
                           : static_cast<int32_t>(catalog.category_by_size.Sample(rng));
     catalog.category[i] = k;
-    catalog.category_items[k].push_back(static_cast<uint32_t>(i));
+    category_items[k].push_back(static_cast<uint32_t>(i));
     float* v = &catalog.latent[i * dim];
     std::copy_n(&catalog.centroids[size_t{1} * k * dim], dim, v);
     AddNoise(rng, options.item_noise, v, dim);
   }
   catalog.category_by_popularity.reserve(options.num_categories);
-  for (const std::vector<uint32_t>& members : catalog.category_items) {
+  for (const std::vector<uint32_t>& members : category_items) {
     std::vector<double> weights(members.size());
     for (size_t j = 0; j < members.size(); ++j) weights[j] = popularity[members[j]];
-    catalog.category_by_popularity.emplace_back(weights);
+    catalog.category_by_popularity.emplace_back(weights, members);
   }
 
   // Dense features: a fixed random linear map of the latent, plus noise.
@@ -278,10 +294,11 @@ class BehaviourGenerator {
     impressions_ = impressions;
     user_ = MakeUser(options_, catalog_, own_device_, rng_);
 
-    const double mean_sessions =
-        options_.sessions_per_user *
-        std::exp(kSessionCountSigma * rng_.Normal() - 0.5 * kSessionCountSigma * kSessionCountSigma);
-    const int64_t sessions = std::max<int64_t>(1, std::llround(mean_sessions));
+    // Log-normal with mean sessions_per_user.
+    const double spread = kSessionCountSigma * rng_.Normal() -
+                          0.5 * kSessionCountSigma * kSessionCountSigma;
+    const int64_t sessions =
+        std::max<int64_t>(1, std::llround(options_.sessions_per_user * std::exp(spread)));
     std::vector<int64_t> starts(sessions);
     for (int64_t& start : starts) {
       start = options_.start_ms + static_cast<int64_t>(rng_.Below(options_.span_days)) * kDayMs +
@@ -303,7 +320,7 @@ class BehaviourGenerator {
                            : device_draw < kOwnDeviceShare + kUnknownDeviceShare
                                ? 0
                                : 1 + static_cast<int32_t>(rng_.Below(3));
-    anchor_ = rng_.Bernoulli(0.6) ? LikedItem() : PopularItem();
+    anchor_ = rng_.Bernoulli(kEntryFromLikedShare) ? LikedItem() : PopularItem();
     Log(anchor_, EventKind::kView, clock);
 
     std::vector<bool> is_slate(options_.events_per_session, false);
@@ -315,9 +332,10 @@ class BehaviourGenerator {
         clock = ShowSlate(clock, device);
       } else {
         const double source = rng_.Uniform();
-        const uint32_t item = source < 0.5    ? CategoryItem(catalog_.category[anchor_])
-                              : source < 0.75 ? LikedItem()
-                                              : PopularItem();
+        const uint32_t item =
+            source < kViewAnchorShare                     ? CategoryItem(catalog_.category[anchor_])
+            : source < kViewAnchorShare + kViewLikedShare ? LikedItem()
+                                                          : PopularItem();
         Log(item, EventKind::kView, clock);
       }
     }
@@ -350,6 +368,12 @@ class BehaviourGenerator {
       slate_.push_back(item);
     }
 
+    // The rows of a large catalogue are cache misses: start them all at once.
+    for (const uint32_t item : slate_) {
+      __builtin_prefetch(catalog_.Latent(item));
+      __builtin_prefetch(catalog_.Latent(item) + catalog_.dim - 1);
+      __builtin_prefetch(&catalog_.bias[item]);
+    }
     const int32_t hour = static_cast<int32_t>((clock / kHourMs) % 24);
     const uint64_t impression_id = ++last_impression_id_;
     clicked_.clear();
@@ -388,7 +412,7 @@ class BehaviourGenerator {
   }
   uint32_t PopularItem() { return catalog_.by_popularity.Sample(rng_); }
   uint32_t CategoryItem(int32_t k) {
-    return catalog_.category_items[k][catalog_.category_by_popularity[k].Sample(rng_)];
+    return catalog_.category_by_popularity[k].Sample(rng_);
   }
   uint32_t LikedItem() { return CategoryItem(user_.liked[user_.liked_by_weight.Sample(rng_)]); }
   static uint64_t ItemId(uint32_t item) { return uint64_t{item} + 1; }
@@ -525,8 +549,12 @@ absl::Status ValidateWorldOptions(const WorldOptions& o) {
   // Bounds the output: expected impressions, with the log-normal session spread.
   const double expected_rows = 1.0 * o.num_users * o.sessions_per_user *
                                (o.impressions_per_session * o.slate_size + o.events_per_session);
-  if (expected_rows > 2e9) return OutOfRange("users x sessions x rows per session", expected_rows, "[0, 2e9]");
-  if (o.span_days < 1 || o.span_days > 3650) return OutOfRange("span_days", o.span_days, "[1, 3650]");
+  if (expected_rows > 2e9) {
+    return OutOfRange("users x sessions x rows per session", expected_rows, "[0, 2e9]");
+  }
+  if (o.span_days < 1 || o.span_days > 3650) {
+    return OutOfRange("span_days", o.span_days, "[1, 3650]");
+  }
   if (o.start_ms < 0 || o.start_ms > (int64_t{1} << 50)) {
     return OutOfRange("start_ms", static_cast<double>(o.start_ms), "[0, 2^50]");
   }

@@ -8,7 +8,7 @@
 //   Categories k = 0..C-1 have unit centroids c_k in R^latent_dim (random directions)
 //   and Zipf-ish sizes (weight 1/(k+1)^category_zipf_exponent).
 //   Item i: category k(i) drawn by those weights; latent v_i = c_k(i) + item_noise * n
-//   (n a random direction scale, i.e. N(0, 1/latent_dim) per coordinate); popularity
+//   (n: N(0, 1/latent_dim) per coordinate, so |n| is about 1); popularity
 //   pop_i ∝ 1/rank_i^zipf_exponent over a random permutation of the items; bias
 //   b_i = popularity_bias_scale * log(pop_i / mean pop); dense features
 //   d_i = W v_i + dense_noise * n' with one fixed random W (item_dense_dim x latent_dim),
@@ -62,7 +62,7 @@ struct WorldOptions {
   int num_categories = 50;
   int latent_dim = 16;
   int item_dense_dim = 8;
-  double zipf_exponent = 1.0;            // item popularity: pop ∝ 1/rank^zipf_exponent
+  double zipf_exponent = 0.75;           // item popularity: pop ∝ 1/rank^zipf_exponent
   double category_zipf_exponent = 0.5;   // category sizes
   double item_noise = 0.5;               // sigma_item: spread of items around their centroid
   double user_noise = 0.3;               // spread of users around their category mixture
@@ -70,11 +70,11 @@ struct WorldOptions {
   int max_user_categories = 3;           // a user likes 1..this many categories
 
   // Click model (see the file comment).
-  double affinity_weight = 4.0;          // alpha
+  double affinity_weight = 3.0;          // alpha
   double popularity_weight = 1.0;        // beta
-  double popularity_bias_scale = 0.15;   // b_i = scale * log(pop_i / mean pop)
+  double popularity_bias_scale = 0.1;    // b_i = scale * log(pop_i / mean pop)
   double hour_effect_amplitude = 0.2;
-  double click_bias = -4.0;              // bias0
+  double click_bias = -4.2;              // bias0
 
   // Behaviour.
   int sessions_per_user = 6;             // mean; per-user counts vary log-normally

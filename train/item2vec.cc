@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <new>
 #include <system_error>
 #include <thread>
@@ -72,8 +73,7 @@ class Rng {
 class AliasTable {
  public:
   // weights >= 0 with a positive sum.
-  explicit AliasTable(const std::vector<double>& weights)
-      : threshold_(weights.size()), alias_(weights.size()) {
+  explicit AliasTable(const std::vector<double>& weights) : buckets_(weights.size()) {
     const size_t n = weights.size();
     double total = 0;
     for (double w : weights) total += w;
@@ -100,22 +100,26 @@ class AliasTable {
 
   // One 64-bit draw: high half picks the bucket, low half the coin.
   int32_t Sample(uint64_t r) const {
-    const uint32_t bucket =
-        static_cast<uint32_t>(((r >> 32) * static_cast<uint64_t>(threshold_.size())) >> 32);
-    return static_cast<uint32_t>(r) < threshold_[bucket] ? static_cast<int32_t>(bucket)
-                                                         : alias_[bucket];
+    const uint32_t i =
+        static_cast<uint32_t>(((r >> 32) * static_cast<uint64_t>(buckets_.size())) >> 32);
+    const Bucket& b = buckets_[i];
+    return static_cast<uint32_t>(r) < b.threshold ? static_cast<int32_t>(i) : b.alias;
   }
 
  private:
   void SetBucket(uint32_t i, double p, uint32_t alias) {
     // Stay strictly below 2^32 so a coin of exactly 0xFFFFFFFF is the only miss; with
     // alias == i that miss lands on the bucket itself anyway.
-    threshold_[i] = p >= 1.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(p * 4294967296.0);
-    alias_[i] = static_cast<int32_t>(alias);
+    buckets_[i].threshold = p >= 1.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(p * 4294967296.0);
+    buckets_[i].alias = static_cast<int32_t>(alias);
   }
 
-  std::vector<uint32_t> threshold_;
-  std::vector<int32_t> alias_;
+  // Threshold and alias side by side: one cache line per draw.
+  struct Bucket {
+    uint32_t threshold = 0;
+    int32_t alias = 0;
+  };
+  std::vector<Bucket> buckets_;
 };
 
 // Dot product with eight independent partial sums: without -ffast-math the compiler
@@ -133,6 +137,13 @@ inline float Dot(const float* __restrict a, const float* __restrict b, int n) {
 
 inline void Axpy(float alpha, const float* __restrict x, float* __restrict y, int n) {
   for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+// Asks for a row's cache lines ahead of use (for writing: every row gets updated).
+inline void PrefetchRow(const float* row, int dim) {
+  const char* p = reinterpret_cast<const char*>(row);
+  const int bytes = dim * static_cast<int>(sizeof(float));
+  for (int offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset, 1, 3);
 }
 
 // Everything the workers share. The two matrices are written without locks (Hogwild!).
@@ -186,6 +197,8 @@ void TrainShard(Job& job, size_t begin, size_t end, uint64_t seed) {
   Rng rng(seed);
   std::vector<int32_t> kept;
   std::vector<float> context_grad(dim);
+  std::vector<int32_t> negatives;
+  negatives.reserve(o.negatives);
   int64_t pending = 0;  // tokens not yet added to job.processed
   float alpha = LearningRate(job, job.processed.load(std::memory_order_relaxed));
 
@@ -214,24 +227,29 @@ void TrainShard(Job& job, size_t begin, size_t end, uint64_t seed) {
         float* center_out = job.output + static_cast<size_t>(center) * dim;
         const int reach = o.window - static_cast<int>(rng.Below(o.window));
         const int lo = std::max(0, pos - reach), hi = std::min(n - 1, pos + reach);
+        // One set of negatives for all of this center's context pairs (see
+        // Item2VecOptions::negatives), its rows prefetched while the window is set up.
+        negatives.clear();
+        for (int k = 0; k < o.negatives; ++k) {
+          const int32_t target = job.negatives->Sample(rng.Next());
+          if (target == center) continue;
+          negatives.push_back(target);
+          PrefetchRow(job.output + static_cast<size_t>(target) * dim, dim);
+        }
+        for (int c = lo; c <= hi; ++c) {
+          if (c != pos) PrefetchRow(job.input + static_cast<size_t>(kept[c]) * dim, dim);
+        }
+        const int num_negatives = static_cast<int>(negatives.size());
         for (int c = lo; c <= hi; ++c) {
           if (c == pos) continue;
           // As in word2vec, the context item's input vector predicts the center item
           // (and the negatives) through the output vectors.
           float* in = job.input + static_cast<size_t>(kept[c]) * dim;
           std::fill(context_grad.begin(), context_grad.end(), 0.0f);
-          for (int k = 0; k <= o.negatives; ++k) {
-            int32_t target;
-            float label;
-            if (k == 0) {
-              target = center;
-              label = 1.0f;
-            } else {
-              target = job.negatives->Sample(rng.Next());
-              if (target == center) continue;
-              label = 0.0f;
-            }
-            float* out = k == 0 ? center_out : job.output + static_cast<size_t>(target) * dim;
+          for (int k = 0; k <= num_negatives; ++k) {
+            float* out =
+                k == 0 ? center_out : job.output + static_cast<size_t>(negatives[k - 1]) * dim;
+            const float label = k == 0 ? 1.0f : 0.0f;
             const float f = Dot(in, out, dim);
             float g;
             if (f > kMaxExp) {
@@ -271,8 +289,8 @@ absl::Status CheckOptions(const Item2VecOptions& o) {
         absl::StrFormat("options.epochs is %d; must be >= 1", o.epochs));
   }
   if (!(o.learning_rate > 0) || !std::isfinite(o.learning_rate)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "options.learning_rate is %f; must be finite and > 0", o.learning_rate));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("options.learning_rate is %f; must be finite and > 0", o.learning_rate));
   }
   if (!(o.subsample >= 0) || !std::isfinite(o.subsample)) {
     return absl::InvalidArgumentError(
@@ -294,15 +312,14 @@ absl::StatusOr<std::vector<float>> TrainItem2VecImpl(
     const Item2VecOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   if (num_items < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("num_items is %d; must be >= 1", num_items));
+    return absl::InvalidArgumentError(absl::StrFormat("num_items is %d; must be >= 1", num_items));
   }
   if (absl::Status s = CheckOptions(options); !s.ok()) return s;
   const int dim = options.dim;
   if (static_cast<int64_t>(num_items) * dim > kMaxMatrixFloats) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "num_items (%d) x dim (%d) exceeds the limit of %d floats per matrix", num_items, dim,
-        kMaxMatrixFloats));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("num_items (%d) x dim (%d) exceeds the limit of %d floats per matrix",
+                        num_items, dim, kMaxMatrixFloats));
   }
 
   std::vector<int64_t> counts(num_items, 0);
@@ -311,9 +328,9 @@ absl::StatusOr<std::vector<float>> TrainItem2VecImpl(
     const std::vector<int32_t>& seq = sequences[s];
     for (size_t p = 0; p < seq.size(); ++p) {
       if (seq[p] < 0 || seq[p] >= num_items) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "sequences[%d][%d] is %d; item indices must be in [0, num_items = %d)", s, p, seq[p],
-            num_items));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("sequences[%d][%d] is %d; item indices must be in [0, num_items = %d)",
+                            s, p, seq[p], num_items));
       }
       ++counts[seq[p]];
     }
@@ -341,8 +358,8 @@ absl::StatusOr<std::vector<float>> TrainItem2VecImpl(
   std::vector<uint64_t> keep_below(num_items, uint64_t{1} << 32);
   const double threshold = options.subsample * static_cast<double>(total_tokens);
   for (int i = 0; i < num_items; ++i) {
-    weights[i] = counts[i] > 0 ? std::pow(static_cast<double>(counts[i]), options.unigram_power)
-                               : 0.0;
+    weights[i] =
+        counts[i] > 0 ? std::pow(static_cast<double>(counts[i]), options.unigram_power) : 0.0;
     if (options.subsample > 0 && counts[i] > 0) {
       const double c = static_cast<double>(counts[i]);
       const double keep = (std::sqrt(c / threshold) + 1.0) * threshold / c;
@@ -375,8 +392,7 @@ absl::StatusOr<std::vector<float>> TrainItem2VecImpl(
   absl::Status spawn_status;
   for (int t = 1; t < threads; ++t) {
     try {
-      workers.emplace_back(TrainShard, std::ref(job), shard_begin[t], shard_begin[t + 1],
-                           seeds[t]);
+      workers.emplace_back(TrainShard, std::ref(job), shard_begin[t], shard_begin[t + 1], seeds[t]);
     } catch (const std::system_error& e) {
       spawn_status = absl::ResourceExhaustedError(
           absl::StrFormat("item2vec: could not start worker thread %d: %s", t, e.what()));
@@ -402,15 +418,14 @@ absl::StatusOr<std::vector<float>> TrainItem2VecImpl(
 
 }  // namespace
 
-absl::StatusOr<std::vector<float>> TrainItem2Vec(
-    const std::vector<std::vector<int32_t>>& sequences, int num_items,
-    const Item2VecOptions& options) {
+absl::StatusOr<std::vector<float>> TrainItem2Vec(const std::vector<std::vector<int32_t>>& sequences,
+                                                 int num_items, const Item2VecOptions& options) {
   // Allocation can throw; nothing may cross the module boundary as an exception.
   try {
     return TrainItem2VecImpl(sequences, num_items, options);
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "item2vec: out of memory for %d items x dim %d", num_items, options.dim));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("item2vec: out of memory for %d items x dim %d", num_items, options.dim));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrFormat("item2vec: %s", e.what()));
   }

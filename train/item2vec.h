@@ -33,8 +33,12 @@ struct Item2VecOptions {
   // draws its actual window uniformly from [1, window], which weights near neighbours
   // more. Must be >= 1.
   int window = 5;
-  // Negative samples per (center, context) pair, drawn from the unigram distribution
-  // raised to unigram_power (alias table, O(1) per draw). Must be >= 1.
+  // Negative samples per center position, drawn from the unigram distribution raised
+  // to unigram_power (alias table, O(1) per draw). Unlike word2vec, which draws a fresh
+  // set for every (center, context) pair, one set serves all context pairs of a center
+  // (Ji et al. 2016, "Parallelizing Word2Vec in Shared and Distributed Memory"): it
+  // touches several times fewer random rows, which are the cache misses that bound the
+  // speed once the vectors outgrow L2. Must be >= 1.
   int negatives = 5;
   // Passes over all sequences. Must be >= 1.
   int epochs = 3;
@@ -60,9 +64,8 @@ struct Item2VecOptions {
 
 // Trains item vectors on `sequences` (each a list of item indices in [0, num_items))
 // and returns the center vectors [num_items x options.dim] row-major.
-absl::StatusOr<std::vector<float>> TrainItem2Vec(
-    const std::vector<std::vector<int32_t>>& sequences, int num_items,
-    const Item2VecOptions& options);
+absl::StatusOr<std::vector<float>> TrainItem2Vec(const std::vector<std::vector<int32_t>>& sequences,
+                                                 int num_items, const Item2VecOptions& options);
 
 }  // namespace recserve
 

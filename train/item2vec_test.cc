@@ -20,8 +20,7 @@ constexpr int kClusteredItems = kClusters * kItemsPerCluster;
 
 // Each sequence stays inside one planted cluster (item i is in cluster i / 20) and
 // draws its items uniformly from it.
-std::vector<std::vector<int32_t>> ClusteredSequences(int num_sequences, int length,
-                                                     uint64_t seed) {
+std::vector<std::vector<int32_t>> ClusteredSequences(int num_sequences, int length, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::vector<std::vector<int32_t>> sequences(num_sequences);
   for (std::vector<int32_t>& seq : sequences) {
@@ -74,7 +73,7 @@ Item2VecOptions QuietOptions() {
 }
 
 TEST(Item2VecTest, PlantedClustersAreCloserWithinThanAcross) {
-  const auto sequences = ClusteredSequences(4000, 20, 1);
+  const auto sequences = ClusteredSequences(20000, 20, 1);
   const Item2VecOptions o = QuietOptions();
   absl::StatusOr<std::vector<float>> v = TrainItem2Vec(sequences, kClusteredItems, o);
   ASSERT_TRUE(v.ok()) << v.status();
@@ -84,7 +83,7 @@ TEST(Item2VecTest, PlantedClustersAreCloserWithinThanAcross) {
 }
 
 TEST(Item2VecTest, HogwildThreadsStillSeparateClusters) {
-  const auto sequences = ClusteredSequences(4000, 20, 2);
+  const auto sequences = ClusteredSequences(20000, 20, 2);
   Item2VecOptions o = QuietOptions();
   o.threads = 2;
   absl::StatusOr<std::vector<float>> v = TrainItem2Vec(sequences, kClusteredItems, o);

@@ -11,6 +11,8 @@
 //    layer (W' = W / std, b' = b - W' * mean), so the returned Mlp takes RAW rows and
 //    needs no separate preprocessing step: ReferenceScore(mlp, raw_rows) reproduces the
 //    trainer's own predictions (MlpTrainReport::val_predictions) up to float rounding.
+//    That rounding grows with |mean| / std of a column: a feature stored as, say, a raw
+//    timestamp should be shifted by the caller first.
 //  - The returned Mlp has the weights of the epoch with the lowest validation logloss,
 //    not those of the last epoch, and passes ValidateMlp.
 //  - Matrix products run on oneDNN's sgemm (OpenMP threads, OMP_NUM_THREADS); the rest
@@ -60,11 +62,11 @@ struct MlpTrainOptions {
 };
 
 struct MlpTrainReport {
-  int epochs = 0;                 // epochs actually run
-  int best_epoch = 0;             // 1-based epoch whose weights were returned
-  double best_val_logloss = 0;    // validation logloss of the returned weights
-  double best_val_auc = 0;        // validation AUC of the returned weights
-  double seconds = 0;             // wall time of the whole call
+  int epochs = 0;               // epochs actually run
+  int best_epoch = 0;           // 1-based epoch whose weights were returned
+  double best_val_logloss = 0;  // validation logloss of the returned weights
+  double best_val_auc = 0;      // validation AUC of the returned weights
+  double seconds = 0;           // wall time of the whole call
   // Validation logloss after each epoch run (size == epochs).
   std::vector<double> val_logloss_history;
   // Validation probabilities of the returned weights, from the trainer's own forward

@@ -42,10 +42,33 @@ class Progress {
   Clock::time_point start_;
 };
 
-// Every event of one user, oldest first, as catalog indices.
-struct UserHistory {
-  std::vector<UserEvent> events;
-};
+using Histories = absl::flat_hash_map<uint64_t, std::vector<UserEvent>>;
+
+// Every user's events (train and test), oldest first, as catalog indices: the history
+// before any moment is a prefix of it.
+Histories UserHistories(const World& world, const Catalog& catalog) {
+  Histories histories;
+  for (const auto* events : {&world.train_events, &world.test_events}) {
+    for (const LoggedEvent& e : *events) {
+      const int32_t item = catalog.Find(e.item_id);
+      if (item >= 0) histories[e.user_id].push_back({item, static_cast<EventType>(e.kind), e.timestamp_ms});
+    }
+  }
+  for (auto& [user, events] : histories) {
+    std::stable_sort(events.begin(), events.end(),
+                     [](const UserEvent& a, const UserEvent& b) { return a.timestamp_ms < b.timestamp_ms; });
+  }
+  return histories;
+}
+
+// The newest `max_events` events of `all` strictly before `timestamp_ms`.
+absl::Span<const UserEvent> EventsBefore(const std::vector<UserEvent>& all, int64_t timestamp_ms,
+                                         int max_events) {
+  auto end = std::lower_bound(all.begin(), all.end(), timestamp_ms,
+                              [](const UserEvent& e, int64_t t) { return e.timestamp_ms < t; });
+  const ptrdiff_t count = std::min<ptrdiff_t>(end - all.begin(), max_events);
+  return absl::MakeConstSpan(all.data() + (end - all.begin()) - count, count);
+}
 
 struct Slate {
   size_t begin, end;  // range in the impression vector (sorted by slate)
@@ -79,7 +102,7 @@ std::vector<Slate> SlatesOf(std::vector<Impression>* imps) {
 // Builds feature rows for `slates` with the engine's own user-state and feature code.
 RowSet BuildRows(const Model& model, const std::vector<Impression>& imps,
                  const std::vector<Slate>& slates,
-                 const absl::flat_hash_map<uint64_t, UserHistory>& histories) {
+                 const Histories& histories) {
   const Catalog& catalog = model.catalog();
   const int width = model.features().width();
   std::vector<size_t> offset(slates.size() + 1, 0);
@@ -100,13 +123,9 @@ RowSet BuildRows(const Model& model, const std::vector<Impression>& imps,
     for (size_t s = 0; s < slates.size(); ++s) {
       const Impression& first = imps[slates[s].begin];
       auto it = histories.find(first.user_id);
-      const std::vector<UserEvent>& all = it == histories.end() ? empty : it->second.events;
-      // Events strictly before the slate was shown, newest max_events of them.
-      auto end = std::lower_bound(all.begin(), all.end(), first.timestamp_ms,
-                                  [](const UserEvent& e, int64_t t) { return e.timestamp_ms < t; });
-      auto begin = end - std::min<ptrdiff_t>(end - all.begin(), max_events);
+      const std::vector<UserEvent>& all = it == histories.end() ? empty : it->second;
       BuildUserState(catalog, model.covisit(), model.manifest().user_model(),
-                     absl::MakeConstSpan(&*begin, end - begin), &state);
+                     EventsBefore(all, first.timestamp_ms, max_events), &state);
       items.clear();
       for (size_t i = slates[s].begin; i < slates[s].end; ++i) items.push_back(catalog.Find(imps[i].item_id));
       RequestContext ctx{first.device, first.hour};
@@ -165,21 +184,7 @@ absl::StatusOr<RecallEvaluation> EvaluateRecall(const BundleContents& bundle, co
                                                 int k, int max_clicks, uint64_t seed) {
   ASSIGN_OR_RETURN(auto model, Model::Create(bundle, 0));
   const Catalog& catalog = model->catalog();
-  // Every user's events (train and test) in time order, to rebuild the history before
-  // each held-out click.
-  absl::flat_hash_map<uint64_t, std::vector<UserEvent>> histories;
-  for (const auto* events : {&world.train_events, &world.test_events}) {
-    for (const LoggedEvent& e : *events) {
-      const int32_t item = catalog.Find(e.item_id);
-      if (item >= 0) {
-        histories[e.user_id].push_back({item, static_cast<EventType>(e.kind), e.timestamp_ms});
-      }
-    }
-  }
-  for (auto& [user, events] : histories) {
-    std::stable_sort(events.begin(), events.end(),
-                     [](const UserEvent& a, const UserEvent& b) { return a.timestamp_ms < b.timestamp_ms; });
-  }
+  Histories histories = UserHistories(world, catalog);
   std::vector<size_t> clicks;
   for (size_t i = 0; i < world.test_events.size(); ++i) {
     if (world.test_events[i].kind == EventKind::kClick && catalog.Find(world.test_events[i].item_id) >= 0) {
@@ -208,13 +213,10 @@ absl::StatusOr<RecallEvaluation> EvaluateRecall(const BundleContents& bundle, co
 #pragma omp for schedule(dynamic, 64)
     for (size_t c = 0; c < clicks.size(); ++c) {
       const LoggedEvent& click = world.test_events[clicks[c]];
-      const std::vector<UserEvent>& all = histories[click.user_id];
-      auto end = std::lower_bound(all.begin(), all.end(), click.timestamp_ms,
-                                  [](const UserEvent& e, int64_t t) { return e.timestamp_ms < t; });
-      const int max_events = model->manifest().user_model().max_events();
-      auto begin = end - std::min<ptrdiff_t>(end - all.begin(), max_events);
       BuildUserState(catalog, model->covisit(), model->manifest().user_model(),
-                     absl::MakeConstSpan(&*begin, end - begin), &state);
+                     EventsBefore(histories[click.user_id], click.timestamp_ms,
+                                  model->manifest().user_model().max_events()),
+                     &state);
       Recall(catalog, model->index(), state, options, &scratch, &candidates);
       const int32_t target = catalog.Find(click.item_id);
       for (const Candidate& cand : candidates) {
@@ -272,8 +274,20 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
   if (n == 0) return absl::InvalidArgumentError("world has no items");
   if (world_in.train_events.empty()) return absl::InvalidArgumentError("world has no train events");
   items.dim = opt.embedding_dim;
+  // Popularity, co-visitation and embeddings come from the train events before
+  // `artifact_cut`; the ranker learns from impressions after it. Were they built from the
+  // same sessions the ranker learns from, a clicked item's own co-visitation edges would
+  // leak its label into the features.
+  int64_t first_ms = INT64_MAX, last_ms = INT64_MIN;
+  for (const LoggedEvent& e : world_in.train_events) {
+    first_ms = std::min(first_ms, e.timestamp_ms);
+    last_ms = std::max(last_ms, e.timestamp_ms);
+  }
+  const int64_t artifact_cut =
+      first_ms + static_cast<int64_t>((1.0 - opt.ranking_window_fraction) * static_cast<double>(last_ms - first_ms));
   items.popularity.assign(n, 0.f);
   for (const LoggedEvent& e : world_in.train_events) {
+    if (e.timestamp_ms >= artifact_cut) continue;
     auto it = index.find(e.item_id);
     if (it != index.end()) items.popularity[it->second] += 1.f;
   }
@@ -283,6 +297,7 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
   // Train sequences per user, oldest first.
   absl::flat_hash_map<uint64_t, std::vector<std::pair<int32_t, int64_t>>> sequences;
   for (const LoggedEvent& e : world_in.train_events) {
+    if (e.timestamp_ms >= artifact_cut) continue;
     auto it = index.find(e.item_id);
     if (it != index.end()) sequences[e.user_id].push_back({it->second, e.timestamp_ms});
   }
@@ -378,19 +393,7 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
     probe.mlp.layers.push_back({width, 1, std::vector<float>(width, 0.f), {0.f}, false});
     ASSIGN_OR_RETURN(auto feature_model, Model::Create(std::move(probe), 0));
 
-    absl::flat_hash_map<uint64_t, UserHistory> histories;
-    for (const auto* events : {&world_in.train_events, &world_in.test_events}) {
-      for (const LoggedEvent& e : *events) {
-        auto it = index.find(e.item_id);
-        if (it != index.end()) {
-          histories[e.user_id].events.push_back({it->second, static_cast<EventType>(e.kind), e.timestamp_ms});
-        }
-      }
-    }
-    for (auto& [user, h] : histories) {
-      std::stable_sort(h.events.begin(), h.events.end(),
-                       [](const UserEvent& a, const UserEvent& c) { return a.timestamp_ms < c.timestamp_ms; });
-    }
+    const Histories histories = UserHistories(world_in, feature_model->catalog());
 
     // 4. Ranking rows. Impressions with unknown items are dropped.
     auto known = [&](std::vector<Impression> v) {
@@ -399,9 +402,13 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
       return v;
     };
     std::vector<Impression> train_imps = known(world_in.train_impressions);
+    train_imps.erase(std::remove_if(train_imps.begin(), train_imps.end(),
+                                    [&](const Impression& i) { return i.timestamp_ms < artifact_cut; }),
+                     train_imps.end());
     std::vector<Impression> test_imps = known(world_in.test_impressions);
     if (train_imps.empty()) {
-      return absl::InvalidArgumentError("world has no train impressions to learn the ranker from");
+      return absl::InvalidArgumentError(
+          "world has no train impressions after the artifact window to learn the ranker from");
     }
     std::vector<Slate> train_slates = SlatesOf(&train_imps);
     std::vector<Slate> test_slates = SlatesOf(&test_imps);
@@ -414,7 +421,10 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
     if (fit_rows > static_cast<size_t>(opt.max_train_rows)) {
       std::shuffle(fit.begin(), fit.end(), rng);
       size_t kept = 0, k = 0;
-      while (k < fit.size() && kept < static_cast<size_t>(opt.max_train_rows)) kept += fit[k].end - fit[k++].begin;
+      while (k < fit.size() && kept < static_cast<size_t>(opt.max_train_rows)) {
+        kept += fit[k].end - fit[k].begin;
+        ++k;
+      }
       fit.resize(k);
     }
     RowSet fit_rows_set = BuildRows(*feature_model, train_imps, fit, histories);

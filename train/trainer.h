@@ -1,6 +1,8 @@
 // The offline trainer: behaviour logs (a World) -> a complete model bundle.
 //
 // Steps, each with a progress line when verbose:
+//   0. time split of the train events: recall artifacts (steps 1-3) from the older part,
+//      ranker rows (step 4) from the impressions of the newer part;
 //   1. catalog: item ids, categories, dense features; popularity from train events;
 //   2. co-visitation: item pairs close in a user's sequence (same session), normalised
 //      counts, the strongest `covisit_neighbors` per item;
@@ -37,8 +39,12 @@ struct TrainerOptions {
   int covisit_window = 4;
   int covisit_max_gap_seconds = 3600;
   int covisit_neighbors = 50;
-  // The newest share of train impressions (by time) used for validation/calibration.
-  double validation_fraction = 0.1;
+  // The newest share of the train period whose impressions teach the ranker; the
+  // recall artifacts (popularity, co-visitation, embeddings) come from the events before
+  // it, so the ranker's features never contain the label they predict.
+  double ranking_window_fraction = 0.35;
+  // The newest share of those ranking slates (by time) used for validation/calibration.
+  double validation_fraction = 0.15;
   // At most this many rows go to gradient steps (whole slates, sampled by seed).
   int max_train_rows = 1500000;
   int max_calibration_rows = 20000;

@@ -5,6 +5,7 @@
 // numbers go through std::from_chars. Every refusal is an InvalidArgumentError of the
 // form "<path>:<line>: field '<name>': <what is wrong>".
 //
+// All six files must exist (WriteWorld always writes them, empty ones included).
 // Beyond the per-field rules, ReadWorld checks what world.h promises: item ids are unique
 // and every event or impression names a known item, all items have the same number of
 // dense features, and every test event (impression) is later than every train one.
@@ -133,14 +134,13 @@ template <size_t N>
 size_t SplitFields(absl::string_view line, char separator,
                    std::array<absl::string_view, N>* fields) {
   size_t count = 0;
-  size_t start = 0;
+  const char* start = line.data();
+  const char* const end = line.data() + line.size();
   while (true) {
-    const size_t stop = line.find(separator, start);
-    const absl::string_view field =
-        line.substr(start, stop == absl::string_view::npos ? absl::string_view::npos : stop - start);
-    if (count < N) (*fields)[count] = field;
+    const char* stop = static_cast<const char*>(std::memchr(start, separator, end - start));
+    if (count < N) (*fields)[count] = absl::string_view(start, (stop ? stop : end) - start);
     ++count;
-    if (stop == absl::string_view::npos) return count;
+    if (stop == nullptr) return count;
     start = stop + 1;
   }
 }
@@ -185,7 +185,8 @@ absl::Status ParseIntInRange(const LineContext& at, absl::string_view field,
 }
 
 absl::Status WrongFieldCount(const LineContext& at, size_t got, absl::string_view expected) {
-  return at.Error(absl::StrCat("expected ", expected, ", got ", got, " field", got == 1 ? "" : "s"));
+  return at.Error(
+      absl::StrCat("expected ", expected, ", got ", got, got == 1 ? " field" : " fields"));
 }
 
 // The item ids of items.tsv, for "does this event name a known item" on every line.
@@ -365,7 +366,8 @@ absl::Status ReadImpressions(const std::string& path, const ItemIndex& items,
     if (fields[6] == "0" || fields[6] == "1") {
       impression.label = fields[6] == "1" ? 1.0f : 0.0f;
     } else {
-      return at.FieldError("label", absl::StrCat("bad label ", Quote(fields[6]), " (want 0 or 1)"));
+      return at.FieldError("label",
+                           absl::StrCat("bad label ", Quote(fields[6]), " (want 0 or 1)"));
     }
     if (!ParseNumber(fields[7], &impression.true_p) ||
         !(impression.true_p == -1.0f ||

@@ -1,0 +1,215 @@
+// recserve-cli: talk to a running recserve.
+//
+//   recserve-cli recommend --events=1017:click,2044:view,3001:purchase@1700000000000 --n=10
+//   recserve-cli status
+//   recserve-cli health [--service=recserve.v1.Recommender]
+//
+// Events are item[:type][@unix_ms], comma-separated, oldest first; type is view, click
+// (default), cart or purchase; without @time the events are spaced one minute apart
+// ending now.
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/status/status.h"
+#include "absl/time/clock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "recserve/v1/recommender.grpc.pb.h"
+
+ABSL_FLAG(std::string, address, "localhost:8500", "recserve address (Recommender, health)");
+ABSL_FLAG(std::string, admin_address, "localhost:8501", "recserve admin address (status)");
+ABSL_FLAG(std::string, user, "", "User id sent with the request");
+ABSL_FLAG(std::string, events, "", "Events: item[:type][@unix_ms],... oldest first");
+ABSL_FLAG(int, n, 10, "Items wanted");
+ABSL_FLAG(std::string, device, "", "mobile, desktop or tablet");
+ABSL_FLAG(int, hour, -1, "Hour of day 0..23");
+ABSL_FLAG(int, per_category_cap, 0, "At most this many items per category (0 = no cap)");
+ABSL_FLAG(bool, keep_purchased, false, "Keep items the user purchased");
+ABSL_FLAG(std::string, service, "recserve.v1.Recommender", "health: service to check (\"\" = liveness)");
+ABSL_FLAG(int, timeout_ms, 5000, "Deadline of each call");
+
+namespace {
+
+using recserve::v1::EventType;
+
+bool ParseType(absl::string_view s, EventType* type) {
+  if (s == "view") *type = recserve::v1::VIEW;
+  else if (s == "click") *type = recserve::v1::CLICK;
+  else if (s == "cart") *type = recserve::v1::CART;
+  else if (s == "purchase") *type = recserve::v1::PURCHASE;
+  else return false;
+  return true;
+}
+
+bool ParseEvents(const std::string& text, recserve::v1::RecommendRequest* request, std::string* error) {
+  std::vector<std::string> parts = absl::StrSplit(text, ',', absl::SkipWhitespace());
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  for (size_t i = 0; i < parts.size(); ++i) {
+    std::string part = parts[i];
+    recserve::v1::Event* e = request->add_events();
+    int64_t ts = now_ms - static_cast<int64_t>(parts.size() - 1 - i) * 60000;
+    if (auto at = part.find('@'); at != std::string::npos) {
+      if (!absl::SimpleAtoi(part.substr(at + 1), &ts)) {
+        *error = absl::StrFormat("event %d '%s': time '%s' is not unix milliseconds", i + 1, parts[i],
+                                 part.substr(at + 1));
+        return false;
+      }
+      part = part.substr(0, at);
+    }
+    EventType type = recserve::v1::CLICK;
+    if (auto colon = part.find(':'); colon != std::string::npos) {
+      if (!ParseType(part.substr(colon + 1), &type)) {
+        *error = absl::StrFormat("event %d '%s': type '%s' is not view, click, cart or purchase", i + 1,
+                                 parts[i], part.substr(colon + 1));
+        return false;
+      }
+      part = part.substr(0, colon);
+    }
+    uint64_t item = 0;
+    if (!absl::SimpleAtoi(part, &item)) {
+      *error = absl::StrFormat("event %d '%s': item '%s' is not a number", i + 1, parts[i], part);
+      return false;
+    }
+    e->set_item_id(item);
+    e->set_type(type);
+    e->set_timestamp_ms(ts);
+  }
+  return true;
+}
+
+std::string Sources(uint32_t bits) {
+  std::vector<std::string> names;
+  if (bits & recserve::v1::EMBEDDING) names.push_back("embedding");
+  if (bits & recserve::v1::COVISIT) names.push_back("covisit");
+  if (bits & recserve::v1::POPULARITY) names.push_back("popularity");
+  return absl::StrJoin(names, "+");
+}
+
+void SetDeadline(grpc::ClientContext* ctx) {
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
+}
+
+int Fail(const std::string& what, const grpc::Status& status, const std::string& address) {
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    std::fprintf(stderr, "recserve-cli: %s: cannot reach recserve at %s (%s)\n", what.c_str(),
+                 address.c_str(), status.error_message().c_str());
+  } else {
+    std::fprintf(stderr, "recserve-cli: %s: %s: %s\n", what.c_str(),
+                 absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())).c_str(),
+                 status.error_message().c_str());
+  }
+  return 1;
+}
+
+int Recommend() {
+  recserve::v1::RecommendRequest request;
+  request.set_user_id(absl::GetFlag(FLAGS_user));
+  request.set_n(absl::GetFlag(FLAGS_n));
+  std::string error;
+  if (!ParseEvents(absl::GetFlag(FLAGS_events), &request, &error)) {
+    std::fprintf(stderr, "recserve-cli: --events: %s\n", error.c_str());
+    return 2;
+  }
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device == "mobile") request.mutable_context()->set_device(recserve::v1::MOBILE);
+  else if (device == "desktop") request.mutable_context()->set_device(recserve::v1::DESKTOP);
+  else if (device == "tablet") request.mutable_context()->set_device(recserve::v1::TABLET);
+  else if (!device.empty()) {
+    std::fprintf(stderr, "recserve-cli: --device: '%s' is not mobile, desktop or tablet\n", device.c_str());
+    return 2;
+  }
+  request.mutable_context()->set_hour(absl::GetFlag(FLAGS_hour));
+  request.mutable_options()->set_per_category_cap(absl::GetFlag(FLAGS_per_category_cap));
+  request.mutable_options()->set_keep_purchased(absl::GetFlag(FLAGS_keep_purchased));
+  request.mutable_options()->set_include_timings(true);
+
+  const std::string address = absl::GetFlag(FLAGS_address);
+  auto stub = recserve::v1::Recommender::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  recserve::v1::RecommendResponse response;
+  grpc::Status status = stub->Recommend(&ctx, request, &response);
+  if (!status.ok()) return Fail("recommend", status, address);
+  std::printf("model %s version %lld, %d candidates ranked, %d unknown items, request %s\n",
+              response.model_name().c_str(), static_cast<long long>(response.model_version()),
+              response.candidates(), response.unknown_items(), response.request_id().c_str());
+  std::printf("%4s  %12s  %8s  %8s  %s\n", "rank", "item", "score", "category", "sources");
+  for (int i = 0; i < response.items_size(); ++i) {
+    const auto& it = response.items(i);
+    std::printf("%4d  %12llu  %8.4f  %8d  %s\n", i + 1, static_cast<unsigned long long>(it.item_id()),
+                it.score(), it.category(), Sources(it.sources()).c_str());
+  }
+  const auto& t = response.timings();
+  std::printf("timings: recall %.2f ms, features %.2f ms, rank %.2f ms, total %.2f ms\n", t.recall_ms(),
+              t.features_ms(), t.rank_ms(), t.total_ms());
+  return 0;
+}
+
+int Status() {
+  const std::string address = absl::GetFlag(FLAGS_admin_address);
+  auto stub = recserve::v1::Admin::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  recserve::v1::GetModelStatusResponse response;
+  grpc::Status status = stub->GetModelStatus(&ctx, {}, &response);
+  if (!status.ok()) return Fail("status", status, address);
+  std::printf("model %s at %s, serving version %lld\n", response.model_name().c_str(),
+              response.base_path().c_str(), static_cast<long long>(response.serving_version()));
+  std::printf("%8s  %-10s  %8s  %10s  %8s  %9s  %s\n", "version", "state", "items", "params",
+              "load s", "auc delta", "ranker / error");
+  for (const auto& v : response.versions()) {
+    const auto& f = v.figures();
+    std::printf("%8lld  %-10s  %8lld  %10lld  %8.2f  %9.5f  %s\n", static_cast<long long>(v.version()),
+                recserve::v1::VersionState_Name(v.state()).c_str(), static_cast<long long>(f.items()),
+                static_cast<long long>(f.parameters()), v.load_seconds(), f.auc_delta(),
+                v.error().empty() ? absl::StrFormat("%s, %s", f.compression(), f.embedding_index()).c_str()
+                                  : v.error().c_str());
+  }
+  return 0;
+}
+
+int Health() {
+  const std::string address = absl::GetFlag(FLAGS_address);
+  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(absl::GetFlag(FLAGS_service));
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = stub->Check(&ctx, request, &response);
+  if (!status.ok()) return Fail("health", status, address);
+  std::printf("%s\n", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()).c_str());
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 3;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "recserve-cli recommend|status|health [flags]\n"
+      "  recommend --events=1017:click,2044:view@1700000000000 --n=10\n"
+      "  status    (admin listener)\n"
+      "  health    [--service=recserve.v1.Recommender | --service=]");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() != 2) {
+    std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
+    return 2;
+  }
+  const std::string command = args[1];
+  if (command == "recommend") return Recommend();
+  if (command == "status") return Status();
+  if (command == "health") return Health();
+  std::fprintf(stderr, "recserve-cli: unknown command '%s' (recommend, status, health)\n", command.c_str());
+  return 2;
+}

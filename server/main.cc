@@ -1,0 +1,136 @@
+// recserve: the recommendation inference server.
+//
+//   recserve --model_base_path=models/default --port=8500
+//
+// Serves the newest READY version under --model_base_path and hot-reloads new ones.
+// SIGTERM/SIGINT drain gracefully (health NOT_SERVING, in-flight calls finish, exit 0);
+// SIGHUP rescans the model directory at once.
+#include <signal.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address the Recommender service listens on");
+ABSL_FLAG(int, port, 8500, "Port of the Recommender service (with health and reflection); 0 = any");
+ABSL_FLAG(std::string, admin_host, "127.0.0.1", "Address of the admin service (keep it private)");
+ABSL_FLAG(int, admin_port, 8501, "Port of the admin service; -1 = no admin service");
+ABSL_FLAG(int, metrics_port, 9090, "Port of the Prometheus /metrics endpoint; -1 = off");
+ABSL_FLAG(std::string, model_base_path, "models/default",
+          "Directory of model versions (<base>/<version>/ with READY)");
+ABSL_FLAG(absl::Duration, poll_interval, absl::Seconds(2),
+          "How often to rescan --model_base_path for new versions; 0 = only on SIGHUP/admin");
+ABSL_FLAG(int64_t, pin_version, 0, "Serve this version instead of the newest (0 = newest)");
+ABSL_FLAG(bool, keep_previous, false, "Keep the replaced version loaded for instant rollback");
+ABSL_FLAG(int, worker_threads, 0, "Engine worker threads (0 = number of cores)");
+ABSL_FLAG(int, max_message_bytes, 1 << 20, "Largest request message accepted, in bytes");
+ABSL_FLAG(int, max_events, 1000, "Most events one request may carry");
+ABSL_FLAG(int, max_n, 500, "Largest n a request may ask for");
+ABSL_FLAG(int, max_inflight, 256, "Queued + running requests before RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_candidates, 0, "Candidates ranked per request (0 = the manifest's)");
+ABSL_FLAG(int, embedding_k, 0, "Candidates from the embedding index (0 = the manifest's)");
+ABSL_FLAG(int, covisit_k, 0, "Candidates from co-visitation (0 = the manifest's)");
+ABSL_FLAG(int, popularity_k, -1, "Popular candidates for warm users (-1 = the manifest's)");
+ABSL_FLAG(bool, exclude_purchased, true, "Drop items the user purchased unless the request keeps them");
+ABSL_FLAG(absl::Duration, max_clock_skew, absl::Hours(1), "How far in the future event times may be");
+ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
+          "On SIGTERM: time between health NOT_SERVING and closing the listener");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
+          "On SIGTERM: longest wait for in-flight requests");
+ABSL_FLAG(int, warmup_requests, 200, "Requests run on a new version before it serves");
+
+namespace {
+
+int Run() {
+  // Signals go to one thread that waits for them; every other thread blocks them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  recserve::ServerOptions options;
+  options.listen_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
+  options.admin_address = absl::GetFlag(FLAGS_admin_port) < 0
+                              ? ""
+                              : absl::StrCat(absl::GetFlag(FLAGS_admin_host), ":",
+                                             absl::GetFlag(FLAGS_admin_port));
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  options.worker_threads =
+      absl::GetFlag(FLAGS_worker_threads) > 0 ? absl::GetFlag(FLAGS_worker_threads) : std::max(1, cores);
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.limits.max_events = absl::GetFlag(FLAGS_max_events);
+  options.limits.max_n = absl::GetFlag(FLAGS_max_n);
+  options.limits.max_inflight = absl::GetFlag(FLAGS_max_inflight);
+  options.limits.max_clock_skew = absl::GetFlag(FLAGS_max_clock_skew);
+  options.limits.exclude_purchased = absl::GetFlag(FLAGS_exclude_purchased);
+  recserve::ModelManagerOptions& m = options.manager;
+  m.base_path = absl::GetFlag(FLAGS_model_base_path);
+  m.poll_interval = absl::GetFlag(FLAGS_poll_interval);
+  m.pinned_version = absl::GetFlag(FLAGS_pin_version);
+  m.keep_previous = absl::GetFlag(FLAGS_keep_previous);
+  m.warmup_requests = absl::GetFlag(FLAGS_warmup_requests);
+  m.model_options.recall.max_candidates = absl::GetFlag(FLAGS_max_candidates);
+  m.model_options.recall.embedding_k = absl::GetFlag(FLAGS_embedding_k);
+  m.model_options.recall.covisit_k = absl::GetFlag(FLAGS_covisit_k);
+  m.model_options.recall.popularity_k = absl::GetFlag(FLAGS_popularity_k);
+  m.on_load = [](int64_t version, const absl::Status& result) {
+    if (result.ok()) {
+      std::fprintf(stderr, "recserve: version %lld loaded\n", static_cast<long long>(version));
+    } else {
+      std::fprintf(stderr, "recserve: version %lld refused: %s\n", static_cast<long long>(version),
+                   result.ToString().c_str());
+    }
+  };
+  m.on_serving_change = [](int64_t version) {
+    std::fprintf(stderr, "recserve: now serving version %lld\n", static_cast<long long>(version));
+  };
+  if (options.limits.max_n < 1 || options.limits.max_events < 0 || options.limits.max_inflight < 1 ||
+      options.max_message_bytes < 1024) {
+    std::fprintf(stderr, "recserve: limits must be positive (--max_n, --max_inflight, "
+                         "--max_message_bytes >= 1024)\n");
+    return 2;
+  }
+
+  absl::StatusOr<std::unique_ptr<recserve::RecserveServer>> server =
+      recserve::RecserveServer::Create(std::move(options));
+  if (!server.ok()) {
+    std::fprintf(stderr, "recserve: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "recserve: listening on port %d (admin %d), models from %s\n",
+               (*server)->port(), (*server)->admin_port(), absl::GetFlag(FLAGS_model_base_path).c_str());
+
+  while (true) {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (sig == SIGHUP) {
+      std::fprintf(stderr, "recserve: SIGHUP, rescanning models\n");
+      (*server)->manager().RequestScan();
+      continue;
+    }
+    std::fprintf(stderr, "recserve: %s, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    (*server)->Drain(absl::GetFlag(FLAGS_drain_delay), absl::GetFlag(FLAGS_shutdown_grace));
+    break;
+  }
+  server->reset();
+  std::fprintf(stderr, "recserve: stopped\n");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "recserve: recommendation inference server.\n"
+      "  recserve --model_base_path=models/default [--port=8500] [--admin_port=8501]\n"
+      "Flags below; see README.md for the model bundle layout.");
+  absl::ParseCommandLine(argc, argv);
+  return Run();
+}

@@ -1,0 +1,396 @@
+#include "server/model_manager.h"
+
+#include <sys/stat.h>
+
+#include <climits>
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "engine/pipeline.h"
+#include "engine/status_macros.h"
+
+namespace recserve {
+namespace {
+
+bool IsPlainPositiveInteger(const std::string& name, int64_t* value) {
+  if (name.empty() || name.size() > 18 || name[0] == '0') return false;
+  for (char c : name) {
+    if (c < '0' || c > '9') return false;
+  }
+  return absl::SimpleAtoi(name, value) && *value > 0;
+}
+
+std::string RealPath(const std::string& path) {
+  char buf[PATH_MAX];
+  return ::realpath(path.c_str(), buf) ? std::string(buf) : std::string();
+}
+
+int64_t MtimeNs(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return -1;
+  return int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+// A few hundred requests from the catalog's own items, so the first real request finds
+// pages touched, caches warm and every code path exercised.
+absl::Status WarmUp(const Model& model, int requests) {
+  PipelineScratch scratch;
+  RecommendResult result;
+  const std::vector<int32_t>& popular = model.catalog().by_popularity();
+  std::vector<QueryEvent> events;
+  for (int r = 0; r < requests; ++r) {
+    events.clear();
+    const int count = r % 10;  // includes cold users
+    for (int e = 0; e < count; ++e) {
+      const int32_t item = popular[(static_cast<size_t>(r) * 7919 + e * 104729) % popular.size()];
+      events.push_back({model.catalog().id(item), static_cast<EventType>(1 + (r + e) % 4),
+                        1700000000000 + int64_t{e} * 60000});
+    }
+    RecommendQuery q;
+    q.events = events;
+    q.n = 10;
+    q.context = {r % 4, r % 24};
+    RETURN_IF_ERROR(Recommend(model, q, &scratch, &result));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::map<int64_t, std::string> ScanVersions(const std::string& base_path,
+                                            std::map<std::string, std::string>* refused) {
+  std::map<int64_t, std::string> out;
+  const std::string base_real = RealPath(base_path);
+  if (base_real.empty()) return out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(base_path, ec)) {
+    const std::string name = entry.path().filename().string();
+    int64_t version = 0;
+    if (!IsPlainPositiveInteger(name, &version)) {
+      if (refused && name[0] != '.') refused->emplace(name, "not a plain positive integer");
+      continue;
+    }
+    const std::string path = entry.path().string();
+    const std::string real = RealPath(path);
+    if (real.empty() || real.compare(0, base_real.size() + 1, base_real + "/") != 0) {
+      if (refused) refused->emplace(name, "resolves outside the model base path");
+      continue;
+    }
+    std::error_code type_ec;
+    if (!std::filesystem::is_directory(real, type_ec)) {
+      if (refused) refused->emplace(name, "not a directory");
+      continue;
+    }
+    if (!std::filesystem::exists(real + "/READY", type_ec)) continue;  // still being written
+    out.emplace(version, real);
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<ModelManager>> ModelManager::Create(ModelManagerOptions options) {
+  std::error_code ec;
+  if (options.base_path.empty() || !std::filesystem::is_directory(options.base_path, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model base path '", options.base_path, "' is not a directory"));
+  }
+  std::unique_ptr<ModelManager> m(new ModelManager(std::move(options)));
+  {
+    absl::MutexLock lock(&m->mu_);
+    m->pinned_ = m->options_.pinned_version;
+    m->requested_ = 1;  // the first scan
+  }
+  m->load_thread_ = std::thread([p = m.get()] { p->LoadLoop(); });
+  return m;
+}
+
+ModelManager::~ModelManager() {
+  Stop();
+  absl::MutexLock lock(&mu_);
+  retired_.clear();
+}
+
+void ModelManager::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stop_ && !load_thread_.joinable()) return;
+    stop_ = true;
+  }
+  if (load_thread_.joinable()) load_thread_.join();
+}
+
+std::shared_ptr<const Model> ModelManager::Pin() const {
+  absl::ReaderMutexLock lock(&serving_mu_);
+  return serving_;
+}
+
+int64_t ModelManager::serving_version() const {
+  absl::ReaderMutexLock lock(&serving_mu_);
+  return serving_ ? serving_->version() : 0;
+}
+
+bool ModelManager::WaitUntilServing(absl::Duration timeout) const {
+  absl::MutexLock lock(&serving_mu_);
+  auto serving = [this]() ABSL_SHARED_LOCKS_REQUIRED(serving_mu_) { return serving_ != nullptr; };
+  return serving_mu_.AwaitWithTimeout(absl::Condition(&serving), timeout);
+}
+
+int64_t ModelManager::pinned_version() const {
+  absl::MutexLock lock(&mu_);
+  return pinned_;
+}
+
+int ModelManager::loaded_count() const {
+  absl::MutexLock lock(&mu_);
+  int n = static_cast<int>(retired_.size());
+  for (const auto& [v, e] : versions_) n += e.model != nullptr;
+  return n;
+}
+
+void ModelManager::RequestScan() {
+  absl::MutexLock lock(&mu_);
+  ++requested_;
+}
+
+absl::StatusOr<int64_t> ModelManager::WaitForCycle(uint64_t ticket) {
+  absl::MutexLock lock(&mu_);
+  auto done = [this, ticket]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return completed_ >= ticket || stop_; };
+  mu_.Await(absl::Condition(&done));
+  if (completed_ < ticket) return absl::UnavailableError("model manager is stopping");
+  absl::Status result = absl::OkStatus();
+  auto it = cycle_results_.find(ticket);
+  if (it != cycle_results_.end()) {
+    result = it->second;
+    cycle_results_.erase(it);
+  }
+  if (!result.ok()) return result;
+  return serving_version_;
+}
+
+absl::StatusOr<int64_t> ModelManager::ReloadNow() {
+  uint64_t ticket;
+  {
+    absl::MutexLock lock(&mu_);
+    ticket = ++requested_;
+  }
+  return WaitForCycle(ticket);
+}
+
+absl::StatusOr<int64_t> ModelManager::SetServingVersion(int64_t version) {
+  if (version < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("version: ", version, " is negative"));
+  }
+  uint64_t ticket;
+  {
+    absl::MutexLock lock(&mu_);
+    pinned_ = version;
+    ticket = ++requested_;
+  }
+  absl::StatusOr<int64_t> serving = WaitForCycle(ticket);
+  if (serving.ok() && version != 0 && *serving != version) {
+    return absl::NotFoundError(absl::StrCat("version ", version, " is not loadable (see status)"));
+  }
+  return serving;
+}
+
+std::vector<v1::VersionStatus> ModelManager::Versions() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::VersionStatus> out;
+  for (auto it = versions_.rbegin(); it != versions_.rend(); ++it) out.push_back(it->second.status);
+  return out;
+}
+
+void ModelManager::LoadLoop() {
+  uint64_t handled = 0;
+  const bool polling = options_.poll_interval > absl::ZeroDuration();
+  absl::Time next_poll = absl::Now() + options_.poll_interval;
+  while (true) {
+    uint64_t target;
+    {
+      absl::MutexLock lock(&mu_);
+      auto wake = [this, &handled]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stop_ || requested_ > handled;
+      };
+      // Scans on request or every poll interval; retired versions are reaped on a short
+      // tick while any wait for their last request.
+      absl::Duration wait = polling ? std::max(next_poll - absl::Now(), absl::ZeroDuration())
+                                    : absl::Hours(1);
+      if (!retired_.empty()) wait = std::min(wait, absl::Milliseconds(20));
+      mu_.AwaitWithTimeout(absl::Condition(&wake), wait);
+      if (stop_) return;
+      ReapRetiredLocked();
+      const bool asked = requested_ > handled;
+      if (!asked && !(polling && absl::Now() >= next_poll)) continue;
+      target = requested_;
+    }
+    next_poll = absl::Now() + options_.poll_interval;
+    absl::Status result = RunCycle();
+    absl::MutexLock lock(&mu_);
+    for (uint64_t t = handled + 1; t <= target; ++t) {
+      if (!result.ok()) cycle_results_[t] = result;
+    }
+    // Results nobody waits for any more must not pile up.
+    while (cycle_results_.size() > 64) cycle_results_.erase(cycle_results_.begin());
+    handled = target;
+    completed_ = std::max(completed_, target);
+    ReapRetiredLocked();
+  }
+}
+
+absl::Status ModelManager::RunCycle() {
+  std::map<std::string, std::string> refused;
+  const std::map<int64_t, std::string> found = ScanVersions(options_.base_path, &refused);
+  int64_t pinned, serving;
+  std::vector<std::pair<int64_t, std::string>> to_try;  // newest first
+  {
+    absl::MutexLock lock(&mu_);
+    pinned = pinned_;
+    serving = serving_version_;
+    for (const auto& [name, why] : refused) {
+      int64_t v = 0;
+      if (!IsPlainPositiveInteger(name, &v)) continue;  // not a version name: ignored
+      Entry& e = versions_[v];
+      e.status.set_version(v);
+      e.status.set_state(v1::FAILED);
+      e.status.set_path(absl::StrCat(options_.base_path, "/", name));
+      e.status.set_error(why);
+    }
+    for (auto& [v, e] : versions_) {
+      if (!found.count(v) && e.status.state() == v1::AVAILABLE) {
+        e.model.reset();
+        e.status.set_state(v1::UNLOADED);
+      }
+    }
+    for (auto it = found.rbegin(); it != found.rend(); ++it) {
+      const int64_t v = it->first;
+      if (pinned != 0 && v != pinned) continue;
+      if (pinned == 0 && v < serving) break;  // older than what serves: nothing to do
+      if (v == serving) break;
+      auto existing = versions_.find(v);
+      if (existing != versions_.end() && existing->second.status.state() == v1::FAILED &&
+          existing->second.ready_mtime_ns == MtimeNs(it->second + "/READY")) {
+        continue;  // failed before and unchanged since
+      }
+      to_try.push_back(*it);
+    }
+  }
+  if (pinned != 0 && pinned != serving && to_try.empty()) {
+    absl::MutexLock lock(&mu_);
+    auto it = versions_.find(pinned);
+    if (it != versions_.end() && it->second.model) {  // kept previous: instant swap
+      Publish(pinned, it->second.model);
+      return absl::OkStatus();
+    }
+    if (it != versions_.end() && it->second.status.state() == v1::FAILED) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("version ", pinned, " failed to load: ", it->second.status.error()));
+    }
+    if (!found.count(pinned)) {
+      return absl::NotFoundError(absl::StrCat("version ", pinned, " not found under ", options_.base_path));
+    }
+  }
+
+  absl::Status first_error = absl::OkStatus();
+  for (const auto& [version, path] : to_try) {
+    {
+      absl::MutexLock lock(&mu_);
+      Entry& e = versions_[version];
+      e.status.Clear();
+      e.status.set_version(version);
+      e.status.set_path(path);
+      e.status.set_state(v1::LOADING);
+      e.ready_mtime_ns = MtimeNs(path + "/READY");
+    }
+    const absl::Time start = absl::Now();
+    v1::ModelFigures figures;
+    absl::StatusOr<std::shared_ptr<const Model>> model = LoadVersion(version, path, &figures);
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    if (options_.on_load) options_.on_load(version, model.status());
+    absl::MutexLock lock(&mu_);
+    Entry& e = versions_[version];
+    e.status.set_load_seconds(seconds);
+    *e.status.mutable_figures() = figures;
+    if (!model.ok()) {
+      e.status.set_state(v1::FAILED);
+      e.status.set_error(std::string(model.status().message()));
+      if (first_error.ok()) {
+        first_error = absl::Status(model.status().code(),
+                                   absl::StrCat("version ", version, ": ", model.status().message()));
+      }
+      continue;
+    }
+    e.status.set_loaded_unix_ms(absl::ToUnixMillis(absl::Now()));
+    // The newest-version policy may have moved on while this one loaded (a pin).
+    if (pinned_ != 0 && pinned_ != version) {
+      e.status.set_state(v1::UNLOADED);
+      break;
+    }
+    Publish(version, *std::move(model));
+    break;
+  }
+  return first_error;
+}
+
+absl::StatusOr<std::shared_ptr<const Model>> ModelManager::LoadVersion(int64_t version,
+                                                                      const std::string& path,
+                                                                      v1::ModelFigures* figures) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const Model> model, Model::Load(path, version, options_.model_options));
+  figures->set_parameters(model->fp32_mlp().ParameterCount());
+  figures->set_fp32_bytes(model->fp32_mlp().ParameterCount() * 4);
+  figures->set_served_bytes(model->ranker().weight_bytes());
+  figures->set_compression(model->ranker().kind());
+  figures->set_items(model->catalog().size());
+  figures->set_embedding_index(model->index().name());
+  if (options_.check) RETURN_IF_ERROR(options_.check(*model, figures));
+  RETURN_IF_ERROR(WarmUp(*model, options_.warmup_requests));
+  return model;
+}
+
+void ModelManager::Publish(int64_t version, std::shared_ptr<const Model> model) {
+  const int64_t previous = serving_version_;
+  std::shared_ptr<const Model> old;
+  {
+    absl::MutexLock lock(&serving_mu_);
+    old = std::move(serving_);
+    serving_ = model;
+  }
+  serving_version_ = version;
+  Entry& e = versions_[version];
+  e.status.set_state(v1::SERVING);
+  e.status.clear_error();
+  e.model = std::move(model);
+  if (previous != 0 && previous != version) {
+    Entry& p = versions_[previous];
+    if (options_.keep_previous) {
+      p.status.set_state(v1::AVAILABLE);
+    } else {
+      p.status.set_state(v1::UNLOADED);
+      p.model.reset();
+    }
+    // Drop every other AVAILABLE version: at most serving + previous stay loaded.
+    for (auto& [v, other] : versions_) {
+      if (v != version && v != previous && other.model) {
+        other.model.reset();
+        other.status.set_state(v1::UNLOADED);
+      }
+    }
+  }
+  if (old) retired_.push_back(std::move(old));
+  ReapRetiredLocked();
+  if (options_.on_serving_change) options_.on_serving_change(version);
+}
+
+void ModelManager::ReapRetiredLocked() {
+  // use_count() == 1: only this list holds it (no request, no versions_ entry).
+  for (size_t i = 0; i < retired_.size();) {
+    if (retired_[i].use_count() == 1) {
+      retired_[i] = std::move(retired_.back());
+      retired_.pop_back();
+    } else {
+      ++i;
+    }
+  }
+}
+
+}  // namespace recserve

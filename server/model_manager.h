@@ -1,0 +1,136 @@
+// ModelManager: which model version serves, and how a new one takes over.
+//
+// The TF Serving split in one small class:
+//   source  - Scan() lists the version directories under base_path: names that are plain
+//             positive integers, holding READY, and (after resolving symlinks) inside
+//             base_path. Half-copied versions (no READY yet) do not exist for it.
+//   loader  - one dedicated load thread reads, verifies, builds (compression comes in
+//             through ModelOptions::ranker_factory), checks (Options::check: the
+//             accuracy gate) and warms up a version, off the request threads;
+//   manager - publishes the new version atomically. Requests Pin() the serving version
+//             (a shared_ptr) and keep it until they finish; a replaced version is kept
+//             in a retired list and destroyed by the load thread once no request holds
+//             it, never on a request thread.
+// Policy: the newest loadable version serves, unless a version is pinned. A version that
+// fails to load is FAILED (with the reason) and is retried only when its READY file
+// changes; it never replaces the serving version.
+//
+// Thread-safety: every public method may be called from any thread. Pin() takes a
+// reader lock for the pointer copy only.
+#ifndef RECSERVE_SERVER_MODEL_MANAGER_H_
+#define RECSERVE_SERVER_MODEL_MANAGER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "engine/model.h"
+#include "recserve/v1/recommender.pb.h"
+
+namespace recserve {
+
+struct ModelManagerOptions {
+  // Directory holding the version directories (models/<name>). Required.
+  std::string base_path;
+  // How often the source rescans base_path; <= 0 scans only on request.
+  absl::Duration poll_interval = absl::Seconds(2);
+  // Serve this version instead of the newest; 0 = newest.
+  int64_t pinned_version = 0;
+  // Keep the version that was replaced loaded (AVAILABLE) for instant rollback.
+  bool keep_previous = false;
+  // How versions are built (ranker factory: fp32 or compressed; recall overrides).
+  ModelOptions model_options;
+  // Runs on the load thread after a version is built and before it may serve; may fill
+  // figures. A non-OK status refuses the version (e.g. the accuracy gate).
+  std::function<absl::Status(const Model&, v1::ModelFigures*)> check;
+  // Recommend calls run on a new version before it serves.
+  int warmup_requests = 200;
+  // Called on the load thread after every load attempt, and when the serving version
+  // changes (version 0 = nothing serves). For metrics and health.
+  std::function<void(int64_t version, const absl::Status& result)> on_load;
+  std::function<void(int64_t serving_version)> on_serving_change;
+};
+
+class ModelManager {
+ public:
+  // Checks base_path is a directory, starts the load thread and a first scan. Does not
+  // wait for a version to load: see WaitUntilServing.
+  static absl::StatusOr<std::unique_ptr<ModelManager>> Create(ModelManagerOptions options);
+  ~ModelManager();
+
+  // The serving version, or null while none serves. Hold it for one request only.
+  std::shared_ptr<const Model> Pin() const ABSL_LOCKS_EXCLUDED(serving_mu_);
+  int64_t serving_version() const ABSL_LOCKS_EXCLUDED(serving_mu_);
+  bool WaitUntilServing(absl::Duration timeout) const;
+
+  // Scans now and waits for the resulting loads. Returns the serving version, or the
+  // error of a version that failed in this scan (the serving version is unchanged).
+  absl::StatusOr<int64_t> ReloadNow() ABSL_LOCKS_EXCLUDED(mu_);
+  // Asks for a scan without waiting (SIGHUP).
+  void RequestScan() ABSL_LOCKS_EXCLUDED(mu_);
+  // Pins `version` (rollback or roll forward) and waits until it serves or fails;
+  // 0 returns to the newest-version policy.
+  absl::StatusOr<int64_t> SetServingVersion(int64_t version) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Every version seen, newest first.
+  std::vector<v1::VersionStatus> Versions() const ABSL_LOCKS_EXCLUDED(mu_);
+  const std::string& base_path() const { return options_.base_path; }
+  int64_t pinned_version() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Versions loaded right now (serving, previous, retired but still in use).
+  int loaded_count() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Stops the load thread; the serving version stays pinnable. Idempotent.
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  struct Entry {
+    v1::VersionStatus status;
+    int64_t ready_mtime_ns = 0;  // FAILED versions are retried when this changes
+    std::shared_ptr<const Model> model;  // set while AVAILABLE or SERVING
+  };
+  explicit ModelManager(ModelManagerOptions options) : options_(std::move(options)) {}
+
+  void LoadLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // One scan-and-load cycle; returns the first load error of this cycle.
+  absl::Status RunCycle() ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<std::shared_ptr<const Model>> LoadVersion(int64_t version, const std::string& path,
+                                                          v1::ModelFigures* figures);
+  void Publish(int64_t version, std::shared_ptr<const Model> model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReapRetiredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<int64_t> WaitForCycle(uint64_t ticket) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Constant after construction.
+  const ModelManagerOptions options_;
+
+  mutable absl::Mutex serving_mu_;
+  std::shared_ptr<const Model> serving_ ABSL_GUARDED_BY(serving_mu_);
+
+  mutable absl::Mutex mu_;
+  std::map<int64_t, Entry> versions_ ABSL_GUARDED_BY(mu_);
+  int64_t serving_version_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t pinned_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::shared_ptr<const Model>> retired_ ABSL_GUARDED_BY(mu_);
+  uint64_t requested_ ABSL_GUARDED_BY(mu_) = 0;  // scan tickets handed out
+  uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;  // tickets whose cycle finished
+  std::map<uint64_t, absl::Status> cycle_results_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread load_thread_;
+};
+
+// Lists the loadable version directories of `base_path` (see the class comment);
+// exposed for tests. Values are paths; entries refused for safety are returned in
+// `refused` with the reason.
+std::map<int64_t, std::string> ScanVersions(const std::string& base_path,
+                                            std::map<std::string, std::string>* refused = nullptr);
+
+}  // namespace recserve
+
+#endif  // RECSERVE_SERVER_MODEL_MANAGER_H_

@@ -1,0 +1,168 @@
+#include "server/recommender_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/grpc_status.h"
+
+namespace recserve {
+namespace {
+
+absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
+
+// Per worker thread, for the thread's whole life.
+struct WorkerState {
+  PipelineScratch scratch;
+  std::vector<QueryEvent> events;
+  RecommendResult result;
+};
+
+WorkerState& ThisWorker() {
+  thread_local WorkerState state;
+  return state;
+}
+
+}  // namespace
+
+absl::Status ValidateRequest(const v1::RecommendRequest& r, const RequestLimits& limits,
+                             absl::Time now) {
+  if (r.n() < 1 || r.n() > limits.max_n) {
+    return Invalid(absl::StrFormat("n: %d is outside [1, %d]", r.n(), limits.max_n));
+  }
+  if (static_cast<int>(r.user_id().size()) > limits.max_user_id_bytes) {
+    return Invalid(absl::StrFormat("user_id: %d bytes, more than the limit of %d",
+                                   r.user_id().size(), limits.max_user_id_bytes));
+  }
+  if (r.events_size() > limits.max_events) {
+    return Invalid(absl::StrFormat("events: %d events, more than the limit of %d", r.events_size(),
+                                   limits.max_events));
+  }
+  const int64_t latest_ms = absl::ToUnixMillis(now + limits.max_clock_skew);
+  for (int i = 0; i < r.events_size(); ++i) {
+    const v1::Event& e = r.events(i);
+    if (e.type() < v1::VIEW || e.type() > v1::PURCHASE) {
+      return Invalid(absl::StrFormat("events[%d].type: %d is not an event type (VIEW=1 .. PURCHASE=4)",
+                                     i, static_cast<int>(e.type())));
+    }
+    if (e.timestamp_ms() <= 0) {
+      return Invalid(absl::StrFormat(
+          "events[%d].timestamp_ms: %d is not a positive unix time in milliseconds", i,
+          e.timestamp_ms()));
+    }
+    if (e.timestamp_ms() > latest_ms) {
+      return Invalid(absl::StrFormat(
+          "events[%d].timestamp_ms: %d is in the future (server time %d ms, allowed skew %s)", i,
+          e.timestamp_ms(), absl::ToUnixMillis(now), absl::FormatDuration(limits.max_clock_skew)));
+    }
+  }
+  const v1::Context& c = r.context();
+  if (c.device() < v1::DEVICE_UNSPECIFIED || c.device() > v1::TABLET) {
+    return Invalid(absl::StrFormat("context.device: %d is not a device", static_cast<int>(c.device())));
+  }
+  if (c.hour() < -1 || c.hour() > 23) {
+    return Invalid(absl::StrFormat("context.hour: %d is outside [0, 23] (or -1 for unknown)", c.hour()));
+  }
+  if (r.options().per_category_cap() < 0) {
+    return Invalid(absl::StrFormat("options.per_category_cap: %d is negative",
+                                   r.options().per_category_cap()));
+  }
+  return absl::OkStatus();
+}
+
+RecommenderService::RecommenderService(ModelManager* manager, WorkerPool* pool,
+                                       RequestLimits limits,
+                                       std::function<void(const RequestOutcome&)> observer)
+    : manager_(manager), pool_(pool), limits_(limits), observer_(std::move(observer)) {}
+
+grpc::ServerUnaryReactor* RecommenderService::Recommend(grpc::CallbackServerContext* context,
+                                                        const v1::RecommendRequest* request,
+                                                        v1::RecommendResponse* response) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (inflight_.fetch_add(1, std::memory_order_acq_rel) >= limits_.max_inflight) {
+    Finish(reactor,
+           absl::ResourceExhaustedError(absl::StrFormat(
+               "server is at its limit of %d in-flight requests; retry with backoff",
+               limits_.max_inflight)),
+           start, nullptr);
+    return reactor;
+  }
+  absl::Status valid = ValidateRequest(*request, limits_, start);
+  if (!valid.ok()) {
+    Finish(reactor, valid, start, nullptr);
+    return reactor;
+  }
+  const bool queued = pool_->Submit([this, context, request, response, reactor, start] {
+    WorkerState& worker = ThisWorker();
+    absl::Status status = Handle(context, *request, response, &worker.result);
+    Finish(reactor, status, start, status.ok() ? &worker.result : nullptr);
+  });
+  if (!queued) Finish(reactor, absl::UnavailableError("server is shutting down"), start, nullptr);
+  return reactor;
+}
+
+void RecommenderService::Finish(grpc::ServerUnaryReactor* reactor, const absl::Status& status,
+                                absl::Time start, const RecommendResult* result) {
+  if (observer_) {
+    observer_({status.code(), absl::ToDoubleSeconds(absl::Now() - start), result});
+  }
+  inflight_.fetch_sub(1, std::memory_order_acq_rel);
+  reactor->Finish(ToGrpcStatus(status));
+}
+
+absl::Status RecommenderService::Handle(grpc::CallbackServerContext* context,
+                                        const v1::RecommendRequest& request,
+                                        v1::RecommendResponse* response, RecommendResult* result) {
+  if (context->IsCancelled()) return absl::CancelledError("the client cancelled the call");
+  const absl::Time deadline = absl::FromChrono(context->deadline());
+  if (absl::Now() > deadline) {
+    return absl::DeadlineExceededError("deadline passed while the request was queued");
+  }
+  std::shared_ptr<const Model> model = manager_->Pin();
+  if (!model) return absl::UnavailableError("no model version is serving yet");
+
+  WorkerState& worker = ThisWorker();
+  worker.events.clear();
+  for (const v1::Event& e : request.events()) {
+    worker.events.push_back({e.item_id(), static_cast<EventType>(e.type()), e.timestamp_ms()});
+  }
+  RecommendQuery query;
+  query.events = worker.events;
+  query.context = {static_cast<int32_t>(request.context().device()), request.context().hour()};
+  query.n = request.n();
+  query.exclude_purchased = limits_.exclude_purchased && !request.options().keep_purchased();
+  query.per_category_cap = request.options().per_category_cap();
+  query.deadline = deadline;
+  absl::Status status = recserve::Recommend(*model, query, &worker.scratch, result);
+  if (!status.ok()) return status;
+
+  for (const RecommendedItem& item : result->items) {
+    v1::RecommendedItem* out = response->add_items();
+    out->set_item_id(item.item_id);
+    out->set_score(item.score);
+    out->set_sources(item.sources);
+    out->set_category(item.category);
+  }
+  response->set_model_name(model->name());
+  response->set_model_version(model->version());
+  response->set_candidates(result->candidates);
+  response->set_unknown_items(result->unknown_items);
+  const auto& metadata = context->client_metadata();
+  auto rid = metadata.find("x-request-id");
+  if (rid != metadata.end() && rid->second.size() <= 128) {
+    response->set_request_id(std::string(rid->second.data(), rid->second.size()));
+  } else {
+    response->set_request_id(absl::StrFormat(
+        "%x-%x", absl::ToUnixMicros(absl::Now()),
+        request_counter_.fetch_add(1, std::memory_order_relaxed)));
+  }
+  if (request.options().include_timings()) {
+    v1::StageTimings* t = response->mutable_timings();
+    t->set_recall_ms(result->seconds.recall * 1e3);
+    t->set_features_ms(result->seconds.features * 1e3);
+    t->set_rank_ms(result->seconds.rank * 1e3);
+    t->set_total_ms(result->seconds.total * 1e3);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace recserve

@@ -1,0 +1,71 @@
+// recserve.v1.Recommender on gRPC's callback API.
+//
+// A Recommend call is checked on the gRPC thread (in-flight cap -> RESOURCE_EXHAUSTED,
+// request limits -> INVALID_ARGUMENT naming the field), then handed to the WorkerPool,
+// where it pins the serving model, runs the engine pipeline with the worker's own
+// scratch, and finishes the reactor. No thread per request, no engine allocation per
+// request.
+#ifndef RECSERVE_SERVER_RECOMMENDER_SERVICE_H_
+#define RECSERVE_SERVER_RECOMMENDER_SERVICE_H_
+
+#include <atomic>
+#include <functional>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "engine/pipeline.h"
+#include "recserve/v1/recommender.grpc.pb.h"
+#include "server/model_manager.h"
+#include "server/worker_pool.h"
+
+namespace recserve {
+
+struct RequestLimits {
+  int max_events = 1000;          // events per request
+  int max_n = 500;                // largest n
+  int max_user_id_bytes = 256;
+  int max_inflight = 256;         // queued + running Recommend calls
+  // Timestamps may be at most this far ahead of the server's clock.
+  absl::Duration max_clock_skew = absl::Hours(1);
+  bool exclude_purchased = true;  // default when the request does not say keep_purchased
+};
+
+// What one finished request reports (for metrics); called on the worker thread.
+struct RequestOutcome {
+  absl::StatusCode code;
+  double seconds;                  // from arrival to finish
+  const RecommendResult* result;   // null when the pipeline did not run
+};
+
+// Checks `request` against `limits`; the error names the field and the bad value.
+absl::Status ValidateRequest(const v1::RecommendRequest& request, const RequestLimits& limits,
+                             absl::Time now);
+
+class RecommenderService final : public v1::Recommender::CallbackService {
+ public:
+  RecommenderService(ModelManager* manager, WorkerPool* pool, RequestLimits limits,
+                     std::function<void(const RequestOutcome&)> observer = nullptr);
+
+  grpc::ServerUnaryReactor* Recommend(grpc::CallbackServerContext* context,
+                                      const v1::RecommendRequest* request,
+                                      v1::RecommendResponse* response) override;
+
+  int inflight() const { return inflight_.load(std::memory_order_relaxed); }
+
+ private:
+  absl::Status Handle(grpc::CallbackServerContext* context, const v1::RecommendRequest& request,
+                      v1::RecommendResponse* response, RecommendResult* result);
+  void Finish(grpc::ServerUnaryReactor* reactor, const absl::Status& status, absl::Time start,
+              const RecommendResult* result);
+
+  ModelManager* const manager_;
+  WorkerPool* const pool_;
+  const RequestLimits limits_;
+  const std::function<void(const RequestOutcome&)> observer_;
+  std::atomic<int> inflight_{0};
+  std::atomic<uint64_t> request_counter_{0};
+};
+
+}  // namespace recserve
+
+#endif  // RECSERVE_SERVER_RECOMMENDER_SERVICE_H_

@@ -1,0 +1,94 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+
+namespace recserve {
+
+absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOptions options) {
+  std::unique_ptr<RecserveServer> s(new RecserveServer());
+  s->options_ = std::move(options);
+  RecserveServer* self = s.get();
+  ModelManagerOptions manager_options = s->options_.manager;
+  auto user_callback = manager_options.on_serving_change;
+  manager_options.on_serving_change = [self, user_callback](int64_t version) {
+    self->SetReady(version != 0);
+    if (user_callback) user_callback(version);
+  };
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  s->pool_ = std::make_unique<WorkerPool>(s->options_.worker_threads);
+  // The manager is created before the services and may publish at any time; SetReady
+  // tolerates a server that is not built yet and readiness is set again below.
+  ASSIGN_OR_RETURN(s->manager_, ModelManager::Create(std::move(manager_options)));
+  s->recommender_ = std::make_unique<RecommenderService>(
+      s->manager_.get(), s->pool_.get(), s->options_.limits, s->options_.observer);
+
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(s->options_.listen_address, grpc::InsecureServerCredentials(), &s->port_);
+  builder.RegisterService(s->recommender_.get());
+  builder.SetMaxReceiveMessageSize(s->options_.max_message_bytes);
+  builder.SetMaxSendMessageSize(4 * s->options_.max_message_bytes);
+  {
+    absl::MutexLock lock(&s->mu_);
+    s->server_ = builder.BuildAndStart();
+  }
+  if (!s->server_ || s->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", s->options_.listen_address));
+  }
+  if (!s->options_.admin_address.empty()) {
+    s->admin_ = std::make_unique<AdminService>(s->manager_.get());
+    grpc::ServerBuilder admin;
+    admin.AddListeningPort(s->options_.admin_address, grpc::InsecureServerCredentials(),
+                           &s->admin_port_);
+    admin.RegisterService(s->admin_.get());
+    s->admin_server_ = admin.BuildAndStart();
+    if (!s->admin_server_ || s->admin_port_ == 0) {
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", s->options_.admin_address));
+    }
+  }
+  s->SetReady(s->manager_->serving_version() != 0);
+  return s;
+}
+
+RecserveServer::~RecserveServer() {
+  Drain(absl::ZeroDuration(), absl::Seconds(1));
+  if (admin_server_) admin_server_->Shutdown();
+  if (manager_) manager_->Stop();
+}
+
+void RecserveServer::SetReady(bool ready) {
+  absl::MutexLock lock(&mu_);
+  if (!server_ || draining_) return;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health) health->SetServingStatus(kReadinessService, ready);
+}
+
+void RecserveServer::Drain(absl::Duration drain_delay, absl::Duration grace) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) return;
+    draining_ = true;
+    if (server_ && server_->GetHealthCheckService()) {
+      // Every service, "" included, reports NOT_SERVING from now on.
+      server_->GetHealthCheckService()->Shutdown();
+    }
+  }
+  absl::SleepFor(drain_delay);
+  if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  if (pool_) pool_->Stop();  // runs what is queued; every call has finished by now
+  absl::MutexLock lock(&mu_);
+  drained_ = true;
+}
+
+void RecserveServer::Wait() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(&drained_));
+}
+
+}  // namespace recserve

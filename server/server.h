@@ -1,0 +1,73 @@
+// RecserveServer: the whole serving process minus flag parsing and signals, so tests
+// can run it in-process. Owns the model manager, the worker pool, the public gRPC
+// server (Recommender, health, reflection) and the admin gRPC server.
+//
+// Lifecycle: Create() starts listening (ports may be 0: the chosen ports are reported);
+// readiness turns SERVING when a model version serves. Drain() flips health to
+// NOT_SERVING, stops accepting calls and waits up to the grace period for in-flight
+// ones. Not copyable; methods are thread-safe.
+#ifndef RECSERVE_SERVER_SERVER_H_
+#define RECSERVE_SERVER_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/admin_service.h"
+#include "server/model_manager.h"
+#include "server/recommender_service.h"
+#include "server/worker_pool.h"
+
+namespace recserve {
+
+inline constexpr char kReadinessService[] = "recserve.v1.Recommender";
+
+struct ServerOptions {
+  std::string listen_address = "0.0.0.0:8500";   // Recommender, health, reflection
+  std::string admin_address = "127.0.0.1:8501";  // Admin; empty = no admin listener
+  int worker_threads = 2;                        // engine worker threads
+  int max_message_bytes = 1 << 20;               // largest request accepted
+  RequestLimits limits;
+  ModelManagerOptions manager;
+  std::function<void(const RequestOutcome&)> observer;  // per finished Recommend
+};
+
+class RecserveServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<RecserveServer>> Create(ServerOptions options);
+  ~RecserveServer();
+
+  int port() const { return port_; }
+  int admin_port() const { return admin_port_; }
+  ModelManager& manager() { return *manager_; }
+  RecommenderService& recommender() { return *recommender_; }
+
+  // Health NOT_SERVING, then waits `drain_delay` (load balancers notice), then stops
+  // accepting and waits at most `grace` for in-flight calls. Idempotent.
+  void Drain(absl::Duration drain_delay, absl::Duration grace);
+  // Blocks until Drain has finished.
+  void Wait();
+
+ private:
+  RecserveServer() = default;
+  void SetReady(bool ready);
+
+  ServerOptions options_;
+  std::unique_ptr<ModelManager> manager_;
+  std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<RecommenderService> recommender_;
+  std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> admin_server_;
+  int port_ = 0;
+  int admin_port_ = 0;
+  absl::Mutex mu_;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool drained_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace recserve
+
+#endif  // RECSERVE_SERVER_SERVER_H_

@@ -1,0 +1,39 @@
+// A fixed pool of request worker threads. gRPC's callback threads hand each Recommend
+// to this pool, so the number of threads doing engine work is a flag, each worker keeps
+// its own engine scratch (thread_local) for its whole life, and oneDNN runs one thread
+// per worker (OpenMP set to 1 on each).
+//
+// Thread-safe. Tasks run in FIFO order; Stop() runs what is queued, then joins.
+#ifndef RECSERVE_SERVER_WORKER_POOL_H_
+#define RECSERVE_SERVER_WORKER_POOL_H_
+
+#include <deque>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+
+namespace recserve {
+
+class WorkerPool {
+ public:
+  explicit WorkerPool(int threads);
+  ~WorkerPool();
+  // False once Stop() has begun (the task is not run).
+  bool Submit(std::function<void()> task) ABSL_LOCKS_EXCLUDED(mu_);
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+  int size() const { return static_cast<int>(threads_.size()); }
+
+ private:
+  void Run() ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace recserve
+
+#endif  // RECSERVE_SERVER_WORKER_POOL_H_
