@@ -29,7 +29,8 @@ int BlockWidth(v1::FeatureBlockKind kind, int dim, int dense_dim) {
     case v1::ITEM_EMBEDDING:
     case v1::USER_ITEM_PRODUCT: return dim;
     case v1::ITEM_DENSE:
-    case v1::USER_DENSE: return dense_dim;
+    case v1::USER_DENSE:
+    case v1::USER_ITEM_DENSE_PRODUCT: return dense_dim;
     case v1::CATEGORY_AFFINITY: return kAffinityWidth;
     case v1::RECALL_SIGNALS: return kSignalWidth;
     case v1::CONTEXT: return kContextWidth;
@@ -45,8 +46,8 @@ v1::UserModelSpec DefaultUserModel() {
   spec.set_click_weight(2.0f);
   spec.set_cart_weight(3.0f);
   spec.set_purchase_weight(4.0f);
-  spec.set_half_life_seconds(3 * 24 * 3600.0f);
-  spec.set_max_events(50);
+  spec.set_half_life_seconds(365 * 24 * 3600.0f);
+  spec.set_max_events(100);
   return spec;
 }
 
@@ -56,8 +57,9 @@ v1::FeatureSpec DefaultFeatureSpec(int embedding_dim, int item_dense_dim) {
   spec.set_item_dense_dim(item_dense_dim);
   for (v1::FeatureBlockKind kind :
        {v1::USER_VECTOR, v1::ITEM_EMBEDDING, v1::USER_ITEM_PRODUCT, v1::USER_DENSE, v1::ITEM_DENSE,
-        v1::CATEGORY_AFFINITY, v1::RECALL_SIGNALS, v1::CONTEXT}) {
-    if ((kind == v1::ITEM_DENSE || kind == v1::USER_DENSE) && item_dense_dim == 0) {
+        v1::USER_ITEM_DENSE_PRODUCT, v1::CATEGORY_AFFINITY, v1::RECALL_SIGNALS, v1::CONTEXT}) {
+    if ((kind == v1::ITEM_DENSE || kind == v1::USER_DENSE || kind == v1::USER_ITEM_DENSE_PRODUCT) &&
+        item_dense_dim == 0) {
       continue;  // catalogs without dense item features
     }
     v1::FeatureBlock* block = spec.add_blocks();
@@ -227,6 +229,12 @@ void FeatureBuilder::Build(const Catalog& catalog, const UserState& user,
           std::copy(user.dense_mean().begin(), user.dense_mean().end(), out);
           out += dense_dim_;
           break;
+        case v1::USER_ITEM_DENSE_PRODUCT: {
+          const float* d = catalog.dense(item);
+          for (int k = 0; k < dense_dim_; ++k) out[k] = user.dense_mean()[k] * d[k];
+          out += dense_dim_;
+          break;
+        }
         case v1::CATEGORY_AFFINITY: {
           const float share = user.category_share(catalog.category(item));
           out[0] = share;

@@ -57,9 +57,9 @@ TEST(FeatureBuilderTest, RowFollowsBlockOrderOfTheSpec) {
   UserState state;
   BuildUserState(cat, (*model)->covisit(), DefaultUserModel(), {{1, EventType::kClick, 5}}, &state);
   const FeatureBuilder& fb = (*model)->features();
-  // user vector 4, item embedding 4, product 4, user dense 2, item dense 2, category
-  // affinity 2, recall signals 4, context 6.
-  ASSERT_EQ(fb.width(), 4 * 3 + 2 + 2 + 2 + 4 + 6);
+  // user vector 4, item embedding 4, product 4, user dense 2, item dense 2, dense
+  // product 2, category affinity 2, recall signals 4, context 6.
+  ASSERT_EQ(fb.width(), 4 * 3 + 2 * 4 + 4 + 6);
   std::vector<float> row(fb.width());
   const int32_t item = 2;
   fb.Build(cat, state, RequestContext{2, 6}, {item}, row.data());
@@ -72,25 +72,26 @@ TEST(FeatureBuilderTest, RowFollowsBlockOrderOfTheSpec) {
     EXPECT_FLOAT_EQ(row[8 + k], u[k] * e[k]);
     dot += u[k] * e[k];
   }
-  EXPECT_FLOAT_EQ(row[12], cat.dense(1)[0]);  // the only history item is 1
-  EXPECT_FLOAT_EQ(row[13], cat.dense(1)[1]);
-  EXPECT_FLOAT_EQ(row[14], cat.dense(item)[0]);
-  EXPECT_FLOAT_EQ(row[15], cat.dense(item)[1]);
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_FLOAT_EQ(row[12 + k], cat.dense(1)[k]);  // the only history item is 1
+    EXPECT_FLOAT_EQ(row[14 + k], cat.dense(item)[k]);
+    EXPECT_FLOAT_EQ(row[16 + k], cat.dense(1)[k] * cat.dense(item)[k]);
+  }
   // TinyBundle puts item i in category i % 4: item 2 is not in the user's category.
-  EXPECT_EQ(row[16], 0.f);
-  EXPECT_EQ(row[17], 0.f);
-  EXPECT_NEAR(row[18], dot, 1e-5);
-  EXPECT_NEAR(row[19], std::log1p(2.0f), 1e-6);  // click weight 2 x edge 1 -> 2 of 1.0
-  EXPECT_EQ(row[20], 1.f);
-  EXPECT_FLOAT_EQ(row[21], cat.popularity_feature(item));
-  EXPECT_EQ(row[22 + 2], 1.f);  // desktop
-  EXPECT_EQ(row[22 + 0], 0.f);
-  EXPECT_NEAR(row[26], 1.f, 1e-6);  // sin(2 pi 6/24)
-  EXPECT_NEAR(row[27], 0.f, 1e-6);
+  EXPECT_EQ(row[18], 0.f);
+  EXPECT_EQ(row[19], 0.f);
+  EXPECT_NEAR(row[20], dot, 1e-5);
+  EXPECT_NEAR(row[21], std::log1p(2.0f), 1e-6);  // click weight 2 x edge 1 -> 2 of 1.0
+  EXPECT_EQ(row[22], 1.f);
+  EXPECT_FLOAT_EQ(row[23], cat.popularity_feature(item));
+  EXPECT_EQ(row[24 + 2], 1.f);  // desktop
+  EXPECT_EQ(row[24 + 0], 0.f);
+  EXPECT_NEAR(row[28], 1.f, 1e-6);  // sin(2 pi 6/24)
+  EXPECT_NEAR(row[29], 0.f, 1e-6);
   // An item of the user's own category gets its full share.
   fb.Build(cat, state, RequestContext{}, {5}, row.data());
-  EXPECT_EQ(row[16], 1.f);
-  EXPECT_EQ(row[17], 1.f);
+  EXPECT_EQ(row[18], 1.f);
+  EXPECT_EQ(row[19], 1.f);
 }
 
 TEST(FeatureBuilderTest, RefusesSpecThatDoesNotFitTheCatalog) {

@@ -57,7 +57,7 @@ TEST_F(RecallTest, ColdUserGetsPopularityOnly) {
 }
 
 TEST_F(RecallTest, WarmUserGetsCovisitNeighboursDedupedWithSources) {
-  Build({{10, EventType::kClick, 1000}, {11, EventType::kView, 2000}});
+  Build({{10, EventType::kClick, 1000}, {11, EventType::kClick, 2000}});
   Recall(catalog(), model_->index(), user_, model_->recall_options(), &scratch_, &candidates_);
   ASSERT_LE(candidates_.size(), 20u);
   std::vector<int32_t> items;

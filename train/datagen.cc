@@ -221,10 +221,25 @@ Catalog MakeCatalog(const WorldOptions& options, Rng& rng, std::vector<ItemInfo>
     catalog.category_by_popularity.emplace_back(weights, members);
   }
 
-  // Dense features: a fixed random linear map of the latent, plus noise.
+  // Dense features: a fixed random linear map of the latent, plus noise. Its rows are
+  // orthonormalised (Gram-Schmidt) while there are at most `dim` of them, so the
+  // features are a noisy rotation of (part of) the latent, as content attributes are.
   const int dense_dim = options.item_dense_dim;
   std::vector<float> map(size_t{1} * dense_dim * dim);
   for (float& w : map) w = static_cast<float>(rng.Normal() / std::sqrt(static_cast<double>(dim)));
+  for (int r = 0; r < std::min(dense_dim, dim); ++r) {
+    float* row = &map[size_t{1} * r * dim];
+    for (int q = 0; q < r; ++q) {
+      const float* prev = &map[size_t{1} * q * dim];
+      double dot = 0;
+      for (int k = 0; k < dim; ++k) dot += double{row[k]} * prev[k];
+      for (int k = 0; k < dim; ++k) row[k] -= static_cast<float>(dot * prev[k]);
+    }
+    double norm = 0;
+    for (int k = 0; k < dim; ++k) norm += double{row[k]} * row[k];
+    const float inv = norm > 0 ? static_cast<float>(1.0 / std::sqrt(norm)) : 0.f;
+    for (int k = 0; k < dim; ++k) row[k] *= inv;
+  }
   items->resize(num_items);
   for (size_t i = 0; i < num_items; ++i) {
     ItemInfo& item = (*items)[i];

@@ -61,7 +61,7 @@ struct WorldOptions {
   int num_items = 20000;
   int num_categories = 50;
   int latent_dim = 16;
-  int item_dense_dim = 8;
+  int item_dense_dim = 16;
   double zipf_exponent = 0.75;           // item popularity: pop ∝ 1/rank^zipf_exponent
   double category_zipf_exponent = 0.5;   // category sizes
   double item_noise = 0.5;               // sigma_item: spread of items around their centroid
@@ -77,7 +77,7 @@ struct WorldOptions {
   double click_bias = -4.2;              // bias0
 
   // Behaviour.
-  int sessions_per_user = 6;             // mean; per-user counts vary log-normally
+  int sessions_per_user = 12;            // mean; per-user counts vary log-normally
   int events_per_session = 3;            // plain browsing views per session
   int impressions_per_session = 2;       // slates per session
   int slate_size = 10;                   // items per slate

@@ -167,6 +167,32 @@ std::vector<int> NumericSubdirs(const std::string& dir) {
   return versions;
 }
 
+// For logs without impressions (ratings CSVs): every click-or-better event becomes a
+// slate of its item (label 1) and `negatives` items sampled by popularity (label 0),
+// shown at the event's time with an unknown context.
+std::vector<Impression> SlatesFromEvents(const std::vector<LoggedEvent>& events,
+                                         const std::vector<uint64_t>& ids,
+                                         const std::vector<float>& popularity, int negatives,
+                                         uint64_t seed, uint64_t first_slate_id) {
+  std::vector<Impression> out;
+  std::vector<double> weights(popularity.begin(), popularity.end());
+  for (double& w : weights) w += 1.0;  // items never seen in the window can still be drawn
+  std::discrete_distribution<size_t> pick(weights.begin(), weights.end());
+  std::mt19937_64 rng(seed);
+  uint64_t slate = first_slate_id;
+  for (const LoggedEvent& e : events) {
+    if (e.kind == EventKind::kView) continue;
+    out.push_back({slate, e.user_id, e.item_id, e.timestamp_ms, 0, -1, 1.f, -1.f});
+    for (int k = 0; k < negatives; ++k) {
+      const uint64_t item = ids[pick(rng)];
+      if (item == e.item_id) continue;
+      out.push_back({slate, e.user_id, item, e.timestamp_ms, 0, -1, 0.f, -1.f});
+    }
+    ++slate;
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> WriteVersion(const BundleContents& bundle,
@@ -401,11 +427,23 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
               v.end());
       return v;
     };
-    std::vector<Impression> train_imps = known(world_in.train_impressions);
+    const bool synthesized = world_in.train_impressions.empty();
+    std::vector<Impression> train_imps =
+        synthesized ? SlatesFromEvents(world_in.train_events, items.ids, items.popularity,
+                                       opt.synthetic_negatives, opt.seed, 1)
+                    : known(world_in.train_impressions);
+    std::vector<Impression> test_imps =
+        synthesized ? SlatesFromEvents(world_in.test_events, items.ids, items.popularity,
+                                       opt.synthetic_negatives, opt.seed + 1, uint64_t{1} << 40)
+                    : known(world_in.test_impressions);
+    if (synthesized) {
+      progress.Say("no impressions in the logs: %d train and %d test rows from clicks plus %d "
+                   "popularity-sampled negatives each",
+                   train_imps.size(), test_imps.size(), opt.synthetic_negatives);
+    }
     train_imps.erase(std::remove_if(train_imps.begin(), train_imps.end(),
                                     [&](const Impression& i) { return i.timestamp_ms < artifact_cut; }),
                      train_imps.end());
-    std::vector<Impression> test_imps = known(world_in.test_impressions);
     if (train_imps.empty()) {
       return absl::InvalidArgumentError(
           "world has no train impressions after the artifact window to learn the ranker from");
@@ -434,9 +472,11 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
                  val_rows.count, test_rows.count, width);
 
     // 5. MLP.
+    MlpTrainOptions mlp_options = opt.mlp;
+    mlp_options.verbose = opt.verbose && opt.mlp.verbose;
     ASSIGN_OR_RETURN(b.mlp, TrainMlp(fit_rows_set.rows, fit_rows_set.labels, fit_rows_set.count,
                                      width, val_rows.rows, val_rows.labels, val_rows.count,
-                                     opt.mlp, &out.mlp_report));
+                                     mlp_options, &out.mlp_report));
     progress.Say("mlp: %d epochs, best %d, validation logloss %.4f AUC %.4f",
                  out.mlp_report.epochs, out.mlp_report.best_epoch,
                  out.mlp_report.best_val_logloss, out.mlp_report.best_val_auc);

@@ -43,6 +43,8 @@ struct TrainerOptions {
   // recall artifacts (popularity, co-visitation, embeddings) come from the events before
   // it, so the ranker's features never contain the label they predict.
   double ranking_window_fraction = 0.35;
+  // Logs without impressions (ratings CSVs): each click gets this many negatives.
+  int synthetic_negatives = 4;
   // The newest share of those ranking slates (by time) used for validation/calibration.
   double validation_fraction = 0.15;
   // At most this many rows go to gradient steps (whole slates, sampled by seed).
