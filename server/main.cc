@@ -14,6 +14,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "engine/file_util.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the Recommender service listens on");
@@ -43,6 +44,8 @@ ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGTERM: longest wait for in-flight requests");
 ABSL_FLAG(int, warmup_requests, 200, "Requests run on a new version before it serves");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, write \"<port> <admin_port>\" here once listening (for scripts and tests)");
 
 namespace {
 
@@ -106,6 +109,14 @@ int Run() {
   }
   std::fprintf(stderr, "recserve: listening on port %d (admin %d), models from %s\n",
                (*server)->port(), (*server)->admin_port(), absl::GetFlag(FLAGS_model_base_path).c_str());
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    absl::Status written = recserve::WriteFileAtomically(
+        absl::GetFlag(FLAGS_port_file), absl::StrCat((*server)->port(), " ", (*server)->admin_port(), "\n"));
+    if (!written.ok()) {
+      std::fprintf(stderr, "recserve: --port_file: %s\n", written.ToString().c_str());
+      return 1;
+    }
+  }
 
   while (true) {
     int sig = 0;
@@ -116,7 +127,9 @@ int Run() {
       continue;
     }
     std::fprintf(stderr, "recserve: %s, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    const absl::Time start = absl::Now();
     (*server)->Drain(absl::GetFlag(FLAGS_drain_delay), absl::GetFlag(FLAGS_shutdown_grace));
+    std::fprintf(stderr, "recserve: drained in %.3f s\n", absl::ToDoubleSeconds(absl::Now() - start));
     break;
   }
   server->reset();

@@ -78,6 +78,12 @@ grpc::ServerUnaryReactor* RecommenderService::Recommend(grpc::CallbackServerCont
                                                         v1::RecommendResponse* response) {
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!accepting_.load(std::memory_order_acquire)) {
+    inflight_.fetch_add(1, std::memory_order_acq_rel);
+    Finish(reactor, absl::UnavailableError("server is shutting down; retry on another replica"), start,
+           nullptr);
+    return reactor;
+  }
   if (inflight_.fetch_add(1, std::memory_order_acq_rel) >= limits_.max_inflight) {
     Finish(reactor,
            absl::ResourceExhaustedError(absl::StrFormat(

@@ -51,6 +51,9 @@ class RecommenderService final : public v1::Recommender::CallbackService {
                                       v1::RecommendResponse* response) override;
 
   int inflight() const { return inflight_.load(std::memory_order_relaxed); }
+  // From now on new calls are answered UNAVAILABLE (retry elsewhere) instead of served;
+  // calls already accepted finish normally.
+  void StopAccepting() { accepting_.store(false, std::memory_order_release); }
 
  private:
   absl::Status Handle(grpc::CallbackServerContext* context, const v1::RecommendRequest& request,
@@ -63,6 +66,7 @@ class RecommenderService final : public v1::Recommender::CallbackService {
   const RequestLimits limits_;
   const std::function<void(const RequestOutcome&)> observer_;
   std::atomic<int> inflight_{0};
+  std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> request_counter_{0};
 };
 

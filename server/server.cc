@@ -80,7 +80,16 @@ void RecserveServer::Drain(absl::Duration drain_delay, absl::Duration grace) {
     }
   }
   absl::SleepFor(drain_delay);
-  if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  // Refuse new calls with a clean, retryable UNAVAILABLE while the accepted ones finish;
+  // only then close the listener, so no accepted call is cut off by the shutdown.
+  const absl::Time deadline = absl::Now() + grace;
+  if (recommender_) {
+    recommender_->StopAccepting();
+    while (recommender_->inflight() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(2));
+  }
+  // Nothing of ours is outstanding now (new calls are answered at once), so the
+  // listener may close quickly: gRPC would otherwise wait for idle client connections.
+  if (server_) server_->Shutdown(absl::ToChronoTime(std::min(deadline, absl::Now() + absl::Milliseconds(200))));
   if (pool_) pool_->Stop();  // runs what is queued; every call has finished by now
   absl::MutexLock lock(&mu_);
   drained_ = true;

@@ -44,8 +44,9 @@ class RecserveServer {
   ModelManager& manager() { return *manager_; }
   RecommenderService& recommender() { return *recommender_; }
 
-  // Health NOT_SERVING, then waits `drain_delay` (load balancers notice), then stops
-  // accepting and waits at most `grace` for in-flight calls. Idempotent.
+  // Health NOT_SERVING, then waits `drain_delay` (load balancers notice), then answers
+  // new calls UNAVAILABLE while waiting at most `grace` for accepted ones, then closes
+  // the listener. Idempotent.
   void Drain(absl::Duration drain_delay, absl::Duration grace);
   // Blocks until Drain has finished.
   void Wait();

@@ -1,0 +1,269 @@
+// End to end: the real recserve binary on a loopback port, serving a trainer-made
+// bundle, called by a C++ gRPC client, an independent Python client and recserve-cli.
+#include <signal.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "engine/test_util.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "recserve/v1/recommender.grpc.pb.h"
+#include "tests/e2e_util.h"
+
+namespace recserve {
+namespace {
+
+using ::testing::HasSubstr;
+
+class E2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_dir_ = new std::string(testing::TempDir("e2e_models"));
+    auto written = e2e::WriteTinyBundle(*model_dir_, 1);
+    ASSERT_TRUE(written.ok()) << written.status();
+  }
+
+  void StartServer(std::vector<std::string> flags = {}) {
+    flags.push_back("--model_base_path=" + *model_dir_);
+    flags.push_back("--warmup_requests=20");
+    auto server = e2e::ServerProcess::Start(flags);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    ASSERT_TRUE(e2e::WaitForServing(server_->address(), "recserve.v1.Recommender", absl::Seconds(60)))
+        << server_->Log();
+    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    stub_ = v1::Recommender::NewStub(channel_);
+  }
+
+  // A warm user: the first test user's recent events from the tiny world.
+  static v1::RecommendRequest WarmRequest(int n = 10) {
+    v1::RecommendRequest r;
+    r.set_user_id("user-e2e");
+    r.set_n(n);
+    const World& world = e2e::TinyWorld();
+    const uint64_t user = world.train_events.back().user_id;
+    const int64_t shift = absl::ToUnixMillis(absl::Now()) - world.train_events.back().timestamp_ms - 60000;
+    for (const LoggedEvent& e : world.train_events) {
+      if (e.user_id != user) continue;
+      v1::Event* ev = r.add_events();
+      ev->set_item_id(e.item_id);
+      ev->set_type(static_cast<v1::EventType>(e.kind));
+      ev->set_timestamp_ms(e.timestamp_ms + shift);  // as if it all happened lately
+    }
+    r.mutable_context()->set_device(v1::MOBILE);
+    r.mutable_context()->set_hour(20);
+    return r;
+  }
+
+  grpc::Status Call(const v1::RecommendRequest& r, v1::RecommendResponse* out,
+                    absl::Duration timeout = absl::Seconds(10)) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    return stub_->Recommend(&ctx, r, out);
+  }
+
+  static std::string* model_dir_;
+  std::unique_ptr<e2e::ServerProcess> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Recommender::Stub> stub_;
+};
+std::string* E2eTest::model_dir_ = nullptr;
+
+TEST_F(E2eTest, CppAndPythonClientsGetTheSameTopItems) {
+  StartServer();
+  const v1::RecommendRequest request = WarmRequest(15);
+  v1::RecommendResponse cpp;
+  ASSERT_TRUE(Call(request, &cpp).ok());
+  ASSERT_EQ(cpp.items_size(), 15);
+  EXPECT_EQ(cpp.model_version(), 1);
+  EXPECT_EQ(cpp.model_name(), "default");
+  EXPECT_EQ(cpp.unknown_items(), 0);
+  EXPECT_FALSE(cpp.request_id().empty());
+
+  std::string json;
+  ASSERT_TRUE(google::protobuf::util::MessageToJsonString(request, &json).ok());
+  const std::string request_file = testing::TempDir("e2e_py") + "/request.json";
+  std::ofstream(request_file) << json;
+  std::string output;
+  const std::string python = absl::StrCat("/usr/bin/python3 ", std::getenv("RECSERVE_PYTHON_CLIENT"),
+                                          " --address=", server_->address());
+  ASSERT_EQ(e2e::RunCommand(python + " --request=" + request_file, &output), 0) << output;
+  v1::RecommendResponse py;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(output, &py).ok()) << output;
+  ASSERT_EQ(py.items_size(), cpp.items_size());
+  for (int i = 0; i < cpp.items_size(); ++i) {
+    EXPECT_EQ(py.items(i).item_id(), cpp.items(i).item_id()) << i;
+    EXPECT_EQ(py.items(i).score(), cpp.items(i).score()) << i;
+    EXPECT_EQ(py.items(i).sources(), cpp.items(i).sources()) << i;
+  }
+  EXPECT_EQ(py.model_version(), 1);
+
+  ASSERT_EQ(e2e::RunCommand(python + " --health=recserve.v1.Recommender", &output), 0) << output;
+  EXPECT_THAT(output, HasSubstr("SERVING"));
+  ASSERT_EQ(e2e::RunCommand(python + " --health=", &output), 0) << output;
+  EXPECT_THAT(output, HasSubstr("SERVING"));
+}
+
+TEST_F(E2eTest, BadRequestsGetTheRightCodeAndNameTheField) {
+  StartServer({"--max_events=100", "--max_n=100"});
+  struct Case {
+    std::string name;
+    std::function<void(v1::RecommendRequest*)> edit;
+    grpc::StatusCode code;
+    std::string message;
+    absl::Duration timeout = absl::Seconds(10);
+  };
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  std::vector<Case> cases = {
+      {"cold start is fine", [](v1::RecommendRequest* r) { r->clear_events(); r->clear_user_id(); },
+       grpc::StatusCode::OK, ""},
+      {"unknown items are skipped",
+       [](v1::RecommendRequest* r) { r->mutable_events(0)->set_item_id(987654321); },
+       grpc::StatusCode::OK, ""},
+      {"too many events",
+       [now_ms](v1::RecommendRequest* r) {
+         r->clear_events();
+         for (int i = 0; i < 101; ++i) {
+           v1::Event* e = r->add_events();
+           e->set_item_id(1 + i);
+           e->set_type(v1::VIEW);
+           e->set_timestamp_ms(now_ms - i);
+         }
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "events: 101 events, more than the limit of 100"},
+      {"n = 0", [](v1::RecommendRequest* r) { r->set_n(0); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "n: 0 is outside [1, 100]"},
+      {"n huge", [](v1::RecommendRequest* r) { r->set_n(1000000); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "n: 1000000 is outside [1, 100]"},
+      {"negative timestamp", [](v1::RecommendRequest* r) { r->mutable_events(1)->set_timestamp_ms(-5); },
+       grpc::StatusCode::INVALID_ARGUMENT, "events[1].timestamp_ms: -5"},
+      {"far-future timestamp",
+       [now_ms](v1::RecommendRequest* r) { r->mutable_events(0)->set_timestamp_ms(now_ms + 86400000LL * 365); },
+       grpc::StatusCode::INVALID_ARGUMENT, "events[0].timestamp_ms"},
+      {"unknown event type",
+       [](v1::RecommendRequest* r) { r->mutable_events(2)->set_type(static_cast<v1::EventType>(9)); },
+       grpc::StatusCode::INVALID_ARGUMENT, "events[2].type: 9 is not an event type"},
+      {"unspecified event type",
+       [](v1::RecommendRequest* r) { r->mutable_events(0)->set_type(v1::EVENT_TYPE_UNSPECIFIED); },
+       grpc::StatusCode::INVALID_ARGUMENT, "events[0].type: 0"},
+      {"hour out of range", [](v1::RecommendRequest* r) { r->mutable_context()->set_hour(25); },
+       grpc::StatusCode::INVALID_ARGUMENT, "context.hour: 25"},
+      {"negative category cap",
+       [](v1::RecommendRequest* r) { r->mutable_options()->set_per_category_cap(-1); },
+       grpc::StatusCode::INVALID_ARGUMENT, "options.per_category_cap: -1"},
+      {"oversize message", [](v1::RecommendRequest* r) { r->set_user_id(std::string(2 << 20, 'x')); },
+       grpc::StatusCode::RESOURCE_EXHAUSTED, "larger than max"},
+      {"already-expired deadline", [](v1::RecommendRequest*) {}, grpc::StatusCode::DEADLINE_EXCEEDED, "",
+       absl::Milliseconds(-100)},
+  };
+  const v1::RecommendRequest good = WarmRequest(5);
+  ASSERT_GE(good.events_size(), 3);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    v1::RecommendRequest bad = good;
+    c.edit(&bad);
+    v1::RecommendResponse response;
+    grpc::Status status = Call(bad, &response, c.timeout);
+    EXPECT_EQ(status.error_code(), c.code) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr(c.message));
+    if (c.name == "unknown items are skipped") {
+      EXPECT_EQ(response.unknown_items(), 1);
+    }
+    // The server is unharmed: a good request right after succeeds.
+    v1::RecommendResponse after;
+    grpc::Status ok = Call(good, &after);
+    EXPECT_TRUE(ok.ok()) << ok.error_message();
+    EXPECT_EQ(after.items_size(), 5);
+  }
+}
+
+TEST_F(E2eTest, ReflectionListsOurService) {
+  StartServer();
+  auto services = e2e::ListServicesByReflection(server_->address());
+  ASSERT_TRUE(services.ok()) << services.status();
+  EXPECT_THAT(*services, ::testing::Contains("recserve.v1.Recommender"));
+  EXPECT_THAT(*services, ::testing::Contains("grpc.health.v1.Health"));
+}
+
+TEST_F(E2eTest, CliRecommendsAndReportsStatusAndErrorsClearly) {
+  StartServer();
+  const std::string cli = e2e::BinaryPath("server/recserve-cli");
+  const v1::RecommendRequest warm = WarmRequest();
+  const std::string events = absl::StrCat(warm.events(0).item_id(), ":click,", warm.events(1).item_id(), ":view");
+  std::string out;
+  ASSERT_EQ(e2e::RunCommand(absl::StrCat(cli, " recommend --address=", server_->address(),
+                                         " --events=", events, " --n=5"), &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("model default version 1"));
+  EXPECT_THAT(out, HasSubstr("rank"));
+  ASSERT_EQ(e2e::RunCommand(absl::StrCat(cli, " status --admin_address=", server_->admin_address()), &out), 0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("serving version 1"));
+  EXPECT_THAT(out, HasSubstr("SERVING"));
+  ASSERT_EQ(e2e::RunCommand(absl::StrCat(cli, " health --address=", server_->address()), &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("SERVING"));
+  EXPECT_EQ(e2e::RunCommand(absl::StrCat(cli, " recommend --address=", server_->address(),
+                                         " --events=12:buy"), &out), 2);
+  EXPECT_THAT(out, HasSubstr("type 'buy' is not view, click, cart or purchase"));
+  EXPECT_EQ(e2e::RunCommand(absl::StrCat(cli, " recommend --address=127.0.0.1:1 --timeout_ms=500"), &out), 1);
+  EXPECT_THAT(out, HasSubstr("cannot reach recserve at 127.0.0.1:1"));
+}
+
+TEST_F(E2eTest, SigtermDuringTrafficFailsNoInflightRequestAndExitsZero) {
+  StartServer({"--drain_delay=300ms", "--shutdown_grace=10s"});
+  const v1::RecommendRequest request = WarmRequest(10);
+  std::atomic<bool> sent_sigterm{false};
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok_before{0}, ok_after{0}, failed_before{0}, unavailable_after{0}, other_after{0};
+  std::vector<std::thread> clients;
+  absl::Notification traffic_flowing;
+  std::atomic<int> started{0};
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&] {
+      auto stub = v1::Recommender::NewStub(channel_);
+      bool counted = false;
+      while (!stop.load()) {
+        const bool before = !sent_sigterm.load();
+        grpc::ClientContext ctx;
+        ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+        v1::RecommendResponse response;
+        grpc::Status s = stub->Recommend(&ctx, request, &response);
+        if (before) {
+          (s.ok() ? ok_before : failed_before)++;
+          if (s.ok() && !counted && ++started == 4) traffic_flowing.Notify();
+          counted = true;
+        } else if (s.ok()) {
+          ok_after++;
+        } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+          unavailable_after++;  // refused after the listener closed: never processed
+          break;
+        } else {
+          other_after++;
+          std::fprintf(stderr, "after SIGTERM: %d %s\n", s.error_code(), s.error_message().c_str());
+        }
+      }
+    });
+  }
+  traffic_flowing.WaitForNotification();
+  sent_sigterm = true;
+  server_->Signal(SIGTERM);
+  const int exit_code = server_->WaitExit(absl::Seconds(30));
+  stop = true;
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(exit_code, 0) << server_->Log();
+  EXPECT_GT(ok_before.load(), 0);
+  EXPECT_EQ(failed_before.load(), 0) << "a request sent before SIGTERM failed";
+  EXPECT_EQ(other_after.load(), 0) << "a request failed with something other than UNAVAILABLE";
+  EXPECT_GT(ok_after.load(), 0) << "in-flight and drain-window requests should have been served";
+  EXPECT_THAT(server_->Log(), HasSubstr("SIGTERM, draining"));
+}
+
+}  // namespace
+}  // namespace recserve

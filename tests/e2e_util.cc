@@ -1,0 +1,231 @@
+#include "tests/e2e_util.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "engine/file_util.h"
+#include "engine/status_macros.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "train/datagen.h"
+#include "train/trainer.h"
+
+namespace recserve::e2e {
+
+const World& TinyWorld() {
+  static const World* world = new World(GenerateWorld(recserve::TinyWorld()));
+  return *world;
+}
+
+absl::StatusOr<std::string> WriteTinyBundle(const std::string& model_dir, int64_t version) {
+  static std::mutex mu;
+  static BundleContents* cached = nullptr;
+  std::lock_guard<std::mutex> lock(mu);
+  if (cached == nullptr) {
+    TrainerOptions options;
+    options.verbose = false;
+    options.item2vec.threads = 1;
+    options.mlp.hidden = {64, 32};
+    options.mlp.max_epochs = 3;
+    options.eval_clicks = 200;
+    ASSIGN_OR_RETURN(TrainOutput out, TrainModel(TinyWorld(), options));
+    cached = new BundleContents(std::move(out.bundle));
+  }
+  return WriteVersion(*cached, model_dir, version);
+}
+
+absl::Status PublishCopy(const std::string& from, const std::string& model_dir, int64_t version) {
+  const std::string tmp = absl::StrCat(model_dir, "/.incoming-", version);
+  std::error_code ec;
+  std::filesystem::remove_all(tmp, ec);
+  std::filesystem::copy(from, tmp, std::filesystem::copy_options::recursive, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("copy ", from, ": ", ec.message()));
+  std::filesystem::rename(tmp, absl::StrCat(model_dir, "/", version), ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("rename ", tmp, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+std::string BinaryPath(const std::string& relative) {
+  const char* dir = std::getenv("RECSERVE_BINARY_DIR");
+  return std::string(dir ? dir : ".") + "/" + relative;
+}
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(std::vector<std::string> flags) {
+  auto p = std::unique_ptr<ServerProcess>(new ServerProcess());
+  char tmpl[] = "/tmp/recserve_e2e_XXXXXX";
+  if (!::mkdtemp(tmpl)) return absl::InternalError("mkdtemp failed");
+  const std::string dir = tmpl;
+  const std::string port_file = dir + "/ports";
+  p->log_path_ = dir + "/server.log";
+  flags.insert(flags.begin(), {BinaryPath("server/recserve"), "--port=0", "--admin_port=0",
+                               "--host=127.0.0.1", "--metrics_port=-1", "--port_file=" + port_file});
+  std::vector<char*> argv;
+  for (std::string& f : flags) argv.push_back(f.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    FILE* log = std::fopen(p->log_path_.c_str(), "w");
+    if (log) {
+      ::dup2(::fileno(log), 1);
+      ::dup2(::fileno(log), 2);
+    }
+    ::execv(argv[0], argv.data());
+    std::perror("execv");
+    ::_exit(127);
+  }
+  p->pid_ = pid;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (absl::Now() < deadline) {
+    std::ifstream in(port_file);
+    if (in >> p->port_ >> p->admin_port_) return p;
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      p->exited_ = true;
+      return absl::InternalError(absl::StrCat("recserve exited at start: ", p->Log()));
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return absl::DeadlineExceededError(absl::StrCat("recserve did not start listening: ", p->Log()));
+}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0 && !exited_) {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+}
+
+void ServerProcess::Signal(int signal) { ::kill(pid_, signal); }
+
+int ServerProcess::WaitExit(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      exited_ = true;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return -1;
+}
+
+std::string ServerProcess::Log() const {
+  auto text = ReadFileToString(log_path_);
+  return text.ok() ? *text : std::string();
+}
+
+bool WaitForServing(const std::string& address, const std::string& service, absl::Duration timeout) {
+  auto stub = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    if (stub->Check(&ctx, request, &response).ok() &&
+        response.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
+      return true;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return false;
+}
+
+namespace {
+
+// Reads the length-delimited fields numbered `field` at the top level of `bytes`.
+std::vector<std::string> Fields(const std::string& bytes, uint32_t field) {
+  std::vector<std::string> out;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  while (uint32_t tag = in.ReadTag()) {
+    const uint32_t number = tag >> 3, wire = tag & 7;
+    if (wire == 2) {
+      uint32_t len;
+      std::string value;
+      if (!in.ReadVarint32(&len) || !in.ReadString(&value, static_cast<int>(len))) break;
+      if (number == field) out.push_back(std::move(value));
+    } else if (wire == 0) {
+      uint64_t v;
+      if (!in.ReadVarint64(&v)) break;
+    } else {
+      break;  // reflection responses use no other wire types at these levels
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> ListServicesByReflection(const std::string& address) {
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto call = stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  void* tag;
+  bool ok = false;
+  auto step = [&](intptr_t want) { return cq.Next(&tag, &ok) && ok && reinterpret_cast<intptr_t>(tag) == want; };
+  call->StartCall(reinterpret_cast<void*>(1));
+  if (!step(1)) return absl::UnavailableError("reflection: cannot start the call");
+  // ServerReflectionRequest { list_services (7): "*" }
+  const std::string request = std::string("\x3a\x01*", 3);
+  grpc::Slice slice(request);
+  grpc::ByteBuffer out(&slice, 1);
+  call->Write(out, reinterpret_cast<void*>(2));
+  if (!step(2)) return absl::UnavailableError("reflection: write failed");
+  grpc::ByteBuffer in;
+  call->Read(&in, reinterpret_cast<void*>(3));
+  if (!step(3)) return absl::UnavailableError("reflection: no response");
+  call->WritesDone(reinterpret_cast<void*>(4));
+  step(4);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  cq.Next(&tag, &ok);
+  std::vector<grpc::Slice> slices;
+  if (!in.Dump(&slices).ok()) return absl::InternalError("reflection: bad response buffer");
+  std::string bytes;
+  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  // ServerReflectionResponse { list_services_response (6) { service (1) { name (1) } } }
+  std::vector<std::string> names;
+  for (const std::string& list : Fields(bytes, 6)) {
+    for (const std::string& service : Fields(list, 1)) {
+      for (std::string& name : Fields(service, 1)) names.push_back(std::move(name));
+    }
+  }
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return names;
+}
+
+int RunCommand(const std::string& command, std::string* output) {
+  output->clear();
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (!pipe) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) output->append(buf, n);
+  const int status = ::pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace recserve::e2e
