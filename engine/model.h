@@ -48,6 +48,7 @@ class Model {
   const Catalog& catalog() const { return *catalog_; }
   const CovisitIndex& covisit() const { return *covisit_; }
   const EmbeddingIndex& index() const { return *index_; }
+  const Recaller& recaller() const { return *recaller_; }
   const FeatureBuilder& features() const { return features_; }
   const Ranker& ranker() const { return *ranker_; }
   const Mlp& fp32_mlp() const { return mlp_; }
@@ -64,6 +65,7 @@ class Model {
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<CovisitIndex> covisit_;
   std::unique_ptr<EmbeddingIndex> index_;
+  std::unique_ptr<Recaller> recaller_;
   FeatureBuilder features_;
   std::unique_ptr<Ranker> ranker_;
   RecallOptions recall_;

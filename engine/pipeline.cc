@@ -57,7 +57,7 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
   BuildUserState(catalog, model.covisit(), model.manifest().user_model(), s->events, &s->user);
   RecallOptions recall = model.recall_options();
   recall.exclude_purchased = query.exclude_purchased;
-  Recall(catalog, model.index(), s->user, recall, &s->recall, &s->candidates);
+  model.recaller().Recall(s->user, recall, &s->recall, &s->candidates);
   const int n = static_cast<int>(s->candidates.size());
   result->candidates = n;
   const absl::Time t1 = absl::Now();

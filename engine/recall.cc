@@ -74,16 +74,51 @@ void ExactFp32Index::TopK(const float* query, int k, IndexScratch* scratch,
   top.Finish();
 }
 
-void Recall(const Catalog& catalog, const EmbeddingIndex& index, const UserState& user,
-            const RecallOptions& options, RecallScratch* scratch,
-            std::vector<Candidate>* candidates) {
+void CovisitSource::Propose(const UserState& user, int k, RecallScratch* scratch,
+                            std::vector<ScoredItem>* out) const {
+  TopKCollector top(user.has_vector() ? k : 0, &scratch->heap);
+  for (int32_t item : user.covisited()) top.Push(item, user.covisit_score(item));
+  top.Finish();
+  out->assign(scratch->heap.begin(), scratch->heap.end());
+}
+
+void EmbeddingSource::Propose(const UserState& user, int k, RecallScratch* scratch,
+                              std::vector<ScoredItem>* out) const {
+  out->clear();
+  if (!user.has_vector()) return;
+  index_->TopK(user.vector().data(), k, scratch->index.get(), out);
+}
+
+void PopularitySource::Propose(const UserState& user, int k, RecallScratch*,
+                               std::vector<ScoredItem>* out) const {
+  out->clear();
+  const std::vector<int32_t>& cats = user.categories();
+  for (size_t ci = 0; ci < cats.size() && ci < kMaxPopularCategories; ++ci) {
+    const int quota = std::max(1, static_cast<int>(k * user.category_share(cats[ci]) + 0.5f));
+    int taken = 0;
+    for (int32_t item : catalog_->category_by_popularity(cats[ci])) {
+      if (taken >= quota || static_cast<int>(out->size()) >= k) break;
+      out->push_back({item, user.category_share(cats[ci])});
+      ++taken;
+    }
+  }
+  // Global popularity after the user's categories (an item may repeat: the merge dedupes).
+  for (int32_t item : catalog_->by_popularity()) {
+    if (static_cast<int>(out->size()) >= 2 * k) break;
+    out->push_back({item, 0.f});
+  }
+}
+
+void Recaller::Recall(const UserState& user, const RecallOptions& options, RecallScratch* scratch,
+                      std::vector<Candidate>* candidates) const {
   candidates->clear();
-  if (scratch->prepared_for != &catalog) {
+  const Catalog& catalog = *catalog_;
+  if (scratch->prepared_for != this) {
     scratch->stamp.assign(catalog.size(), 0);
     scratch->slot.assign(catalog.size(), 0);
     scratch->generation = 0;
-    scratch->index = index.NewScratch();
-    scratch->prepared_for = &catalog;
+    scratch->index = index().NewScratch();
+    scratch->prepared_for = this;
   }
   if (++scratch->generation == 0) {  // wrapped: clear the stamps once every 2^32 requests
     std::fill(scratch->stamp.begin(), scratch->stamp.end(), 0);
@@ -92,7 +127,7 @@ void Recall(const Catalog& catalog, const EmbeddingIndex& index, const UserState
   const uint32_t gen = scratch->generation;
   const size_t cap = static_cast<size_t>(std::max(0, options.max_candidates));
 
-  // Adds `item` from `source`; returns true if it was new.
+  // Adds `item` from `source`; true if it was new.
   auto add = [&](int32_t item, uint32_t source) {
     if (scratch->stamp[item] == gen) {
       (*candidates)[scratch->slot[item]].sources |= source;
@@ -107,50 +142,24 @@ void Recall(const Catalog& catalog, const EmbeddingIndex& index, const UserState
   };
 
   const bool warm = user.has_vector();
-  if (warm) {
-    // Co-visitation: the strongest accumulated scores.
-    TopKCollector top(options.covisit_k, &scratch->scored);
-    for (int32_t item : user.covisited()) {
-      if (options.exclude_purchased && user.purchased(item)) continue;
-      top.Push(item, user.covisit_score(item));
-    }
-    top.Finish();
-    for (const ScoredItem& s : scratch->scored) add(s.item, kFromCovisit);
-
-    // Embedding: ask for extra so purchased items and overlaps do not eat the quota.
-    index.TopK(user.vector().data(), options.embedding_k + options.covisit_k / 4,
-               scratch->index.get(), &scratch->scored);
+  const std::pair<const RecallSource*, int> plan[] = {
+      {&covisit_, options.covisit_k},
+      {&embedding_, options.embedding_k},
+      {&popularity_, warm ? options.popularity_k : options.max_candidates}};
+  for (const auto& [source, quota] : plan) {
+    if (quota <= 0) continue;
+    // Ask for more than the quota: overlaps and purchased items do not count toward it.
+    const int slack = static_cast<int>(candidates->size() + user.history().size());
+    source->Propose(user, quota + slack, scratch, &scratch->scored);
     int added = 0;
     for (const ScoredItem& s : scratch->scored) {
-      if (added >= options.embedding_k) {
-        // Still mark overlaps so sources stay truthful.
-        if (scratch->stamp[s.item] == gen) (*candidates)[scratch->slot[s.item]].sources |= kFromEmbedding;
+      if (added >= quota) {
+        // Past the quota, still record overlaps so every candidate's sources are true.
+        if (scratch->stamp[s.item] == gen) (*candidates)[scratch->slot[s.item]].sources |= source->bit();
         continue;
       }
-      if (add(s.item, kFromEmbedding)) ++added;
+      if (add(s.item, source->bit())) ++added;
     }
-  }
-  const int popularity_quota = warm ? options.popularity_k : options.max_candidates;
-  int added = 0;
-  if (warm) {
-    // The most popular items of the user's own categories, shared out by the user's
-    // category shares; what is left of the quota goes to global popularity.
-    const std::vector<int32_t>& cats = user.categories();
-    for (size_t ci = 0; ci < cats.size() && ci < kMaxPopularCategories; ++ci) {
-      const int quota = std::max(1, static_cast<int>(popularity_quota * user.category_share(cats[ci]) + 0.5f));
-      int taken = 0;
-      for (int32_t item : catalog.category_by_popularity(cats[ci])) {
-        if (taken >= quota || added >= popularity_quota || candidates->size() >= cap) break;
-        if (add(item, kFromPopularity)) {
-          ++taken;
-          ++added;
-        }
-      }
-    }
-  }
-  for (int32_t item : catalog.by_popularity()) {
-    if (added >= popularity_quota || candidates->size() >= cap) break;
-    if (add(item, kFromPopularity)) ++added;
   }
 }
 

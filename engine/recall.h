@@ -98,6 +98,7 @@ struct RecallOptions {
 class RecallScratch {
  public:
   std::vector<ScoredItem> scored;
+  std::vector<ScoredItem> heap;
   std::vector<uint32_t> stamp;  // [N] request generation per item, for dedupe
   std::vector<int32_t> slot;    // [N] position in the candidate list, valid when stamped
   uint32_t generation = 0;
@@ -105,11 +106,75 @@ class RecallScratch {
   const void* prepared_for = nullptr;
 };
 
-// Fills `candidates` (cleared first). Order: covisit, embedding, popularity; each source
-// adds at most its quota of new items.
-void Recall(const Catalog& catalog, const EmbeddingIndex& index, const UserState& user,
-            const RecallOptions& options, RecallScratch* scratch,
-            std::vector<Candidate>* candidates);
+// One way of proposing candidates for a user: the small interface every recall source
+// implements. Sources are immutable and shared by all threads of a model version.
+class RecallSource {
+ public:
+  virtual ~RecallSource() = default;
+  virtual RecallSourceBit bit() const = 0;
+  virtual const char* name() const = 0;
+  // Up to `k` items for `user`, best first, into `out` (cleared first).
+  virtual void Propose(const UserState& user, int k, RecallScratch* scratch,
+                       std::vector<ScoredItem>* out) const = 0;
+};
+
+// Items with the highest accumulated co-visitation score; nothing for a cold user.
+class CovisitSource : public RecallSource {
+ public:
+  RecallSourceBit bit() const override { return kFromCovisit; }
+  const char* name() const override { return "covisit"; }
+  void Propose(const UserState& user, int k, RecallScratch* scratch,
+               std::vector<ScoredItem>* out) const override;
+};
+
+// Inner-product top-K of the user vector through an EmbeddingIndex; nothing for a cold user.
+class EmbeddingSource : public RecallSource {
+ public:
+  explicit EmbeddingSource(const EmbeddingIndex* index) : index_(index) {}
+  RecallSourceBit bit() const override { return kFromEmbedding; }
+  const char* name() const override { return "embedding"; }
+  void Propose(const UserState& user, int k, RecallScratch* scratch,
+               std::vector<ScoredItem>* out) const override;
+
+ private:
+  const EmbeddingIndex* index_;
+};
+
+// The most popular items of the user's categories (in proportion to the user's shares
+// of up to five categories), then the most popular overall.
+class PopularitySource : public RecallSource {
+ public:
+  explicit PopularitySource(const Catalog* catalog) : catalog_(catalog) {}
+  RecallSourceBit bit() const override { return kFromPopularity; }
+  const char* name() const override { return "popularity"; }
+  void Propose(const UserState& user, int k, RecallScratch* scratch,
+               std::vector<ScoredItem>* out) const override;
+
+ private:
+  const Catalog* catalog_;
+};
+
+// The recall stage of one model version: its three sources and the merge.
+class Recaller {
+ public:
+  Recaller(const Catalog* catalog, const EmbeddingIndex* index)
+      : catalog_(catalog), index_(index), embedding_(index), popularity_(catalog) {}
+
+  // Fills `candidates` (cleared first): co-visitation, then embedding, then popularity,
+  // each adding at most its quota of new items (a cold user gets popularity up to
+  // max_candidates); duplicates merge their source bits; purchased items are dropped
+  // when asked; at most max_candidates in all.
+  void Recall(const UserState& user, const RecallOptions& options, RecallScratch* scratch,
+              std::vector<Candidate>* candidates) const;
+  const EmbeddingIndex& index() const { return *index_; }
+
+ private:
+  const Catalog* catalog_;
+  const EmbeddingIndex* index_;
+  CovisitSource covisit_;
+  EmbeddingSource embedding_;
+  PopularitySource popularity_;
+};
 
 }  // namespace recserve
 

@@ -48,7 +48,7 @@ TEST_F(RecallTest, ExactIndexFindsTheBestInnerProducts) {
 
 TEST_F(RecallTest, ColdUserGetsPopularityOnly) {
   Build({});
-  Recall(catalog(), model_->index(), user_, model_->recall_options(), &scratch_, &candidates_);
+  model_->recaller().Recall(user_, model_->recall_options(), &scratch_, &candidates_);
   ASSERT_EQ(candidates_.size(), 20u);  // max_candidates
   for (size_t i = 0; i < candidates_.size(); ++i) {
     EXPECT_EQ(candidates_[i].item, catalog().by_popularity()[i]);
@@ -58,7 +58,7 @@ TEST_F(RecallTest, ColdUserGetsPopularityOnly) {
 
 TEST_F(RecallTest, WarmUserGetsCovisitNeighboursDedupedWithSources) {
   Build({{10, EventType::kClick, 1000}, {11, EventType::kClick, 2000}});
-  Recall(catalog(), model_->index(), user_, model_->recall_options(), &scratch_, &candidates_);
+  model_->recaller().Recall(user_, model_->recall_options(), &scratch_, &candidates_);
   ASSERT_LE(candidates_.size(), 20u);
   std::vector<int32_t> items;
   for (const Candidate& c : candidates_) items.push_back(c.item);
@@ -77,13 +77,13 @@ TEST_F(RecallTest, WarmUserGetsCovisitNeighboursDedupedWithSources) {
 TEST_F(RecallTest, PurchasedItemsAreDroppedUnlessKept) {
   Build({{10, EventType::kPurchase, 1000}, {12, EventType::kPurchase, 1500}, {11, EventType::kView, 2000}});
   RecallOptions options = model_->recall_options();
-  Recall(catalog(), model_->index(), user_, options, &scratch_, &candidates_);
+  model_->recaller().Recall(user_, options, &scratch_, &candidates_);
   for (const Candidate& c : candidates_) {
     EXPECT_NE(c.item, 10);
     EXPECT_NE(c.item, 12);
   }
   options.exclude_purchased = false;
-  Recall(catalog(), model_->index(), user_, options, &scratch_, &candidates_);
+  model_->recaller().Recall(user_, options, &scratch_, &candidates_);
   EXPECT_TRUE(std::any_of(candidates_.begin(), candidates_.end(), [](const Candidate& c) { return c.item == 12; }));
 }
 
@@ -94,10 +94,10 @@ TEST_F(RecallTest, QuotasAndCapAreRespected) {
   options.embedding_k = 3;
   options.popularity_k = 2;
   options.max_candidates = 100;
-  Recall(catalog(), model_->index(), user_, options, &scratch_, &candidates_);
+  model_->recaller().Recall(user_, options, &scratch_, &candidates_);
   EXPECT_EQ(candidates_.size(), 6u);
   options.max_candidates = 4;
-  Recall(catalog(), model_->index(), user_, options, &scratch_, &candidates_);
+  model_->recaller().Recall(user_, options, &scratch_, &candidates_);
   EXPECT_EQ(candidates_.size(), 4u);
 }
 

@@ -243,7 +243,7 @@ absl::StatusOr<RecallEvaluation> EvaluateRecall(const BundleContents& bundle, co
                      EventsBefore(histories[click.user_id], click.timestamp_ms,
                                   model->manifest().user_model().max_events()),
                      &state);
-      Recall(catalog, model->index(), state, options, &scratch, &candidates);
+      model->recaller().Recall(state, options, &scratch, &candidates);
       const int32_t target = catalog.Find(click.item_id);
       for (const Candidate& cand : candidates) {
         if (cand.item == target) {
