@@ -41,7 +41,7 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::Create(BundleContents conten
   m->index_ = std::make_unique<ExactFp32Index>(m->catalog_.get());
   m->recaller_ = std::make_unique<Recaller>(m->catalog_.get(), m->index_.get());
   if (options.ranker_factory) {
-    ASSIGN_OR_RETURN(m->ranker_, options.ranker_factory(m->mlp_, m->calibration_));
+    ASSIGN_OR_RETURN(m->ranker_, options.ranker_factory(m->manifest_, m->mlp_, m->calibration_));
   } else {
     ASSIGN_OR_RETURN(m->ranker_, CreateFp32Ranker(m->mlp_));
   }

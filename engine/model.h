@@ -23,8 +23,10 @@
 namespace recserve {
 
 struct ModelOptions {
-  // Builds the ranker that serves. Default (empty): CreateFp32Ranker with default buckets.
-  std::function<absl::StatusOr<std::unique_ptr<Ranker>>(const Mlp&, const CalibrationSet&)>
+  // Builds the ranker that serves from the bundle's manifest (compression policy), fp32
+  // MLP and calibration rows. Default (empty): CreateFp32Ranker with default buckets.
+  std::function<absl::StatusOr<std::unique_ptr<Ranker>>(const v1::Manifest&, const Mlp&,
+                                                       const CalibrationSet&)>
       ranker_factory;
   // Recall sizes; fields <= 0 take the manifest's values (then built-in defaults).
   RecallOptions recall = {0, 0, -1, 0, true};

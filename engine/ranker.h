@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/mlp.h"
 
 namespace recserve {
@@ -47,6 +48,10 @@ class Ranker {
   virtual std::string kind() const = 0;
   // Bytes of weights as served (after reorders, quantization).
   virtual int64_t weight_bytes() const = 0;
+  // Fraction of weights that are exactly zero.
+  virtual double weight_sparsity() const = 0;
+  // Multiply-accumulates per scored row.
+  virtual int64_t macs_per_row() const = 0;
 
  protected:
   std::vector<int> buckets_;
@@ -61,6 +66,18 @@ struct Fp32RankerOptions {
 // fp32 matmuls (bias and ReLU fused) with a final fp32 sigmoid.
 absl::StatusOr<std::unique_ptr<Ranker>> CreateFp32Ranker(const Mlp& mlp,
                                                         const Fp32RankerOptions& options = {});
+
+struct QuantizedMlp;
+
+// u8 x s8 matmuls on the VNNI brgemm kernels: per-column output scales and the ReLU
+// fused, u8 activations between layers, fp32 logit and sigmoid. The input rows are
+// quantized per column (QuantizeInputRow) into the scratch first.
+absl::StatusOr<std::unique_ptr<Ranker>> CreateInt8Ranker(const QuantizedMlp& mlp,
+                                                        const Fp32RankerOptions& options = {});
+
+// Scores `n` rows of any length with a fresh scratch, copying through a bucket-sized
+// buffer (tools and load-time checks, not the request path).
+absl::StatusOr<std::vector<float>> ScoreAll(const Ranker& ranker, absl::Span<const float> rows, int n);
 
 // Validates a bucket list: non-empty, ascending, each in [1, 65536].
 absl::Status ValidateBuckets(const std::vector<int>& buckets);

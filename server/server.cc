@@ -87,9 +87,7 @@ void RecserveServer::Drain(absl::Duration drain_delay, absl::Duration grace) {
     recommender_->StopAccepting();
     while (recommender_->inflight() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(2));
   }
-  // Nothing of ours is outstanding now (new calls are answered at once), so the
-  // listener may close quickly: gRPC would otherwise wait for idle client connections.
-  if (server_) server_->Shutdown(absl::ToChronoTime(std::min(deadline, absl::Now() + absl::Milliseconds(200))));
+  if (server_) server_->Shutdown(absl::ToChronoTime(deadline));
   if (pool_) pool_->Stop();  // runs what is queued; every call has finished by now
   absl::MutexLock lock(&mu_);
   drained_ = true;

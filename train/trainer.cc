@@ -140,21 +140,6 @@ RowSet BuildRows(const Model& model, const std::vector<Impression>& imps,
   return out;
 }
 
-std::vector<float> ScoreRows(const Ranker& ranker, const std::vector<float>& rows, int n) {
-  const int width = ranker.input_dim();
-  const int chunk = ranker.buckets().back();
-  std::vector<float> buffer(static_cast<size_t>(chunk) * width);
-  std::vector<float> scores(n);
-  auto scratch = ranker.NewScratch();
-  for (int start = 0; start < n; start += chunk) {
-    const int len = std::min(chunk, n - start);
-    std::copy(rows.begin() + static_cast<size_t>(start) * width,
-              rows.begin() + static_cast<size_t>(start + len) * width, buffer.begin());
-    ranker.Score(buffer.data(), len, &scores[start], scratch.get()).IgnoreError();
-  }
-  return scores;
-}
-
 std::vector<int> NumericSubdirs(const std::string& dir) {
   std::vector<int> versions;
   std::error_code ec;
@@ -495,7 +480,7 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
     v1::TrainingReport& report = out.report;
     if (test_rows.count > 0) {
       ASSIGN_OR_RETURN(auto ranker, CreateFp32Ranker(b.mlp));
-      std::vector<float> p = ScoreRows(*ranker, test_rows.rows, test_rows.count);
+      ASSIGN_OR_RETURN(std::vector<float> p, ScoreAll(*ranker, test_rows.rows, test_rows.count));
       report.set_test_auc(Auc(p, test_rows.labels));
       report.set_test_logloss(LogLoss(p, test_rows.labels));
       const bool oracle = std::all_of(test_rows.true_p.begin(), test_rows.true_p.end(),

@@ -1,0 +1,70 @@
+#include "compression/accuracy.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "engine/quality.h"
+
+namespace recserve {
+
+std::string AccuracyReport::ToString() const {
+  return absl::StrFormat(
+      "AUC fp32 %.5f served %.5f (delta %+.5f); logloss fp32 %.5f served %.5f (delta %+.5f); "
+      "top-%d changed in %.2f%% of %d slates; max |dp| %.4f over %d rows",
+      fp32_auc, served_auc, auc_delta, fp32_logloss, served_logloss, logloss_delta, top_n,
+      100 * topn_changed, groups, max_abs_diff, rows);
+}
+
+AccuracyReport CompareScores(absl::Span<const float> fp32, absl::Span<const float> served,
+                             absl::Span<const float> labels, absl::Span<const int64_t> groups,
+                             int top_n) {
+  AccuracyReport r;
+  r.rows = static_cast<int>(fp32.size());
+  r.top_n = top_n;
+  r.fp32_auc = Auc(fp32, labels);
+  r.served_auc = Auc(served, labels);
+  r.fp32_logloss = LogLoss(fp32, labels);
+  r.served_logloss = LogLoss(served, labels);
+  r.auc_delta = r.served_auc - r.fp32_auc;
+  r.logloss_delta = r.served_logloss - r.fp32_logloss;
+  for (size_t i = 0; i < fp32.size(); ++i) {
+    r.max_abs_diff = std::max(r.max_abs_diff, static_cast<double>(std::abs(served[i] - fp32[i])));
+  }
+  // Slates are runs of equal group ids.
+  int changed = 0;
+  std::vector<size_t> a, b;
+  for (size_t begin = 0; begin < groups.size();) {
+    size_t end = begin;
+    while (end < groups.size() && groups[end] == groups[begin]) ++end;
+    const size_t n = std::min<size_t>(top_n, end - begin);
+    auto top = [&](absl::Span<const float> s, std::vector<size_t>* out) {
+      out->resize(end - begin);
+      std::iota(out->begin(), out->end(), begin);
+      std::partial_sort(out->begin(), out->begin() + n, out->end(),
+                        [&](size_t x, size_t y) { return s[x] != s[y] ? s[x] > s[y] : x < y; });
+      out->resize(n);
+      std::sort(out->begin(), out->end());
+    };
+    top(fp32, &a);
+    top(served, &b);
+    changed += a != b;
+    ++r.groups;
+    begin = end;
+  }
+  r.topn_changed = r.groups ? static_cast<double>(changed) / r.groups : 0.0;
+  return r;
+}
+
+absl::Status CheckGate(const AccuracyReport& r, const v1::AccuracyGate& gate) {
+  const bool auc_ok = -r.auc_delta <= gate.max_auc_drop();
+  const bool logloss_ok = r.logloss_delta <= gate.max_logloss_rise();
+  if (auc_ok && logloss_ok) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "accuracy gate: AUC dropped by %.5f (limit %.5f), logloss rose by %.5f (limit %.5f); %s",
+      -r.auc_delta, gate.max_auc_drop(), r.logloss_delta, gate.max_logloss_rise(), r.ToString()));
+}
+
+}  // namespace recserve

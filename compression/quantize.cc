@@ -1,0 +1,129 @@
+#include "compression/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_format.h"
+#include "engine/status_macros.h"
+
+namespace recserve {
+namespace {
+
+// The [lo, hi] range of column `c` of a [rows x cols] matrix by the chosen method.
+std::pair<float, float> Range(const std::vector<float>& m, int rows, int cols, int c,
+                              const QuantizeOptions& o, std::vector<float>* scratch) {
+  scratch->resize(rows);
+  for (int r = 0; r < rows; ++r) (*scratch)[r] = m[static_cast<size_t>(r) * cols + c];
+  if (o.method == CalibrationMethod::kMax || rows < 2) {
+    auto [lo, hi] = std::minmax_element(scratch->begin(), scratch->end());
+    return {*lo, *hi};
+  }
+  const double tail = (100.0 - o.percentile) / 100.0;
+  const size_t lo_i = static_cast<size_t>(std::floor(tail * (rows - 1)));
+  const size_t hi_i = static_cast<size_t>(std::ceil((1.0 - tail) * (rows - 1)));
+  std::nth_element(scratch->begin(), scratch->begin() + lo_i, scratch->end());
+  const float lo = (*scratch)[lo_i];
+  std::nth_element(scratch->begin(), scratch->begin() + hi_i, scratch->end());
+  return {lo, (*scratch)[hi_i]};
+}
+
+// fp32 forward of one layer over all rows: out = act(in W^T + b).
+std::vector<float> Forward(const DenseLayer& l, const std::vector<float>& in, int rows) {
+  std::vector<float> out(static_cast<size_t>(rows) * l.out);
+  for (int r = 0; r < rows; ++r) {
+    const float* x = &in[static_cast<size_t>(r) * l.in];
+    for (int o = 0; o < l.out; ++o) {
+      const float* w = &l.weight[static_cast<size_t>(o) * l.in];
+      float acc = l.bias[o];
+      for (int k = 0; k < l.in; ++k) acc += w[k] * x[k];
+      out[static_cast<size_t>(r) * l.out + o] = l.relu ? std::max(acc, 0.f) : acc;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& cal,
+                                         const QuantizeOptions& options) {
+  RETURN_IF_ERROR(ValidateMlp(mlp));
+  if (cal.rows < 1 || cal.width != mlp.input_dim() ||
+      cal.features.size() != static_cast<size_t>(cal.rows) * cal.width) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "quantize: calibration has %d rows of width %d; the ranker takes %d inputs", cal.rows,
+        cal.width, mlp.input_dim()));
+  }
+  if (!(options.percentile > 50 && options.percentile <= 100)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("quantize: percentile %g is outside (50, 100]", options.percentile));
+  }
+  QuantizedMlp q;
+  const int rows = cal.rows;
+  std::vector<float> scratch;
+
+  // Per-column input ranges; x = scale * u8 + offset.
+  const int in0 = mlp.input_dim();
+  std::vector<float> in_scale(in0);
+  q.input_offset.resize(in0);
+  q.input_inv_scale.resize(in0);
+  for (int k = 0; k < in0; ++k) {
+    auto [lo, hi] = Range(cal.features, rows, in0, k, options, &scratch);
+    const float span = hi - lo;
+    in_scale[k] = span > 0 ? span / 255.f : 1.f;
+    q.input_offset[k] = lo;
+    q.input_inv_scale[k] = 1.f / in_scale[k];
+  }
+
+  std::vector<float> activations = cal.features;  // fp32 inputs of the current layer
+  std::vector<float> col_scale = in_scale;        // real value per unit of the u8 input
+  std::vector<float> col_offset = q.input_offset; // real value at u8 zero (layer 0 only)
+  for (size_t li = 0; li < mlp.layers.size(); ++li) {
+    const DenseLayer& l = mlp.layers[li];
+    QuantizedLayer ql;
+    ql.in = l.in;
+    ql.out = l.out;
+    ql.relu = l.relu;
+    ql.weight.resize(static_cast<size_t>(l.in) * l.out);
+    ql.bias.resize(l.out);
+    ql.output_scale.resize(l.out);
+
+    // Output ranges (fp32, after ReLU) for hidden layers.
+    std::vector<float> out_scale(l.out, 1.f);
+    std::vector<float> next;
+    if (l.relu) {
+      next = Forward(l, activations, rows);
+      for (int o = 0; o < l.out; ++o) {
+        const float hi = Range(next, rows, l.out, o, options, &scratch).second;
+        out_scale[o] = hi > 0 ? hi / 255.f : 1.f;
+      }
+    }
+    for (int o = 0; o < l.out; ++o) {
+      // Fold the input's per-column scale and offset into this channel's row.
+      const float* w = &l.weight[static_cast<size_t>(o) * l.in];
+      double bias = l.bias[o];
+      float max_abs = 0;
+      for (int k = 0; k < l.in; ++k) {
+        bias += static_cast<double>(w[k]) * col_offset[k];
+        max_abs = std::max(max_abs, std::abs(w[k] * col_scale[k]));
+      }
+      const float w_scale = max_abs > 0 ? max_abs / 127.f : 1.f;
+      int8_t* qw = &ql.weight[static_cast<size_t>(o) * l.in];
+      for (int k = 0; k < l.in; ++k) {
+        const float v = std::nearbyint(w[k] * col_scale[k] / w_scale);
+        qw[k] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, v)));
+      }
+      ql.bias[o] = static_cast<float>(bias / w_scale);
+      ql.output_scale[o] = l.relu ? w_scale / out_scale[o] : w_scale;
+    }
+    q.layers.push_back(std::move(ql));
+    if (l.relu) {
+      activations = std::move(next);
+      col_scale = out_scale;
+      col_offset.assign(l.out, 0.f);
+    }
+  }
+  RETURN_IF_ERROR(ValidateQuantizedMlp(q));
+  return q;
+}
+
+}  // namespace recserve
