@@ -13,9 +13,9 @@ namespace recserve {
 std::string AccuracyReport::ToString() const {
   return absl::StrFormat(
       "AUC fp32 %.5f served %.5f (delta %+.5f); logloss fp32 %.5f served %.5f (delta %+.5f); "
-      "top-%d changed in %.2f%% of %d slates; max |dp| %.4f over %d rows",
+      "top-%d changed in %.2f%% of %d slates; |dp| mean %.4f max %.4f over %d rows",
       fp32_auc, served_auc, auc_delta, fp32_logloss, served_logloss, logloss_delta, top_n,
-      100 * topn_changed, groups, max_abs_diff, rows);
+      100 * topn_changed, groups, mean_abs_diff, max_abs_diff, rows);
 }
 
 AccuracyReport CompareScores(absl::Span<const float> fp32, absl::Span<const float> served,
@@ -31,8 +31,11 @@ AccuracyReport CompareScores(absl::Span<const float> fp32, absl::Span<const floa
   r.auc_delta = r.served_auc - r.fp32_auc;
   r.logloss_delta = r.served_logloss - r.fp32_logloss;
   for (size_t i = 0; i < fp32.size(); ++i) {
-    r.max_abs_diff = std::max(r.max_abs_diff, static_cast<double>(std::abs(served[i] - fp32[i])));
+    const double d = std::abs(served[i] - fp32[i]);
+    r.max_abs_diff = std::max(r.max_abs_diff, d);
+    r.mean_abs_diff += d;
   }
+  if (!fp32.empty()) r.mean_abs_diff /= static_cast<double>(fp32.size());
   // Slates are runs of equal group ids.
   int changed = 0;
   std::vector<size_t> a, b;

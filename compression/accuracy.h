@@ -22,6 +22,7 @@ struct AccuracyReport {
   double topn_changed = 0;
   int top_n = 0;
   double max_abs_diff = 0;   // largest |p_served - p_fp32| over the rows
+  double mean_abs_diff = 0;  // mean |p_served - p_fp32|
 
   std::string ToString() const;
 };

@@ -77,6 +77,20 @@ absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& c
   std::vector<float> activations = cal.features;  // fp32 inputs of the current layer
   std::vector<float> col_scale = in_scale;        // real value per unit of the u8 input
   std::vector<float> col_offset = q.input_offset; // real value at u8 zero (layer 0 only)
+  // Mean u8 value of each input column over the calibration rows: weight rounding
+  // errors times this mean are a constant per channel, which the bias absorbs ("bias
+  // correction"), leaving only the error around the mean.
+  auto column_means = [&](int width) {
+    std::vector<double> mean(width, 0.0);
+    for (int r = 0; r < rows; ++r) {
+      for (int k = 0; k < width; ++k) {
+        const float u = (activations[static_cast<size_t>(r) * width + k] - col_offset[k]) / col_scale[k];
+        mean[k] += std::floor(std::min(255.f, std::max(0.f, u)) + 0.5f);
+      }
+    }
+    for (double& m : mean) m /= rows;
+    return mean;
+  };
   for (size_t li = 0; li < mlp.layers.size(); ++li) {
     const DenseLayer& l = mlp.layers[li];
     QuantizedLayer ql;
@@ -87,6 +101,7 @@ absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& c
     ql.bias.resize(l.out);
     ql.output_scale.resize(l.out);
 
+    const std::vector<double> in_mean = column_means(l.in);
     // Output ranges (fp32, after ReLU) for hidden layers.
     std::vector<float> out_scale(l.out, 1.f);
     std::vector<float> next;
@@ -108,11 +123,14 @@ absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& c
       }
       const float w_scale = max_abs > 0 ? max_abs / 127.f : 1.f;
       int8_t* qw = &ql.weight[static_cast<size_t>(o) * l.in];
+      double correction = 0;
       for (int k = 0; k < l.in; ++k) {
-        const float v = std::nearbyint(w[k] * col_scale[k] / w_scale);
+        const float exact = w[k] * col_scale[k] / w_scale;
+        const float v = std::nearbyint(exact);
         qw[k] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, v)));
+        correction += (static_cast<double>(exact) - qw[k]) * in_mean[k];
       }
-      ql.bias[o] = static_cast<float>(bias / w_scale);
+      ql.bias[o] = static_cast<float>(bias / w_scale + correction);
       ql.output_scale[o] = l.relu ? w_scale / out_scale[o] : w_scale;
     }
     q.layers.push_back(std::move(ql));

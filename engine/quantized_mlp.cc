@@ -52,14 +52,30 @@ absl::Status ValidateQuantizedMlp(const QuantizedMlp& q) {
   return absl::OkStatus();
 }
 
-void QuantizeInputRow(const QuantizedMlp& q, const float* x, uint8_t* out) {
-  const int n = q.input_dim();
-  const float* offset = q.input_offset.data();
-  const float* inv = q.input_inv_scale.data();
-  for (int k = 0; k < n; ++k) {
-    const float v = std::nearbyint((x[k] - offset[k]) * inv[k]);
-    out[k] = static_cast<uint8_t>(std::min(255.f, std::max(0.f, v)));
+namespace {
+
+// The loop GCC vectorizes (float -> int32 -> u8 packs): clamp, then round half up by
+// truncating v + 0.5 (v >= 0 here). Cloned for the vector widths the CPU has.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void QuantizeRowsKernel(const float* __restrict x, int rows, int n, const float* __restrict offset,
+                        const float* __restrict inv,
+                        uint8_t* __restrict out) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<size_t>(r) * n;
+    uint8_t* o = out + static_cast<size_t>(r) * n;
+    for (int k = 0; k < n; ++k) {
+      float v = (xr[k] - offset[k]) * inv[k];
+      v = v < 0.f ? 0.f : v;
+      v = v > 255.f ? 255.f : v;
+      o[k] = static_cast<uint8_t>(static_cast<int32_t>(v + 0.5f));
+    }
   }
+}
+
+}  // namespace
+
+void QuantizeInputRows(const QuantizedMlp& q, const float* x, int rows, uint8_t* out) {
+  QuantizeRowsKernel(x, rows, q.input_dim(), q.input_offset.data(), q.input_inv_scale.data(), out);
 }
 
 void ReferenceScoreQuantized(const QuantizedMlp& q, absl::Span<const float> rows, int n,
@@ -67,7 +83,7 @@ void ReferenceScoreQuantized(const QuantizedMlp& q, absl::Span<const float> rows
   std::vector<uint8_t> cur, next;
   for (int r = 0; r < n; ++r) {
     cur.resize(q.input_dim());
-    QuantizeInputRow(q, &rows[static_cast<size_t>(r) * q.input_dim()], cur.data());
+    QuantizeInputRows(q, &rows[static_cast<size_t>(r) * q.input_dim()], 1, cur.data());
     float logit = 0;
     for (const QuantizedLayer& l : q.layers) {
       next.assign(l.out, 0);

@@ -2,7 +2,7 @@
 // produces (quantize.h) and the int8 ranker consumes.
 //
 // Input rows stay fp32 until the ranker quantizes them per column:
-//   q[k] = clamp(round((x[k] - input_offset[k]) * input_inv_scale[k]), 0, 255).
+//   q[k] = round_half_up(clamp((x[k] - input_offset[k]) * input_inv_scale[k], 0, 255)).
 // The per-column scales and offsets are folded into layer 0's weights and bias, and the
 // per-channel scales of every hidden activation into the next layer's weights, so every
 // matmul sees plain u8 inputs with zero point 0. Layer l computes, per output channel n,
@@ -43,8 +43,8 @@ struct QuantizedMlp {
 // Shapes chain, sizes match, scales finite and positive, last layer [1 x in] without ReLU.
 absl::Status ValidateQuantizedMlp(const QuantizedMlp& q);
 
-// Quantizes one fp32 row into u8 (the ranker's first step; shared with the reference).
-void QuantizeInputRow(const QuantizedMlp& q, const float* x, uint8_t* out);
+// Quantizes `rows` fp32 rows into u8 (the ranker's first step; shared with the reference).
+void QuantizeInputRows(const QuantizedMlp& q, const float* x, int rows, uint8_t* out);
 
 // Plain-loop emulation of the integer path (int32 accumulation, the same rounding), the
 // reference the oneDNN int8 ranker is tested against.

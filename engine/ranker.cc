@@ -340,9 +340,7 @@ absl::Status Int8Ranker::Score(float* rows, int n, float* probabilities,
       const int rows_here = std::min(largest, n - start);
       const size_t bi = std::lower_bound(buckets_.begin(), buckets_.end(), rows_here) - buckets_.begin();
       const int bucket = buckets_[bi];
-      for (int r = 0; r < rows_here; ++r) {
-        QuantizeInputRow(q_, rows + static_cast<size_t>(start + r) * in, &s->input[static_cast<size_t>(r) * in]);
-      }
+      QuantizeInputRows(q_, rows + static_cast<size_t>(start) * in, rows_here, s->input.data());
       std::fill(s->input.begin() + static_cast<size_t>(rows_here) * in,
                 s->input.begin() + static_cast<size_t>(bucket) * in, 0);
       for (size_t l = 0; l < steps_[bi].size(); ++l) steps_[bi][l].primitive.execute(s->stream, s->args[bi][l]);

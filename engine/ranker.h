@@ -71,7 +71,7 @@ struct QuantizedMlp;
 
 // u8 x s8 matmuls on the VNNI brgemm kernels: per-column output scales and the ReLU
 // fused, u8 activations between layers, fp32 logit and sigmoid. The input rows are
-// quantized per column (QuantizeInputRow) into the scratch first.
+// quantized per column (QuantizeInputRows) into the scratch first.
 absl::StatusOr<std::unique_ptr<Ranker>> CreateInt8Ranker(const QuantizedMlp& mlp,
                                                         const Fp32RankerOptions& options = {});
 
