@@ -38,7 +38,8 @@ absl::StatusOr<CompressionPolicy> ResolvePolicy(const v1::Manifest& manifest,
   return p;
 }
 
-absl::StatusOr<Mlp> ApplyPruning(const Mlp& mlp, const CompressionPolicy& policy) {
+absl::StatusOr<Mlp> ApplyPruning(const Mlp& mlp, const CalibrationSet& calibration,
+                                 const CompressionPolicy& policy) {
   Mlp out = mlp;
   if (policy.mode != "prune+int8") return out;
   if (policy.structured_ratio > 0) {
@@ -47,6 +48,7 @@ absl::StatusOr<Mlp> ApplyPruning(const Mlp& mlp, const CompressionPolicy& policy
   if (policy.unstructured_sparsity > 0) {
     MagnitudePruneOptions options;
     options.sparsity = policy.unstructured_sparsity;
+    options.calibration = &calibration;
     RETURN_IF_ERROR(MagnitudePrune(&out, options).status());
   }
   return out;
@@ -56,7 +58,7 @@ absl::StatusOr<std::unique_ptr<Ranker>> BuildRanker(const Mlp& mlp, const Calibr
                                                    const CompressionPolicy& policy,
                                                    const Fp32RankerOptions& buckets) {
   if (policy.mode == "none") return CreateFp32Ranker(mlp, buckets);
-  ASSIGN_OR_RETURN(Mlp pruned, ApplyPruning(mlp, policy));
+  ASSIGN_OR_RETURN(Mlp pruned, ApplyPruning(mlp, calibration, policy));
   ASSIGN_OR_RETURN(QuantizedMlp q, QuantizeMlp(pruned, calibration, policy.quantize));
   return CreateInt8Ranker(q, buckets);
 }

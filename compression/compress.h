@@ -39,8 +39,10 @@ struct PolicyOverrides {
 absl::StatusOr<CompressionPolicy> ResolvePolicy(const v1::Manifest& manifest,
                                                 const PolicyOverrides& overrides);
 
-// A copy of `mlp` with the policy's pruning applied (unchanged unless prune+int8).
-absl::StatusOr<Mlp> ApplyPruning(const Mlp& mlp, const CompressionPolicy& policy);
+// A copy of `mlp` with the policy's pruning applied (unchanged unless prune+int8);
+// unstructured pruning is activation-aware on the calibration rows.
+absl::StatusOr<Mlp> ApplyPruning(const Mlp& mlp, const CalibrationSet& calibration,
+                                 const CompressionPolicy& policy);
 
 // The ranker the policy asks for: fp32 for "none", else pruned (if asked) and int8.
 absl::StatusOr<std::unique_ptr<Ranker>> BuildRanker(const Mlp& mlp, const CalibrationSet& calibration,

@@ -25,6 +25,7 @@ ABSL_FLAG(double, structured_ratio, -1, "Share of hidden neurons removed for pru
 ABSL_FLAG(double, max_auc_drop, -1, "Gate: largest AUC drop (-1: the manifest's)");
 ABSL_FLAG(double, max_logloss_rise, -1, "Gate: largest logloss rise (-1: the manifest's)");
 ABSL_FLAG(double, seconds_per_bucket, 0.3, "Time spent measuring each batch bucket (0 = skip)");
+ABSL_FLAG(double, percentile, 99.9, "Calibration percentile for activation ranges (100 = max)");
 
 namespace recserve {
 namespace {
@@ -69,7 +70,9 @@ int Run() {
     std::fprintf(stderr, "recserve-compress: %s\n", policy.status().ToString().c_str());
     return 2;
   }
-  absl::StatusOr<Mlp> pruned = ApplyPruning(bundle->mlp, *policy);
+  policy->quantize.percentile = absl::GetFlag(FLAGS_percentile);
+  if (policy->quantize.percentile >= 100) policy->quantize.method = CalibrationMethod::kMax;
+  absl::StatusOr<Mlp> pruned = ApplyPruning(bundle->mlp, bundle->calibration, *policy);
   absl::StatusOr<std::unique_ptr<Ranker>> served = BuildRanker(bundle->mlp, bundle->calibration, *policy);
   absl::StatusOr<std::unique_ptr<Ranker>> fp32 = CreateFp32Ranker(bundle->mlp);
   if (!pruned.ok() || !served.ok() || !fp32.ok()) {

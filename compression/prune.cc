@@ -10,11 +10,57 @@
 namespace recserve {
 namespace {
 
-// Zeroes every weight with |w| below the k-th smallest magnitude among `layers`.
-void ZeroSmallest(Mlp* mlp, const std::vector<size_t>& layers, double fraction) {
+// Per layer, per input column: RMS and mean of the layer's input over the rows.
+struct InputStats {
+  std::vector<std::vector<float>> rms, mean;
+};
+
+InputStats MeasureInputs(const Mlp& mlp, const CalibrationSet& cal) {
+  InputStats stats;
+  std::vector<float> cur = cal.features, next;
+  for (const DenseLayer& l : mlp.layers) {
+    std::vector<double> sq(l.in, 0.0), sum(l.in, 0.0);
+    for (int r = 0; r < cal.rows; ++r) {
+      for (int k = 0; k < l.in; ++k) {
+        const double v = cur[static_cast<size_t>(r) * l.in + k];
+        sq[k] += v * v;
+        sum[k] += v;
+      }
+    }
+    std::vector<float> rms(l.in), mean(l.in);
+    for (int k = 0; k < l.in; ++k) {
+      rms[k] = static_cast<float>(std::sqrt(sq[k] / cal.rows));
+      mean[k] = static_cast<float>(sum[k] / cal.rows);
+    }
+    stats.rms.push_back(std::move(rms));
+    stats.mean.push_back(std::move(mean));
+    next.assign(static_cast<size_t>(cal.rows) * l.out, 0.f);
+    for (int r = 0; r < cal.rows; ++r) {
+      for (int o = 0; o < l.out; ++o) {
+        double acc = l.bias[o];
+        for (int k = 0; k < l.in; ++k) {
+          acc += double{l.weight[static_cast<size_t>(o) * l.in + k]} * cur[static_cast<size_t>(r) * l.in + k];
+        }
+        next[static_cast<size_t>(r) * l.out + o] = static_cast<float>(l.relu && acc < 0 ? 0 : acc);
+      }
+    }
+    cur.swap(next);
+  }
+  return stats;
+}
+
+// Zeroes the `fraction` of weights among `layers` with the least importance
+// (|w|, or |w| * input RMS with stats), folding their mean contribution into the bias.
+void ZeroSmallest(Mlp* mlp, const std::vector<size_t>& layers, double fraction,
+                  const InputStats* stats) {
+  auto importance = [&](size_t li, size_t idx) {
+    const DenseLayer& l = mlp->layers[li];
+    const float a = std::abs(l.weight[idx]);
+    return stats ? a * stats->rms[li][idx % l.in] : a;
+  };
   std::vector<float> mags;
   for (size_t li : layers) {
-    for (float w : mlp->layers[li].weight) mags.push_back(std::abs(w));
+    for (size_t i = 0; i < mlp->layers[li].weight.size(); ++i) mags.push_back(importance(li, i));
   }
   const size_t k = static_cast<size_t>(fraction * static_cast<double>(mags.size()));
   if (k == 0 || mags.empty()) return;
@@ -23,18 +69,17 @@ void ZeroSmallest(Mlp* mlp, const std::vector<size_t>& layers, double fraction) 
   // Ties at the threshold: zero only as many as needed to reach exactly k.
   size_t below = 0;
   for (size_t li : layers) {
-    for (float w : mlp->layers[li].weight) below += std::abs(w) < threshold;
+    for (size_t i = 0; i < mlp->layers[li].weight.size(); ++i) below += importance(li, i) < threshold;
   }
   size_t ties_to_zero = k - below;
   for (size_t li : layers) {
-    for (float& w : mlp->layers[li].weight) {
-      const float a = std::abs(w);
-      if (a < threshold) {
-        w = 0.f;
-      } else if (a == threshold && ties_to_zero > 0) {
-        w = 0.f;
-        --ties_to_zero;
-      }
+    DenseLayer& l = mlp->layers[li];
+    for (size_t i = 0; i < l.weight.size(); ++i) {
+      const float a = importance(li, i);
+      const bool drop = a < threshold || (a == threshold && ties_to_zero > 0 && ties_to_zero--);
+      if (!drop || l.weight[i] == 0.f) continue;
+      if (stats) l.bias[i / l.in] += l.weight[i] * stats->mean[li][i % l.in];
+      l.weight[i] = 0.f;
     }
   }
 }
@@ -68,10 +113,19 @@ absl::StatusOr<double> MagnitudePrune(Mlp* mlp, const MagnitudePruneOptions& o) 
   for (size_t i = 0; i < n; ++i) {
     if (!(o.keep_output_dense && i + 1 == n)) pruned.push_back(i);
   }
+  InputStats stats;
+  if (o.calibration) {
+    if (o.calibration->width != mlp->input_dim() || o.calibration->rows < 1) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "prune: calibration rows have width %d, the MLP takes %d", o.calibration->width, mlp->input_dim()));
+    }
+    stats = MeasureInputs(*mlp, *o.calibration);
+  }
+  const InputStats* s = o.calibration ? &stats : nullptr;
   if (o.global && o.per_layer.empty()) {
-    ZeroSmallest(mlp, pruned, o.sparsity);
+    ZeroSmallest(mlp, pruned, o.sparsity, s);
   } else {
-    for (size_t i : pruned) ZeroSmallest(mlp, {i}, o.per_layer.empty() ? o.sparsity : o.per_layer[i]);
+    for (size_t i : pruned) ZeroSmallest(mlp, {i}, o.per_layer.empty() ? o.sparsity : o.per_layer[i], s);
   }
   return Sparsity(*mlp);
 }

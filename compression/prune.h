@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/bundle.h"
 #include "engine/mlp.h"
 
 namespace recserve {
@@ -24,6 +25,11 @@ struct MagnitudePruneOptions {
   bool global = false;
   // Leave the output layer dense (it is tiny and every weight in it matters).
   bool keep_output_dense = true;
+  // If set (rows of the MLP's input width), pruning is activation-aware: a weight's
+  // importance is |w| times the RMS of its input over these rows, so raw-scale input
+  // columns are judged by what they contribute; and each channel's bias absorbs the
+  // mean contribution of the weights it lost. Not owned.
+  const CalibrationSet* calibration = nullptr;
 };
 
 // Zeroes weights in place. Returns the fraction of zero weights over the whole MLP.

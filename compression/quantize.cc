@@ -66,8 +66,13 @@ absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& c
   std::vector<float> in_scale(in0);
   q.input_offset.resize(in0);
   q.input_inv_scale.resize(in0);
+  QuantizeOptions input_options = options;
+  input_options.method = options.input_method;
   for (int k = 0; k < in0; ++k) {
-    auto [lo, hi] = Range(cal.features, rows, in0, k, options, &scratch);
+    auto [lo, hi] = Range(cal.features, rows, in0, k, input_options, &scratch);
+    const float margin = static_cast<float>(options.input_margin) * (hi - lo);
+    lo -= margin;
+    hi += margin;
     const float span = hi - lo;
     in_scale[k] = span > 0 ? span / 255.f : 1.f;
     q.input_offset[k] = lo;

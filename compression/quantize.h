@@ -19,10 +19,15 @@ namespace recserve {
 enum class CalibrationMethod { kMax, kPercentile };
 
 struct QuantizeOptions {
-  // kMax: ranges are the calibration min/max. kPercentile: the `percentile` and
-  // 100 - `percentile` percentiles, which ignores rare outliers (values beyond saturate).
-  CalibrationMethod method = CalibrationMethod::kPercentile;
-  double percentile = 99.99;
+  // Hidden activations. kMax: ranges are the calibration maxima. kPercentile: the
+  // `percentile` percentile, which ignores rare outliers (values beyond saturate).
+  CalibrationMethod method = CalibrationMethod::kMax;
+  double percentile = 99.9;
+  // The first layer's input columns. Their calibrated range is widened by
+  // `input_margin` of its span on each side, because serving traffic drifts past the
+  // calibration rows (newer users have longer histories, popularity moves).
+  CalibrationMethod input_method = CalibrationMethod::kMax;
+  double input_margin = 0.0;
 };
 
 // Quantizes `mlp` with activation ranges measured on `calibration` (rows must match the

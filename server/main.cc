@@ -14,6 +14,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "compression/compress.h"
 #include "engine/file_util.h"
 #include "server/server.h"
 
@@ -44,6 +45,13 @@ ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGTERM: longest wait for in-flight requests");
 ABSL_FLAG(int, warmup_requests, 200, "Requests run on a new version before it serves");
+ABSL_FLAG(std::string, compression, "",
+          "Ranker compression at load: none | int8 | prune+int8 (default: the manifest's, int8 "
+          "for trainer-made bundles)");
+ABSL_FLAG(double, sparsity, -1, "prune+int8: unstructured sparsity of hidden layers (-1: manifest's)");
+ABSL_FLAG(double, structured_ratio, -1, "prune+int8: share of hidden neurons removed (-1: manifest's)");
+ABSL_FLAG(double, max_auc_drop, -1, "Accuracy gate: largest AUC drop vs fp32 (-1: manifest's)");
+ABSL_FLAG(double, max_logloss_rise, -1, "Accuracy gate: largest logloss rise vs fp32 (-1: manifest's)");
 ABSL_FLAG(std::string, port_file, "",
           "If set, write \"<port> <admin_port>\" here once listening (for scripts and tests)");
 
@@ -83,6 +91,26 @@ int Run() {
   m.model_options.recall.embedding_k = absl::GetFlag(FLAGS_embedding_k);
   m.model_options.recall.covisit_k = absl::GetFlag(FLAGS_covisit_k);
   m.model_options.recall.popularity_k = absl::GetFlag(FLAGS_popularity_k);
+  recserve::PolicyOverrides compression;
+  if (!absl::GetFlag(FLAGS_compression).empty()) compression.mode = absl::GetFlag(FLAGS_compression);
+  if (absl::GetFlag(FLAGS_sparsity) >= 0) compression.unstructured_sparsity = absl::GetFlag(FLAGS_sparsity);
+  if (absl::GetFlag(FLAGS_structured_ratio) >= 0) {
+    compression.structured_ratio = absl::GetFlag(FLAGS_structured_ratio);
+  }
+  if (absl::GetFlag(FLAGS_max_auc_drop) >= 0) compression.max_auc_drop = absl::GetFlag(FLAGS_max_auc_drop);
+  if (absl::GetFlag(FLAGS_max_logloss_rise) >= 0) {
+    compression.max_logloss_rise = absl::GetFlag(FLAGS_max_logloss_rise);
+  }
+  {
+    // Refuse bad flag values at start-up rather than at every load.
+    absl::StatusOr<recserve::CompressionPolicy> policy =
+        recserve::ResolvePolicy(recserve::v1::Manifest(), compression);
+    if (!policy.ok()) {
+      std::fprintf(stderr, "recserve: %s\n", policy.status().ToString().c_str());
+      return 2;
+    }
+  }
+  m.check = recserve::InstallCompression(compression, &m.model_options);
   m.on_load = [](int64_t version, const absl::Status& result) {
     if (result.ok()) {
       std::fprintf(stderr, "recserve: version %lld loaded\n", static_cast<long long>(version));

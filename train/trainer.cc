@@ -486,6 +486,13 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
       const bool oracle = std::all_of(test_rows.true_p.begin(), test_rows.true_p.end(),
                                       [](float q) { return q >= 0; });
       if (oracle) report.set_oracle_auc(Auc(test_rows.true_p, test_rows.labels));
+      if (opt.keep_test_rows) {
+        out.test_rows.rows = test_rows.count;
+        out.test_rows.width = width;
+        out.test_rows.features = std::move(test_rows.rows);
+        out.test_rows.labels = std::move(test_rows.labels);
+        out.test_rows.groups = std::move(test_rows.groups);
+      }
     }
   }
   m.clear_layer_sizes();

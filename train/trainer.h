@@ -55,12 +55,16 @@ struct TrainerOptions {
   int eval_clicks = 5000;
   uint64_t seed = 11;
   bool verbose = true;
+  // Keep the test rows (features, labels, slates) in TrainOutput::test_rows, e.g. to
+  // measure compression on held-out data.
+  bool keep_test_rows = false;
 };
 
 struct TrainOutput {
   BundleContents bundle;          // manifest.training holds the report below
   v1::TrainingReport report;
   MlpTrainReport mlp_report;
+  CalibrationSet test_rows;       // filled when TrainerOptions::keep_test_rows
   double seconds = 0;
 };
 
