@@ -101,8 +101,14 @@ absl::StatusOr<std::unique_ptr<ModelManager>> ModelManager::Create(ModelManagerO
     m->pinned_ = m->options_.pinned_version;
     m->requested_ = 1;  // the first scan
   }
-  m->load_thread_ = std::thread([p = m.get()] { p->LoadLoop(); });
+  if (!m->options_.start_paused) m->Start();
   return m;
+}
+
+void ModelManager::Start() {
+  absl::MutexLock lock(&mu_);
+  if (load_thread_.joinable() || stop_) return;
+  load_thread_ = std::thread([this] { LoadLoop(); });
 }
 
 ModelManager::~ModelManager() {
@@ -344,6 +350,7 @@ absl::StatusOr<std::shared_ptr<const Model>> ModelManager::LoadVersion(int64_t v
   figures->set_embedding_index(model->index().name());
   if (options_.check) RETURN_IF_ERROR(options_.check(*model, figures));
   RETURN_IF_ERROR(WarmUp(*model, options_.warmup_requests));
+  if (options_.before_publish) options_.before_publish(*model);
   return model;
 }
 

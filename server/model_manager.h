@@ -53,17 +53,25 @@ struct ModelManagerOptions {
   std::function<absl::Status(const Model&, v1::ModelFigures*)> check;
   // Recommend calls run on a new version before it serves.
   int warmup_requests = 200;
+  // Runs on the load thread after warm-up, just before the version is published (the
+  // server warms every request worker's buffers here).
+  std::function<void(const Model&)> before_publish;
   // Called on the load thread after every load attempt, and when the serving version
   // changes (version 0 = nothing serves). For metrics and health.
   std::function<void(int64_t version, const absl::Status& result)> on_load;
   std::function<void(int64_t serving_version)> on_serving_change;
+  // Create() does not start the load thread; Start() does (so callbacks may refer to
+  // objects built after the manager).
+  bool start_paused = false;
 };
 
 class ModelManager {
  public:
-  // Checks base_path is a directory, starts the load thread and a first scan. Does not
-  // wait for a version to load: see WaitUntilServing.
+  // Checks base_path is a directory, starts the load thread and a first scan (unless
+  // start_paused). Does not wait for a version to load: see WaitUntilServing.
   static absl::StatusOr<std::unique_ptr<ModelManager>> Create(ModelManagerOptions options);
+  // Starts the load thread of a manager created paused. Idempotent.
+  void Start() ABSL_LOCKS_EXCLUDED(mu_);
   ~ModelManager();
 
   // The serving version, or null while none serves. Hold it for one request only.

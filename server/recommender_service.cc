@@ -9,11 +9,21 @@ namespace {
 
 absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
 
-// Per worker thread, for the thread's whole life.
+// Per worker thread, for the thread's whole life. Two pipeline scratches, so a worker
+// warmed for a new version keeps its buffers for the old one while both are in use.
 struct WorkerState {
-  PipelineScratch scratch;
+  PipelineScratch scratch[2];
+  uint64_t last_used[2] = {0, 0};
+  uint64_t uses = 0;
   std::vector<QueryEvent> events;
   RecommendResult result;
+
+  PipelineScratch* ScratchFor(const Model& model) {
+    int slot = scratch[0].model_id == model.id() ? 0 : scratch[1].model_id == model.id() ? 1 : -1;
+    if (slot < 0) slot = last_used[0] <= last_used[1] ? 0 : 1;  // least recently used
+    last_used[slot] = ++uses;
+    return &scratch[slot];
+  }
 };
 
 WorkerState& ThisWorker() {
@@ -66,6 +76,21 @@ absl::Status ValidateRequest(const v1::RecommendRequest& r, const RequestLimits&
                                    r.options().per_category_cap()));
   }
   return absl::OkStatus();
+}
+
+void RecommenderService::WarmWorkers(const Model& model) {
+  pool_->RunOnEveryWorker([&model] {
+    WorkerState& worker = ThisWorker();
+    RecommendQuery query;
+    std::vector<QueryEvent> events;
+    const std::vector<int32_t>& popular = model.catalog().by_popularity();
+    for (size_t i = 0; i < std::min<size_t>(8, popular.size()); ++i) {
+      events.push_back({model.catalog().id(popular[i]), EventType::kClick, 1700000000000 + int64_t(i)});
+    }
+    query.events = events;
+    query.n = 10;
+    recserve::Recommend(model, query, worker.ScratchFor(model), &worker.result).IgnoreError();
+  });
 }
 
 RecommenderService::RecommenderService(ModelManager* manager, WorkerPool* pool,
@@ -138,7 +163,7 @@ absl::Status RecommenderService::Handle(grpc::CallbackServerContext* context,
   query.exclude_purchased = limits_.exclude_purchased && !request.options().keep_purchased();
   query.per_category_cap = request.options().per_category_cap();
   query.deadline = deadline;
-  absl::Status status = recserve::Recommend(*model, query, &worker.scratch, result);
+  absl::Status status = recserve::Recommend(*model, query, worker.ScratchFor(*model), result);
   if (!status.ok()) return status;
 
   for (const RecommendedItem& item : result->items) {

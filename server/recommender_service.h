@@ -51,6 +51,9 @@ class RecommenderService final : public v1::Recommender::CallbackService {
                                       v1::RecommendResponse* response) override;
 
   int inflight() const { return inflight_.load(std::memory_order_relaxed); }
+  // Runs one request for `model` on every worker so each has its buffers for the new
+  // version before the version serves (no first-request allocation spike after a swap).
+  void WarmWorkers(const Model& model);
   // From now on new calls are answered UNAVAILABLE (retry elsewhere) instead of served;
   // calls already accepted finish normally.
   void StopAccepting() { accepting_.store(false, std::memory_order_release); }

@@ -14,6 +14,8 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   RecserveServer* self = s.get();
   ModelManagerOptions manager_options = s->options_.manager;
   auto user_callback = manager_options.on_serving_change;
+  manager_options.before_publish = [self](const Model& model) { self->recommender_->WarmWorkers(model); };
+  manager_options.start_paused = true;
   manager_options.on_serving_change = [self, user_callback](int64_t version) {
     self->SetReady(version != 0);
     if (user_callback) user_callback(version);
@@ -23,11 +25,13 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   s->pool_ = std::make_unique<WorkerPool>(s->options_.worker_threads);
-  // The manager is created before the services and may publish at any time; SetReady
-  // tolerates a server that is not built yet and readiness is set again below.
+  // The manager starts loading only once the services exist (its callbacks use them);
+  // SetReady tolerates a gRPC server that is not built yet, and readiness is set again
+  // below.
   ASSIGN_OR_RETURN(s->manager_, ModelManager::Create(std::move(manager_options)));
   s->recommender_ = std::make_unique<RecommenderService>(
       s->manager_.get(), s->pool_.get(), s->options_.limits, s->options_.observer);
+  s->manager_->Start();
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(s->options_.listen_address, grpc::InsecureServerCredentials(), &s->port_);

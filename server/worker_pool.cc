@@ -2,6 +2,9 @@
 
 #include <omp.h>
 
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/notification.h"
+
 namespace recserve {
 
 WorkerPool::WorkerPool(int threads) {
@@ -14,6 +17,29 @@ bool WorkerPool::Submit(std::function<void()> task) {
   absl::MutexLock lock(&mu_);
   if (stop_) return false;
   queue_.push_back(std::move(task));
+  return true;
+}
+
+bool WorkerPool::RunOnEveryWorker(const std::function<void()>& fn) {
+  const int n = size();
+  absl::BlockingCounter ran(n);
+  absl::Notification release;
+  for (int i = 0; i < n; ++i) {
+    const bool queued = Submit([&] {
+      fn();
+      ran.DecrementCount();
+      release.WaitForNotification();
+    });
+    if (!queued) {
+      // Stopping: the workers drain what was queued; release them and give up.
+      for (int j = i; j < n; ++j) ran.DecrementCount();
+      ran.Wait();
+      release.Notify();
+      return false;
+    }
+  }
+  ran.Wait();
+  release.Notify();
   return true;
 }
 

@@ -24,6 +24,9 @@ class WorkerPool {
   // False once Stop() has begun (the task is not run).
   bool Submit(std::function<void()> task) ABSL_LOCKS_EXCLUDED(mu_);
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Runs `fn` once on every worker thread (each holds until all have run it, so no
+  // worker runs it twice) and returns when all have; false if stopping.
+  bool RunOnEveryWorker(const std::function<void()>& fn) ABSL_LOCKS_EXCLUDED(mu_);
   int size() const { return static_cast<int>(threads_.size()); }
 
  private:
