@@ -392,8 +392,10 @@ void ModelManager::ReapRetiredLocked() {
   // use_count() == 1: only this list holds it (no request, no versions_ entry).
   for (size_t i = 0; i < retired_.size();) {
     if (retired_[i].use_count() == 1) {
+      const int64_t version = retired_[i]->version();
       retired_[i] = std::move(retired_.back());
-      retired_.pop_back();
+      retired_.pop_back();  // destroys the model, on this (the load) thread
+      if (options_.on_unloaded) options_.on_unloaded(version);
     } else {
       ++i;
     }

@@ -60,6 +60,8 @@ struct ModelManagerOptions {
   // changes (version 0 = nothing serves). For metrics and health.
   std::function<void(int64_t version, const absl::Status& result)> on_load;
   std::function<void(int64_t serving_version)> on_serving_change;
+  // Called on the load thread right after a replaced version has been destroyed.
+  std::function<void(int64_t version)> on_unloaded;
   // Create() does not start the load thread; Start() does (so callbacks may refer to
   // objects built after the manager).
   bool start_paused = false;
