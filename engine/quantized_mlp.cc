@@ -1,5 +1,7 @@
 #include "engine/quantized_mlp.h"
 
+#include "engine/cpu_dispatch.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -56,7 +58,7 @@ namespace {
 
 // The loop GCC vectorizes (float -> int32 -> u8 packs): clamp, then round half up by
 // truncating v + 0.5 (v >= 0 here). Cloned for the vector widths the CPU has.
-__attribute__((target_clones("avx512f", "avx2", "default")))
+RECSERVE_VECTOR_CLONES
 void QuantizeRowsKernel(const float* __restrict x, int rows, int n, const float* __restrict offset,
                         const float* __restrict inv,
                         uint8_t* __restrict out) {

@@ -1,5 +1,7 @@
 #include "engine/recall.h"
 
+#include "engine/cpu_dispatch.h"
+
 #include <algorithm>
 
 namespace recserve {
@@ -10,7 +12,7 @@ bool Worse(const ScoredItem& a, const ScoredItem& b) {
 }
 
 // The inner loop of every exact scan; cloned for the vector widths the CPU has.
-__attribute__((target_clones("avx512f", "avx2", "default")))
+RECSERVE_VECTOR_CLONES
 void DotAll(const float* base, int n, int dim, const float* q, float* out) {
   for (int i = 0; i < n; ++i) {
     const float* e = base + static_cast<size_t>(i) * dim;
