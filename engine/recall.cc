@@ -7,9 +7,12 @@
 namespace recserve {
 namespace {
 
-bool Worse(const ScoredItem& a, const ScoredItem& b) {
-  return a.score > b.score || (a.score == b.score && a.item < b.item);
-}
+// Heap order with the worst kept item on top; a functor so the heap code inlines it.
+struct Worse {
+  bool operator()(const ScoredItem& a, const ScoredItem& b) const {
+    return a.score > b.score || (a.score == b.score && a.item < b.item);
+  }
+};
 
 // The inner loop of every exact scan; cloned for the vector widths the CPU has.
 RECSERVE_VECTOR_CLONES
@@ -33,18 +36,18 @@ void TopKCollector::Push(int32_t item, float score) {
   if (k_ == 0) return;
   if (!full_) {
     heap_->push_back({item, score});
-    std::push_heap(heap_->begin(), heap_->end(), Worse);
+    std::push_heap(heap_->begin(), heap_->end(), Worse());
     full_ = heap_->size() == k_;
     return;
   }
   const ScoredItem& worst = heap_->front();
   if (score < worst.score || (score == worst.score && item > worst.item)) return;
-  std::pop_heap(heap_->begin(), heap_->end(), Worse);
+  std::pop_heap(heap_->begin(), heap_->end(), Worse());
   heap_->back() = {item, score};
-  std::push_heap(heap_->begin(), heap_->end(), Worse);
+  std::push_heap(heap_->begin(), heap_->end(), Worse());
 }
 
-void TopKCollector::Finish() { std::sort_heap(heap_->begin(), heap_->end(), Worse); }
+void TopKCollector::Finish() { std::sort_heap(heap_->begin(), heap_->end(), Worse()); }
 
 namespace {
 class ScoreBuffer : public IndexScratch {

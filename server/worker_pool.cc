@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <memory>
+
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/notification.h"
 
@@ -22,25 +24,28 @@ bool WorkerPool::Submit(std::function<void()> task) {
 
 bool WorkerPool::RunOnEveryWorker(const std::function<void()>& fn) {
   const int n = size();
-  absl::BlockingCounter ran(n);
-  absl::Notification release;
-  for (int i = 0; i < n; ++i) {
-    const bool queued = Submit([&] {
+  // Shared by every task: a worker may still be inside WaitForNotification after this
+  // function returns, so the synchronization objects live until the last task ends.
+  struct Rendezvous {
+    explicit Rendezvous(int n) : ran(n) {}
+    absl::BlockingCounter ran;
+    absl::Notification release;
+  };
+  auto rendezvous = std::make_shared<Rendezvous>(n);
+  int queued = 0;
+  for (; queued < n; ++queued) {
+    const bool ok = Submit([rendezvous, &fn] {
       fn();
-      ran.DecrementCount();
-      release.WaitForNotification();
+      rendezvous->ran.DecrementCount();
+      rendezvous->release.WaitForNotification();
     });
-    if (!queued) {
-      // Stopping: the workers drain what was queued; release them and give up.
-      for (int j = i; j < n; ++j) ran.DecrementCount();
-      ran.Wait();
-      release.Notify();
-      return false;
-    }
+    if (!ok) break;
   }
-  ran.Wait();
-  release.Notify();
-  return true;
+  // Stopping: the workers still drain what was queued; count the rest as done.
+  for (int i = queued; i < n; ++i) rendezvous->ran.DecrementCount();
+  rendezvous->ran.Wait();
+  rendezvous->release.Notify();
+  return queued == n;
 }
 
 void WorkerPool::Stop() {
