@@ -1,6 +1,9 @@
 #include "server/model_manager.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <climits>
 #include <cstdlib>
@@ -208,6 +211,11 @@ std::vector<v1::VersionStatus> ModelManager::Versions() const {
 }
 
 void ModelManager::LoadLoop() {
+  // Loading competes with request workers for the same cores: on Linux a thread has its
+  // own nice value, so the loader yields to them (p99 during reloads).
+  if (options_.load_thread_nice != 0) {
+    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), options_.load_thread_nice);
+  }
   uint64_t handled = 0;
   const bool polling = options_.poll_interval > absl::ZeroDuration();
   absl::Time next_poll = absl::Now() + options_.poll_interval;

@@ -62,6 +62,9 @@ struct ModelManagerOptions {
   std::function<void(int64_t serving_version)> on_serving_change;
   // Called on the load thread right after a replaced version has been destroyed.
   std::function<void(int64_t version)> on_unloaded;
+  // Nice value of the load thread (Linux: per thread), so loading yields the CPU to
+  // request workers. 0 leaves it alone.
+  int load_thread_nice = 10;
   // Create() does not start the load thread; Start() does (so callbacks may refer to
   // objects built after the manager).
   bool start_paused = false;
