@@ -38,7 +38,12 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::Create(BundleContents conten
         kRankerFile, ": takes ", m->mlp_.input_dim(), " inputs but the feature spec builds ",
         m->features_.width()));
   }
-  m->index_ = std::make_unique<ExactFp32Index>(m->catalog_.get());
+  EmbeddingIndexOptions index_options = options.index;
+  if (index_options.kind.empty()) index_options.kind = m->manifest_.recall().embedding_index();
+  ASSIGN_OR_RETURN(m->index_, BuildEmbeddingIndex(m->catalog_.get(), index_options));
+  if (m->index_->name() != "exact-fp32" && options.index_recall_queries > 0) {
+    m->index_recall_ = MeasureIndexRecall(*m->catalog_, *m->index_, 100, options.index_recall_queries);
+  }
   m->recaller_ = std::make_unique<Recaller>(m->catalog_.get(), m->index_.get());
   if (options.ranker_factory) {
     ASSIGN_OR_RETURN(m->ranker_, options.ranker_factory(m->manifest_, m->mlp_, m->calibration_));

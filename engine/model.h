@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "engine/bundle.h"
 #include "engine/catalog.h"
+#include "engine/embedding_index.h"
 #include "engine/features.h"
 #include "engine/ranker.h"
 #include "engine/recall.h"
@@ -30,6 +31,11 @@ struct ModelOptions {
       ranker_factory;
   // Recall sizes; fields <= 0 take the manifest's values (then built-in defaults).
   RecallOptions recall = {0, 0, -1, 0, true};
+  // Embedding index; an empty kind takes the manifest's recall.embedding_index.
+  EmbeddingIndexOptions index = {""};
+  // Queries used to measure the index's recall@100 against the exact scan at load
+  // (0 = skip; the exact fp32 index is not measured).
+  int index_recall_queries = 200;
 };
 
 class Model {
@@ -56,6 +62,8 @@ class Model {
   const Mlp& fp32_mlp() const { return mlp_; }
   const CalibrationSet& calibration() const { return calibration_; }
   const RecallOptions& recall_options() const { return recall_; }
+  // recall@100 of the embedding index against the exact fp32 scan, measured at load.
+  double index_recall() const { return index_recall_; }
 
  private:
   Model() = default;
@@ -71,6 +79,7 @@ class Model {
   FeatureBuilder features_;
   std::unique_ptr<Ranker> ranker_;
   RecallOptions recall_;
+  double index_recall_ = 1.0;
 };
 
 }  // namespace recserve

@@ -173,7 +173,7 @@ int Status() {
     std::printf("%8lld  %-10s  %8lld  %10lld  %8.2f  %9.5f  %s\n", static_cast<long long>(v.version()),
                 recserve::v1::VersionState_Name(v.state()).c_str(), static_cast<long long>(f.items()),
                 static_cast<long long>(f.parameters()), v.load_seconds(), f.auc_delta(),
-                v.error().empty() ? absl::StrFormat("%s, %s", f.compression(), f.embedding_index()).c_str()
+                v.error().empty() ? absl::StrFormat("%s, %s (recall@100 %.3f)", f.compression(), f.embedding_index(), f.index_recall()).c_str()
                                   : v.error().c_str());
   }
   return 0;

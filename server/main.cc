@@ -38,6 +38,9 @@ ABSL_FLAG(int, max_candidates, 0, "Candidates ranked per request (0 = the manife
 ABSL_FLAG(int, embedding_k, 0, "Candidates from the embedding index (0 = the manifest's)");
 ABSL_FLAG(int, covisit_k, 0, "Candidates from co-visitation (0 = the manifest's)");
 ABSL_FLAG(int, popularity_k, -1, "Popular candidates for warm users (-1 = the manifest's)");
+ABSL_FLAG(std::string, embedding_index, "",
+          "Embedding recall index: exact | exact-int8 | hnsw (default: the manifest's)");
+ABSL_FLAG(int, hnsw_ef, 200, "hnsw: query-time beam width");
 ABSL_FLAG(bool, exclude_purchased, true, "Drop items the user purchased unless the request keeps them");
 ABSL_FLAG(absl::Duration, max_clock_skew, absl::Hours(1), "How far in the future event times may be");
 ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
@@ -91,6 +94,9 @@ int Run() {
   m.model_options.recall.embedding_k = absl::GetFlag(FLAGS_embedding_k);
   m.model_options.recall.covisit_k = absl::GetFlag(FLAGS_covisit_k);
   m.model_options.recall.popularity_k = absl::GetFlag(FLAGS_popularity_k);
+  m.model_options.index.kind = absl::GetFlag(FLAGS_embedding_index);
+  m.model_options.index.hnsw_ef_search = absl::GetFlag(FLAGS_hnsw_ef);
+  m.model_options.index.build_threads = options.worker_threads;
   recserve::PolicyOverrides compression;
   if (!absl::GetFlag(FLAGS_compression).empty()) compression.mode = absl::GetFlag(FLAGS_compression);
   if (absl::GetFlag(FLAGS_sparsity) >= 0) compression.unstructured_sparsity = absl::GetFlag(FLAGS_sparsity);

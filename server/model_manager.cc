@@ -356,6 +356,7 @@ absl::StatusOr<std::shared_ptr<const Model>> ModelManager::LoadVersion(int64_t v
   figures->set_compression(model->ranker().kind());
   figures->set_items(model->catalog().size());
   figures->set_embedding_index(model->index().name());
+  figures->set_index_recall(model->index_recall());
   if (options_.check) RETURN_IF_ERROR(options_.check(*model, figures));
   RETURN_IF_ERROR(WarmUp(*model, options_.warmup_requests));
   if (options_.before_publish) options_.before_publish(*model);

@@ -1,0 +1,162 @@
+#include "engine/embedding_index.h"
+
+#include <hnswlib/hnswlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <thread>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "engine/cpu_dispatch.h"
+
+namespace recserve {
+namespace {
+
+constexpr int kBlock = 4096;
+
+RECSERVE_VECTOR_CLONES
+void DotAllInt8(const int8_t* base, int n, int dim, const int8_t* q, int32_t* out) {
+  for (int i = 0; i < n; ++i) {
+    const int8_t* e = base + static_cast<size_t>(i) * dim;
+    int32_t acc = 0;
+    for (int k = 0; k < dim; ++k) acc += int32_t{e[k]} * int32_t{q[k]};
+    out[i] = acc;
+  }
+}
+
+// Per-item symmetric int8 embeddings: e ~ scale[i] * q[i].
+class ExactInt8Index : public EmbeddingIndex {
+ public:
+  explicit ExactInt8Index(const Catalog* catalog) : catalog_(catalog) {
+    const int n = catalog->size(), d = catalog->dim();
+    codes_.resize(static_cast<size_t>(n) * d);
+    scales_.resize(n);
+    for (int i = 0; i < n; ++i) {
+      const float* e = catalog->embedding(i);
+      float max_abs = 0;
+      for (int k = 0; k < d; ++k) max_abs = std::max(max_abs, std::abs(e[k]));
+      const float s = max_abs > 0 ? max_abs / 127.f : 1.f;
+      scales_[i] = s;
+      for (int k = 0; k < d; ++k) codes_[static_cast<size_t>(i) * d + k] = static_cast<int8_t>(std::nearbyint(e[k] / s));
+    }
+  }
+  void TopK(const float* query, int k, IndexScratch*, std::vector<ScoredItem>* out) const override {
+    const int n = catalog_->size(), d = catalog_->dim();
+    int8_t q[4096];
+    float max_abs = 0;
+    for (int j = 0; j < d; ++j) max_abs = std::max(max_abs, std::abs(query[j]));
+    const float qs = max_abs > 0 ? max_abs / 127.f : 1.f;
+    for (int j = 0; j < d; ++j) q[j] = static_cast<int8_t>(std::nearbyint(query[j] / qs));
+    int32_t acc[kBlock];
+    TopKCollector top(k, out);
+    for (int start = 0; start < n; start += kBlock) {
+      const int len = std::min(kBlock, n - start);
+      DotAllInt8(codes_.data() + static_cast<size_t>(start) * d, len, d, q, acc);
+      float threshold = top.threshold();
+      for (int i = 0; i < len; ++i) {
+        const float score = qs * scales_[start + i] * static_cast<float>(acc[i]);
+        if (score >= threshold) {
+          top.Push(start + i, score);
+          threshold = top.threshold();
+        }
+      }
+    }
+    top.Finish();
+  }
+  std::string name() const override { return "exact-int8"; }
+  int64_t memory_bytes() const override { return static_cast<int64_t>(codes_.size() + 4 * scales_.size()); }
+
+ private:
+  const Catalog* catalog_;
+  std::vector<int8_t> codes_;
+  std::vector<float> scales_;
+};
+
+class HnswIndex : public EmbeddingIndex {
+ public:
+  HnswIndex(const Catalog* catalog, const EmbeddingIndexOptions& o)
+      : catalog_(catalog), space_(catalog->dim()),
+        graph_(&space_, catalog->size(), o.hnsw_m, o.hnsw_ef_construction), ef_(o.hnsw_ef_search) {
+    const int n = catalog->size();
+    const int threads = std::max(1, o.build_threads);
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t) {
+      workers.emplace_back([&, t] {
+        for (int i = t; i < n; i += threads) graph_.addPoint(catalog->embedding(i), static_cast<size_t>(i));
+      });
+    }
+    for (auto& w : workers) w.join();
+    graph_.setEf(ef_);
+  }
+  void TopK(const float* query, int k, IndexScratch*, std::vector<ScoredItem>* out) const override {
+    out->clear();
+    // hnswlib's search is safe to run from many threads at once.
+    auto result = graph_.searchKnn(query, std::max(1, k));
+    while (!result.empty()) {
+      const auto& [dist, label] = result.top();
+      out->push_back({static_cast<int32_t>(label), 1.f - dist});  // inner-product space: 1 - ip
+      result.pop();
+    }
+    std::reverse(out->begin(), out->end());  // best first
+  }
+  std::string name() const override { return absl::StrCat("hnsw(M=", graph_.M_, ",ef=", ef_, ")"); }
+  int64_t memory_bytes() const override {
+    return static_cast<int64_t>(graph_.max_elements_) * graph_.size_data_per_element_;
+  }
+
+ private:
+  const Catalog* catalog_;
+  hnswlib::InnerProductSpace space_;
+  hnswlib::HierarchicalNSW<float> graph_;
+  int ef_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EmbeddingIndex>> BuildEmbeddingIndex(const Catalog* catalog,
+                                                                   const EmbeddingIndexOptions& o) {
+  if (o.kind.empty() || o.kind == "exact" || o.kind == "exact-fp32") {
+    return std::unique_ptr<EmbeddingIndex>(new ExactFp32Index(catalog));
+  }
+  if (catalog->dim() > 4096) return absl::InvalidArgumentError("embedding index: dim above 4096");
+  if (o.kind == "exact-int8") return std::unique_ptr<EmbeddingIndex>(new ExactInt8Index(catalog));
+  if (o.kind == "hnsw") {
+    if (o.hnsw_m < 2 || o.hnsw_m > 128 || o.hnsw_ef_construction < 1 || o.hnsw_ef_search < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("embedding index: bad hnsw parameters M=", o.hnsw_m,
+                                                     " ef_construction=", o.hnsw_ef_construction,
+                                                     " ef_search=", o.hnsw_ef_search));
+    }
+    return std::unique_ptr<EmbeddingIndex>(new HnswIndex(catalog, o));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("embedding index '", o.kind, "' is not exact, exact-int8 or hnsw"));
+}
+
+double MeasureIndexRecall(const Catalog& catalog, const EmbeddingIndex& index, int k, int queries,
+                          uint64_t seed) {
+  ExactFp32Index exact(&catalog);
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> pick(0, catalog.size() - 1);
+  std::vector<float> q(catalog.dim());
+  std::vector<ScoredItem> want, got;
+  double total = 0;
+  for (int t = 0; t < queries; ++t) {
+    std::fill(q.begin(), q.end(), 0.f);
+    for (int j = 0; j < 5; ++j) {
+      const float* e = catalog.embedding(pick(rng));
+      for (int d = 0; d < catalog.dim(); ++d) q[d] += e[d] / 5;
+    }
+    exact.TopK(q.data(), k, nullptr, &want);
+    index.TopK(q.data(), k, nullptr, &got);
+    absl::flat_hash_set<int32_t> truth;
+    for (const ScoredItem& s : want) truth.insert(s.item);
+    int hits = 0;
+    for (const ScoredItem& s : got) hits += truth.contains(s.item);
+    total += want.empty() ? 1.0 : static_cast<double>(hits) / want.size();
+  }
+  return queries > 0 ? total / queries : 1.0;
+}
+
+}  // namespace recserve

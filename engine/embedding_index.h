@@ -1,0 +1,37 @@
+// Embedding indexes beyond the exact fp32 scan (recall.h): an exact scan over int8
+// embeddings (4x less memory traffic) and an approximate HNSW graph (hnswlib), chosen
+// per model version by name, with their recall@k against the exact scan measured when
+// the version loads.
+#ifndef RECSERVE_ENGINE_EMBEDDING_INDEX_H_
+#define RECSERVE_ENGINE_EMBEDDING_INDEX_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/catalog.h"
+#include "engine/recall.h"
+
+namespace recserve {
+
+struct EmbeddingIndexOptions {
+  // "exact" (fp32), "exact-int8" or "hnsw".
+  std::string kind = "exact";
+  int hnsw_m = 16;                 // graph degree
+  int hnsw_ef_construction = 200;  // build-time beam
+  int hnsw_ef_search = 200;        // query-time beam (>= k)
+  int build_threads = 1;           // hnsw: threads used to add points
+};
+
+// Builds the index over `catalog` (which must outlive it).
+absl::StatusOr<std::unique_ptr<EmbeddingIndex>> BuildEmbeddingIndex(const Catalog* catalog,
+                                                                   const EmbeddingIndexOptions& options);
+
+// Mean recall@k of `index` against the exact fp32 scan over `queries` user-like vectors
+// (means of a few catalog embeddings, seeded).
+double MeasureIndexRecall(const Catalog& catalog, const EmbeddingIndex& index, int k, int queries,
+                          uint64_t seed = 1);
+
+}  // namespace recserve
+
+#endif  // RECSERVE_ENGINE_EMBEDDING_INDEX_H_
