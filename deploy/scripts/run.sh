@@ -7,7 +7,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bash "$root/deploy/scripts/setup-debian.sh"
 export BUILD_DIR=${BUILD_DIR:-$root/build}
-bash "$root/deploy/scripts/build.sh"
+TARGETS="recserve recserve-cli recserve-datagen recserve-train recserve-compress" \
+  bash "$root/deploy/scripts/build.sh"
 models=${RECSERVE_MODELS:-$root/models/default}
 if ! ls "$models"/*/READY >/dev/null 2>&1; then
   echo "run: no model under $models; generating the small synthetic world and training one"

@@ -1,0 +1,76 @@
+// Google Benchmark kernels for the ranking MLP: fp32 vs int8 vs structured-pruned int8
+// (30% of hidden neurons removed) at batch 1, 64, 256, 1000, one thread. Reports rows/s,
+// GMAC/s and the fraction of the VNNI limit, computed as
+//   GMAC/s / (2 FMA ports x 64 int8 MAC per cycle x 2.8 GHz = 358.4 GMAC/s per core),
+// the Ice Lake figure of shared/design/targets.md (override the clock with
+// RECSERVE_BENCH_GHZ).
+//
+//   OMP_NUM_THREADS=1 build/bench/recserve-ranker-bench
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <map>
+#include <random>
+
+#include "compression/compress.h"
+#include "compression/prune.h"
+#include "engine/test_util.h"
+
+namespace recserve {
+namespace {
+
+const std::vector<int> kSizes = {156, 256, 128, 64, 1};
+
+double VnniLimitGmacs() {
+  const char* ghz = std::getenv("RECSERVE_BENCH_GHZ");
+  return 2 * 64 * (ghz ? std::atof(ghz) : 2.8);
+}
+
+CalibrationSet RandomRows(int rows, int width) {
+  std::mt19937_64 rng(1);
+  std::normal_distribution<float> normal;
+  CalibrationSet c;
+  c.rows = rows;
+  c.width = width;
+  for (int i = 0; i < rows * width; ++i) c.features.push_back(normal(rng));
+  c.labels.assign(rows, 0.f);
+  c.groups.assign(rows, 0);
+  return c;
+}
+
+std::unique_ptr<Ranker> Build(const std::string& kind) {
+  const Mlp mlp = testing::RandomMlp(kSizes, 3);
+  const CalibrationSet cal = RandomRows(4000, kSizes[0]);
+  CompressionPolicy policy;
+  policy.mode = kind == "fp32" ? "none" : kind == "int8" ? "int8" : "prune+int8";
+  policy.structured_ratio = kind == "int8_pruned30" ? 0.3f : 0.f;
+  return *BuildRanker(mlp, cal, policy);
+}
+
+void BM_Ranker(benchmark::State& state, const std::string& kind) {
+  static std::map<std::string, std::unique_ptr<Ranker>>* rankers = new std::map<std::string, std::unique_ptr<Ranker>>();
+  auto& ranker = (*rankers)[kind];
+  if (!ranker) ranker = Build(kind);
+  const int batch = static_cast<int>(state.range(0));
+  std::vector<float> rows = RandomRows(ranker->PaddedRows(batch), kSizes[0]).features;
+  std::vector<float> out(batch);
+  auto scratch = ranker->NewScratch();
+  for (auto _ : state) {
+    if (!ranker->Score(rows.data(), batch, out.data(), scratch.get()).ok()) state.SkipWithError("score failed");
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double rows_done = static_cast<double>(state.iterations()) * batch;
+  state.counters["rows/s"] = benchmark::Counter(rows_done, benchmark::Counter::kIsRate);
+  state.counters["GMAC/s"] = benchmark::Counter(rows_done * ranker->macs_per_row() / 1e9, benchmark::Counter::kIsRate);
+  state.counters["VNNI%"] = benchmark::Counter(rows_done * ranker->macs_per_row() / 1e9 / VnniLimitGmacs() * 100,
+                                               benchmark::Counter::kIsRate);
+}
+
+BENCHMARK_CAPTURE(BM_Ranker, fp32, std::string("fp32"))->Arg(1)->Arg(64)->Arg(256)->Arg(1000);
+BENCHMARK_CAPTURE(BM_Ranker, int8, std::string("int8"))->Arg(1)->Arg(64)->Arg(256)->Arg(1000);
+BENCHMARK_CAPTURE(BM_Ranker, int8_pruned30, std::string("int8_pruned30"))->Arg(1)->Arg(64)->Arg(256)->Arg(1000);
+
+}  // namespace
+}  // namespace recserve
+
+BENCHMARK_MAIN();
