@@ -60,6 +60,12 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
   model.recaller().Recall(s->user, recall, &s->recall, &s->candidates);
   const int n = static_cast<int>(s->candidates.size());
   result->candidates = n;
+  for (int i = 0; i < 3; ++i) result->candidates_by_source[i] = 0;
+  for (const Candidate& c : s->candidates) {
+    result->candidates_by_source[0] += (c.sources & kFromEmbedding) != 0;
+    result->candidates_by_source[1] += (c.sources & kFromCovisit) != 0;
+    result->candidates_by_source[2] += (c.sources & kFromPopularity) != 0;
+  }
   const absl::Time t1 = absl::Now();
   result->seconds.recall = absl::ToDoubleSeconds(t1 - t0);
 

@@ -48,6 +48,7 @@ struct StageSeconds {
 struct RecommendResult {
   std::vector<RecommendedItem> items;  // best first
   int candidates = 0;
+  int candidates_by_source[3] = {0, 0, 0};  // embedding, covisit, popularity (overlaps count in each)
   int unknown_items = 0;
   StageSeconds seconds;
 };

@@ -22,7 +22,8 @@ ABSL_FLAG(std::string, host, "0.0.0.0", "Address the Recommender service listens
 ABSL_FLAG(int, port, 8500, "Port of the Recommender service (with health and reflection); 0 = any");
 ABSL_FLAG(std::string, admin_host, "127.0.0.1", "Address of the admin service (keep it private)");
 ABSL_FLAG(int, admin_port, 8501, "Port of the admin service; -1 = no admin service");
-ABSL_FLAG(int, metrics_port, 9090, "Port of the Prometheus /metrics endpoint; -1 = off");
+ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "Address of the Prometheus /metrics endpoint");
+ABSL_FLAG(int, metrics_port, 9090, "Port of the Prometheus /metrics endpoint; 0 = any, -1 = off");
 ABSL_FLAG(std::string, model_base_path, "models/default",
           "Directory of model versions (<base>/<version>/ with READY)");
 ABSL_FLAG(absl::Duration, poll_interval, absl::Seconds(2),
@@ -56,7 +57,7 @@ ABSL_FLAG(double, structured_ratio, -1, "prune+int8: share of hidden neurons rem
 ABSL_FLAG(double, max_auc_drop, -1, "Accuracy gate: largest AUC drop vs fp32 (-1: manifest's)");
 ABSL_FLAG(double, max_logloss_rise, -1, "Accuracy gate: largest logloss rise vs fp32 (-1: manifest's)");
 ABSL_FLAG(std::string, port_file, "",
-          "If set, write \"<port> <admin_port>\" here once listening (for scripts and tests)");
+          "If set, write \"<port> <admin_port> <metrics_port>\" here once listening (scripts, tests)");
 
 namespace {
 
@@ -75,6 +76,10 @@ int Run() {
                               ? ""
                               : absl::StrCat(absl::GetFlag(FLAGS_admin_host), ":",
                                              absl::GetFlag(FLAGS_admin_port));
+  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
+    options.metrics_address =
+        absl::StrCat(absl::GetFlag(FLAGS_metrics_host), ":", absl::GetFlag(FLAGS_metrics_port));
+  }
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
   options.worker_threads =
       absl::GetFlag(FLAGS_worker_threads) > 0 ? absl::GetFlag(FLAGS_worker_threads) : std::max(1, cores);
@@ -141,11 +146,13 @@ int Run() {
     std::fprintf(stderr, "recserve: %s\n", server.status().ToString().c_str());
     return 1;
   }
-  std::fprintf(stderr, "recserve: listening on port %d (admin %d), models from %s\n",
-               (*server)->port(), (*server)->admin_port(), absl::GetFlag(FLAGS_model_base_path).c_str());
+  std::fprintf(stderr, "recserve: listening on port %d (admin %d, metrics %d), models from %s\n",
+               (*server)->port(), (*server)->admin_port(), (*server)->metrics_port(),
+               absl::GetFlag(FLAGS_model_base_path).c_str());
   if (!absl::GetFlag(FLAGS_port_file).empty()) {
     absl::Status written = recserve::WriteFileAtomically(
-        absl::GetFlag(FLAGS_port_file), absl::StrCat((*server)->port(), " ", (*server)->admin_port(), "\n"));
+        absl::GetFlag(FLAGS_port_file),
+        absl::StrCat((*server)->port(), " ", (*server)->admin_port(), " ", (*server)->metrics_port(), "\n"));
     if (!written.ok()) {
       std::fprintf(stderr, "recserve: --port_file: %s\n", written.ToString().c_str());
       return 1;

@@ -394,6 +394,7 @@ void ModelManager::Publish(int64_t version, std::shared_ptr<const Model> model) 
   }
   if (old) retired_.push_back(std::move(old));
   ReapRetiredLocked();
+  if (options_.on_published) options_.on_published(*e.model, e.status.figures());
   if (options_.on_serving_change) options_.on_serving_change(version);
 }
 

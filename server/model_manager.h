@@ -60,6 +60,9 @@ struct ModelManagerOptions {
   // changes (version 0 = nothing serves). For metrics and health.
   std::function<void(int64_t version, const absl::Status& result)> on_load;
   std::function<void(int64_t serving_version)> on_serving_change;
+  // Called on the load thread when a version starts serving, with its figures (under the
+  // manager's lock: must not call back into the manager).
+  std::function<void(const Model&, const v1::ModelFigures&)> on_published;
   // Called on the load thread right after a replaced version has been destroyed.
   std::function<void(int64_t version)> on_unloaded;
   // Nice value of the load thread (Linux: per thread), so loading yields the CPU to

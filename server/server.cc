@@ -16,6 +16,14 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   auto user_callback = manager_options.on_serving_change;
   manager_options.before_publish = [self](const Model& model) { self->recommender_->WarmWorkers(model); };
   manager_options.start_paused = true;
+  auto user_on_load = manager_options.on_load;
+  manager_options.on_load = [self, user_on_load](int64_t version, const absl::Status& result) {
+    if (self->metrics_) self->metrics_->ObserveLoad(version, result);
+    if (user_on_load) user_on_load(version, result);
+  };
+  manager_options.on_published = [self](const Model& model, const v1::ModelFigures& figures) {
+    if (self->metrics_) self->metrics_->ObserveServing(model, figures);
+  };
   manager_options.on_serving_change = [self, user_callback](int64_t version) {
     self->SetReady(version != 0);
     if (user_callback) user_callback(version);
@@ -29,8 +37,19 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   // SetReady tolerates a gRPC server that is not built yet, and readiness is set again
   // below.
   ASSIGN_OR_RETURN(s->manager_, ModelManager::Create(std::move(manager_options)));
+  auto user_observer = s->options_.observer;
   s->recommender_ = std::make_unique<RecommenderService>(
-      s->manager_.get(), s->pool_.get(), s->options_.limits, s->options_.observer);
+      s->manager_.get(), s->pool_.get(), s->options_.limits,
+      [self, user_observer](const RequestOutcome& outcome) {
+        if (self->metrics_) self->metrics_->ObserveRequest(outcome);
+        if (user_observer) user_observer(outcome);
+      });
+  // Everything the manager's and workers' callbacks read is set before their threads
+  // start (the manager's below, gRPC's at BuildAndStart).
+  if (!s->options_.metrics_address.empty()) {
+    ASSIGN_OR_RETURN(s->metrics_, Metrics::Create(s->options_.metrics_address,
+                                                  [self] { return self->recommender_->inflight(); }));
+  }
   s->manager_->Start();
 
   grpc::ServerBuilder builder;
@@ -65,6 +84,8 @@ RecserveServer::~RecserveServer() {
   if (admin_server_) admin_server_->Shutdown();
   if (manager_) manager_->Stop();
 }
+
+int RecserveServer::metrics_port() const { return metrics_ ? metrics_->port() : 0; }
 
 void RecserveServer::SetReady(bool ready) {
   absl::MutexLock lock(&mu_);

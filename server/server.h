@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/admin_service.h"
+#include "server/metrics.h"
 #include "server/model_manager.h"
 #include "server/recommender_service.h"
 #include "server/worker_pool.h"
@@ -27,6 +28,7 @@ inline constexpr char kReadinessService[] = "recserve.v1.Recommender";
 struct ServerOptions {
   std::string listen_address = "0.0.0.0:8500";   // Recommender, health, reflection
   std::string admin_address = "127.0.0.1:8501";  // Admin; empty = no admin listener
+  std::string metrics_address = "";              // Prometheus /metrics; empty = off
   int worker_threads = 2;                        // engine worker threads
   int max_message_bytes = 1 << 20;               // largest request accepted
   RequestLimits limits;
@@ -41,6 +43,7 @@ class RecserveServer {
 
   int port() const { return port_; }
   int admin_port() const { return admin_port_; }
+  int metrics_port() const;
   ModelManager& manager() { return *manager_; }
   RecommenderService& recommender() { return *recommender_; }
 
@@ -60,6 +63,7 @@ class RecserveServer {
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<RecommenderService> recommender_;
   std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::Server> admin_server_;
   int port_ = 0;

@@ -185,6 +185,48 @@ TEST_F(E2eTest, BadRequestsGetTheRightCodeAndNameTheField) {
   }
 }
 
+// A number from the exposition: the value of the first line starting with `series`.
+double Sample(const std::string& text, const std::string& series) {
+  for (size_t at = text.find(series); at != std::string::npos; at = text.find(series, at + 1)) {
+    if (at > 0 && text[at - 1] != '\n') continue;
+    const size_t space = text.find(' ', at + series.size());
+    if (space == std::string::npos || space != at + series.size()) continue;
+    return std::stod(text.substr(space + 1, text.find('\n', space) - space - 1));
+  }
+  return -1;
+}
+
+TEST_F(E2eTest, MetricsCountWhatClientsSentAndDescribeTheModel) {
+  StartServer({"--metrics_port=0", "--max_n=100"});
+  ASSERT_GT(server_->metrics_port(), 0);
+  const v1::RecommendRequest good = WarmRequest(5);
+  v1::RecommendRequest bad = good;
+  bad.set_n(0);
+  v1::RecommendRequest unknown = good;
+  unknown.mutable_events(0)->set_item_id(987654321);
+  v1::RecommendResponse r;
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(Call(good, &r).ok());
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(Call(bad, &r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(Call(unknown, &r).ok());
+  auto text = e2e::HttpGet(server_->metrics_port(), "/metrics");
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(Sample(*text, "recserve_requests_total{code=\"OK\",method=\"Recommend\"}"), 8) << *text;
+  EXPECT_EQ(Sample(*text, "recserve_requests_total{code=\"INVALID_ARGUMENT\",method=\"Recommend\"}"), 3);
+  EXPECT_EQ(Sample(*text, "recserve_request_duration_seconds_count{code=\"OK\",method=\"Recommend\"}"), 8);
+  EXPECT_EQ(Sample(*text, "recserve_stage_duration_seconds_count{stage=\"rank\"}"), 8);
+  EXPECT_EQ(Sample(*text, "recserve_unknown_items_total"), 1);
+  EXPECT_EQ(Sample(*text, "recserve_model_version{model=\"default\"}"), 1);
+  EXPECT_EQ(Sample(*text, "recserve_model_reloads_total{result=\"success\"}"), 1);
+  EXPECT_GT(Sample(*text, "recserve_model_size_bytes{form=\"fp32\"}"), Sample(*text, "recserve_model_size_bytes{form=\"served\"}"));
+  EXPECT_GT(Sample(*text, "recserve_candidates_count{source=\"popularity\"}"), 0);
+  EXPECT_GT(Sample(*text, "process_cpu_seconds_total"), 0);
+  EXPECT_GT(Sample(*text, "process_resident_memory_bytes"), 1e6);
+  EXPECT_GT(Sample(*text, "process_start_time_seconds"), 1.7e9);
+  EXPECT_EQ(Sample(*text, "recserve_inflight_requests"), 0);
+  EXPECT_NE(text->find("recserve_build_info{git_sha="), std::string::npos);
+  EXPECT_NE(text->find("# TYPE recserve_request_duration_seconds histogram"), std::string::npos);
+}
+
 TEST_F(E2eTest, ReflectionListsOurService) {
   StartServer();
   auto services = e2e::ListServicesByReflection(server_->address());

@@ -1,6 +1,9 @@
 #include "tests/e2e_util.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -90,7 +93,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(std::vector<
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   while (absl::Now() < deadline) {
     std::ifstream in(port_file);
-    if (in >> p->port_ >> p->admin_port_) return p;
+    if (in >> p->port_ >> p->admin_port_ >> p->metrics_port_) return p;
     int status = 0;
     if (::waitpid(pid, &status, WNOHANG) == pid) {
       p->exited_ = true;
@@ -215,6 +218,37 @@ absl::StatusOr<std::vector<std::string>> ListServicesByReflection(const std::str
   while (cq.Next(&tag, &ok)) {
   }
   return names;
+}
+
+absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::InternalError("socket failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return absl::UnavailableError(absl::StrCat("cannot connect to port ", port));
+  }
+  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+  if (::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    ::close(fd);
+    return absl::UnavailableError("write failed");
+  }
+  std::string response;
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  if (response.rfind("HTTP/1.", 0) != 0 || body == std::string::npos) {
+    return absl::InternalError(absl::StrCat("bad HTTP response: ", response.substr(0, 200)));
+  }
+  if (response.find(" 200 ") == std::string::npos) {
+    return absl::NotFoundError(response.substr(0, response.find("\r\n")));
+  }
+  return response.substr(body + 4);
 }
 
 int RunCommand(const std::string& command, std::string* output) {

@@ -38,6 +38,7 @@ class ServerProcess {
 
   int port() const { return port_; }
   int admin_port() const { return admin_port_; }
+  int metrics_port() const { return metrics_port_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   std::string admin_address() const { return "127.0.0.1:" + std::to_string(admin_port_); }
   pid_t pid() const { return pid_; }
@@ -51,6 +52,7 @@ class ServerProcess {
   pid_t pid_ = -1;
   int port_ = 0;
   int admin_port_ = 0;
+  int metrics_port_ = 0;
   std::string log_path_;
   bool exited_ = false;
 };
@@ -62,6 +64,9 @@ bool WaitForServing(const std::string& address, const std::string& service, absl
 // has, with a generic stub and hand-decoded wire format (Debian ships no reflection
 // client).
 absl::StatusOr<std::vector<std::string>> ListServicesByReflection(const std::string& address);
+
+// GET http://127.0.0.1:<port><path>; returns the body (NotFound-style errors as Status).
+absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
 
 // Runs a command, returns its exit code; stdout+stderr go to `output`.
 int RunCommand(const std::string& command, std::string* output);

@@ -1,0 +1,208 @@
+#include "server/metrics.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+#ifndef RECSERVE_VERSION
+#define RECSERVE_VERSION "dev"
+#endif
+#ifndef RECSERVE_GIT_SHA
+#define RECSERVE_GIT_SHA "unknown"
+#endif
+
+namespace recserve {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using prometheus::Histogram;
+
+// ~50 us to ~1 s, roughly x2 per bucket.
+Histogram::BucketBoundaries LatencyBuckets() {
+  return {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0};
+}
+
+// The standard process_* metrics, read from /proc when scraped.
+class ProcessCollector : public prometheus::Collectable {
+ public:
+  ProcessCollector() : start_seconds_(StartTime()) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::vector<prometheus::MetricFamily> out;
+    auto family = [&](const char* name, const char* help, prometheus::MetricType type, double v) {
+      prometheus::MetricFamily f;
+      f.name = name;
+      f.help = help;
+      f.type = type;
+      prometheus::ClientMetric m;
+      if (type == prometheus::MetricType::Counter) m.counter.value = v;
+      else m.gauge.value = v;
+      f.metric.push_back(m);
+      out.push_back(std::move(f));
+    };
+    family("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+           prometheus::MetricType::Counter, CpuSeconds());
+    family("process_resident_memory_bytes", "Resident memory size in bytes.", prometheus::MetricType::Gauge,
+           ResidentBytes());
+    family("process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+           prometheus::MetricType::Gauge, start_seconds_);
+    return out;
+  }
+
+ private:
+  static std::vector<std::string> StatFields() {
+    std::ifstream in("/proc/self/stat");
+    std::string line;
+    std::getline(in, line);
+    std::vector<std::string> fields;
+    const size_t close = line.rfind(')');
+    if (close == std::string::npos) return fields;
+    std::istringstream rest(line.substr(close + 2));
+    std::string f;
+    while (rest >> f) fields.push_back(f);
+    return fields;  // fields[0] is field 3 (state)
+  }
+  static double CpuSeconds() {
+    const auto f = StatFields();
+    if (f.size() < 13) return 0;
+    return (std::stod(f[11]) + std::stod(f[12])) / ::sysconf(_SC_CLK_TCK);  // utime, stime
+  }
+  static double ResidentBytes() {
+    std::ifstream in("/proc/self/statm");
+    double pages = 0, resident = 0;
+    in >> pages >> resident;
+    return resident * ::sysconf(_SC_PAGESIZE);
+  }
+  static double StartTime() {
+    const auto f = StatFields();
+    std::ifstream uptime_in("/proc/uptime");
+    double uptime = 0;
+    uptime_in >> uptime;
+    if (f.size() < 20) return 0;
+    const double started_after_boot = std::stod(f[19]) / ::sysconf(_SC_CLK_TCK);
+    const double boot = static_cast<double>(::time(nullptr)) - uptime;
+    return boot + started_after_boot;
+  }
+  double start_seconds_;
+};
+
+class CallbackGauge : public prometheus::Collectable {
+ public:
+  CallbackGauge(std::string name, std::string help, std::function<int()> fn)
+      : name_(std::move(name)), help_(std::move(help)), fn_(std::move(fn)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::MetricFamily f;
+    f.name = name_;
+    f.help = help_;
+    f.type = prometheus::MetricType::Gauge;
+    prometheus::ClientMetric m;
+    m.gauge.value = fn_ ? fn_() : 0;
+    f.metric.push_back(m);
+    return {f};
+  }
+
+ private:
+  std::string name_, help_;
+  std::function<int()> fn_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind_address,
+                                                        std::function<int()> inflight) {
+  std::unique_ptr<Metrics> m(new Metrics());
+  m->registry_ = std::make_shared<prometheus::Registry>();
+  auto& reg = *m->registry_;
+  auto& request_seconds = BuildHistogram().Name("recserve_request_duration_seconds")
+                              .Help("Recommend latency from arrival to answer, by gRPC status code.")
+                              .Register(reg);
+  auto& requests = BuildCounter().Name("recserve_requests_total").Help("Recommend calls by gRPC status code.").Register(reg);
+  for (int code = 0; code < kCodes; ++code) {
+    const std::string name = absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+    m->request_seconds_[code] = &request_seconds.Add({{"method", "Recommend"}, {"code", name}}, LatencyBuckets());
+    m->requests_[code] = &requests.Add({{"method", "Recommend"}, {"code", name}});
+  }
+  auto& stages = BuildHistogram().Name("recserve_stage_duration_seconds")
+                     .Help("Time per request in each engine stage.").Register(reg);
+  m->stage_recall_ = &stages.Add({{"stage", "recall"}}, LatencyBuckets());
+  m->stage_features_ = &stages.Add({{"stage", "features"}}, LatencyBuckets());
+  m->stage_rank_ = &stages.Add({{"stage", "rank"}}, LatencyBuckets());
+  m->stage_total_ = &stages.Add({{"stage", "total"}}, LatencyBuckets());
+  auto& candidates = BuildHistogram().Name("recserve_candidates")
+                         .Help("Candidates per request proposed by each recall source.").Register(reg);
+  const Histogram::BucketBoundaries counts = {0, 10, 25, 50, 100, 200, 400, 800, 1600};
+  m->candidates_[0] = &candidates.Add({{"source", "embedding"}}, counts);
+  m->candidates_[1] = &candidates.Add({{"source", "covisit"}}, counts);
+  m->candidates_[2] = &candidates.Add({{"source", "popularity"}}, counts);
+  m->unknown_items_ = &BuildCounter().Name("recserve_unknown_items_total")
+                           .Help("Request events skipped because their item id is not in the catalog.")
+                           .Register(reg).Add({});
+  m->shed_ = &BuildCounter().Name("recserve_shed_requests_total")
+                  .Help("Requests answered RESOURCE_EXHAUSTED at the in-flight cap.").Register(reg).Add({});
+  auto& reloads = BuildCounter().Name("recserve_model_reloads_total").Help("Model version load attempts by result.").Register(reg);
+  m->reload_success_ = &reloads.Add({{"result", "success"}});
+  m->reload_failure_ = &reloads.Add({{"result", "failure"}});
+  m->model_version_ = &BuildGauge().Name("recserve_model_version").Help("Serving model version, by model name.").Register(reg);
+  m->sparsity_ = &BuildGauge().Name("recserve_model_sparsity").Help("Fraction of zero ranker weights as served.").Register(reg).Add({});
+  auto& size = BuildGauge().Name("recserve_model_size_bytes").Help("Ranker weight bytes, fp32 and as served.").Register(reg);
+  m->size_fp32_ = &size.Add({{"form", "fp32"}});
+  m->size_served_ = &size.Add({{"form", "served"}});
+  m->auc_delta_ = &BuildGauge().Name("recserve_model_auc_delta")
+                       .Help("Served minus fp32 AUC on the calibration rows at load.").Register(reg).Add({});
+  BuildGauge().Name("recserve_build_info").Help("recserve build.").Register(reg)
+      .Add({{"version", RECSERVE_VERSION}, {"git_sha", RECSERVE_GIT_SHA}}).Set(1);
+  try {
+    m->exposer_ = std::make_unique<prometheus::Exposer>(bind_address);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", bind_address, ": ", e.what()));
+  }
+  // The exposer holds weak pointers: this object keeps the collectables alive.
+  m->exposer_->RegisterCollectable(m->registry_);
+  m->process_ = std::make_shared<ProcessCollector>();
+  m->exposer_->RegisterCollectable(m->process_);
+  m->inflight_ = std::make_shared<CallbackGauge>("recserve_inflight_requests",
+                                                 "Recommend calls queued or running.", std::move(inflight));
+  m->exposer_->RegisterCollectable(m->inflight_);
+  return m;
+}
+
+int Metrics::port() const {
+  const auto ports = exposer_->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+void Metrics::ObserveRequest(const RequestOutcome& o) {
+  const int code = static_cast<int>(o.code);
+  if (code >= 0 && code < kCodes) {
+    request_seconds_[code]->Observe(o.seconds);
+    requests_[code]->Increment();
+  }
+  if (o.code == absl::StatusCode::kResourceExhausted) shed_->Increment();
+  if (o.result == nullptr) return;
+  const RecommendResult& r = *o.result;
+  stage_recall_->Observe(r.seconds.recall);
+  stage_features_->Observe(r.seconds.features);
+  stage_rank_->Observe(r.seconds.rank);
+  stage_total_->Observe(r.seconds.total);
+  for (int s = 0; s < 3; ++s) candidates_[s]->Observe(r.candidates_by_source[s]);
+  if (r.unknown_items > 0) unknown_items_->Increment(r.unknown_items);
+}
+
+void Metrics::ObserveLoad(int64_t, const absl::Status& result) {
+  (result.ok() ? reload_success_ : reload_failure_)->Increment();
+}
+
+void Metrics::ObserveServing(const Model& model, const v1::ModelFigures& figures) {
+  model_version_->Add({{"model", model.name()}}).Set(static_cast<double>(model.version()));
+  sparsity_->Set(figures.sparsity());
+  size_fp32_->Set(static_cast<double>(figures.fp32_bytes()));
+  size_served_->Set(static_cast<double>(figures.served_bytes()));
+  auc_delta_->Set(figures.auc_delta());
+}
+
+}  // namespace recserve
