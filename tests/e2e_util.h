@@ -57,6 +57,24 @@ class ServerProcess {
   bool exited_ = false;
 };
 
+// Any other program run as a child (e.g. Debian's prometheus); killed on destruction.
+class ChildProcess {
+ public:
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(std::vector<std::string> argv,
+                                                             const std::string& log_path);
+  ~ChildProcess();
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int FreePort();
+
+// Percent-encodes a URL query value.
+std::string UrlEncode(const std::string& s);
+
 // Polls grpc.health.v1 Check(service) until SERVING or the timeout passes.
 bool WaitForServing(const std::string& address, const std::string& service, absl::Duration timeout);
 

@@ -8,7 +8,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libdnnl-dev libabsl-dev prometheus-cpp-dev libssl-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libonnx-dev libhnswlib-dev
-  python3-grpcio python3-protobuf python3-torch
+  python3-grpcio python3-protobuf python3-torch prometheus
 )
 if [[ "${RECSERVE_SETUP_EXTRA:-}" != "" ]]; then
   # shellcheck disable=SC2206
