@@ -6,6 +6,8 @@
 #include <atomic>
 #include <fstream>
 #include <functional>
+#include <regex>
+#include <set>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -15,6 +17,7 @@
 #include "engine/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "recserve/v1/recommender.grpc.pb.h"
 #include "tests/e2e_util.h"
 
@@ -126,6 +129,56 @@ TEST(PrometheusTest, RealPrometheusScrapesWhatClientsSent) {
   // The recording rules evaluate too.
   EXPECT_FALSE(WaitFor(prom_port, "recserve:stage_latency_seconds:p99_5m{stage=\"rank\"}",
                        [](const std::string& v) { return !v.empty() && v != "NaN"; }).empty());
+}
+
+// Every query of the Grafana dashboard names only metrics recserve exports (checked
+// against a live exposition), and the file is valid JSON with the panels ops need.
+TEST(PrometheusTest, DashboardQueriesNameOnlyExportedMetrics) {
+  const std::string dir = testing::TempDir("dashboard");
+  ASSERT_TRUE(e2e::WriteTinyBundle(dir + "/models", 1).ok());
+  auto server = e2e::ServerProcess::Start({"--model_base_path=" + dir + "/models", "--metrics_port=0",
+                                           "--warmup_requests=10"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE(e2e::WaitForServing((*server)->address(), "recserve.v1.Recommender", absl::Seconds(60)));
+  auto exposition = e2e::HttpGet((*server)->metrics_port(), "/metrics");
+  ASSERT_TRUE(exposition.ok());
+  std::set<std::string> exported;
+  for (size_t at = exposition->find("# TYPE "); at != std::string::npos; at = exposition->find("# TYPE ", at + 1)) {
+    const size_t name_end = exposition->find(' ', at + 7);
+    const std::string name = exposition->substr(at + 7, name_end - at - 7);
+    const std::string type = exposition->substr(name_end + 1, exposition->find('\n', name_end) - name_end - 1);
+    exported.insert(name);
+    if (type == "histogram") {
+      for (const char* suffix : {"_bucket", "_sum", "_count"}) exported.insert(name + suffix);
+    }
+  }
+  ASSERT_TRUE(exported.count("recserve_requests_total"));
+
+  std::ifstream in(absl::StrCat(std::getenv("RECSERVE_SOURCE_DIR"), "/deploy/grafana/recserve-dashboard.json"));
+  const nlohmann::json dashboard = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(dashboard.is_discarded()) << "dashboard JSON does not parse";
+  ASSERT_TRUE(dashboard.contains("panels"));
+  const std::regex metric("\\b(recserve_[a-z_]+|process_[a-z_]+)\\b");
+  int queries = 0;
+  std::set<std::string> used;
+  for (const auto& panel : dashboard["panels"]) {
+    for (const auto& target : panel["targets"]) {
+      const std::string expr = target["expr"].get<std::string>();
+      ++queries;
+      for (auto it = std::sregex_iterator(expr.begin(), expr.end(), metric); it != std::sregex_iterator(); ++it) {
+        const std::string name = (*it)[1];
+        used.insert(name);
+        EXPECT_TRUE(exported.count(name)) << "panel '" << panel["title"] << "' queries " << name
+                                          << ", which recserve does not export";
+      }
+    }
+  }
+  EXPECT_GE(queries, 10);
+  for (const char* needed : {"recserve_requests_total", "recserve_stage_duration_seconds_bucket",
+                             "recserve_inflight_requests", "recserve_candidates_sum", "recserve_model_version",
+                             "recserve_model_sparsity", "recserve_model_reloads_total"}) {
+    EXPECT_TRUE(used.count(needed)) << "the dashboard shows nothing of " << needed;
+  }
 }
 
 TEST(PrometheusTest, PromtoolAcceptsTheDeployConfigAndRules) {
