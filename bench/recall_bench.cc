@@ -9,6 +9,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/marshalling.h"
 #include "absl/container/flat_hash_set.h"
 #include "engine/bundle.h"
 #include "engine/embedding_index.h"
@@ -17,6 +18,8 @@ ABSL_FLAG(std::string, bundle, "", "Model version directory");
 ABSL_FLAG(int, queries, 200, "Queries (means of 5 random item embeddings)");
 ABSL_FLAG(int, k, 100, "Top-k");
 ABSL_FLAG(int, build_threads, 2, "HNSW build threads");
+ABSL_FLAG(std::vector<std::string>, kinds, std::vector<std::string>({"exact", "exact-int8", "hnsw"}),
+          "Indexes to run (the first must be exact)");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -42,7 +45,8 @@ int main(int argc, char** argv) {
   recserve::ExactFp32Index exact(catalog->get());
   std::vector<std::vector<recserve::ScoredItem>> truth(nq);
   double exact_ms = 0;
-  for (const char* kind : {"exact", "exact-int8", "hnsw"}) {
+  for (const std::string& kind_name : absl::GetFlag(FLAGS_kinds)) {
+    const char* kind = kind_name.c_str();
     recserve::EmbeddingIndexOptions o;
     o.kind = kind;
     o.build_threads = absl::GetFlag(FLAGS_build_threads);

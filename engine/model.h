@@ -35,7 +35,7 @@ struct ModelOptions {
   EmbeddingIndexOptions index = {""};
   // Queries used to measure the index's recall@100 against the exact scan at load
   // (0 = skip; the exact fp32 index is not measured).
-  int index_recall_queries = 200;
+  int index_recall_queries = 50;
 };
 
 class Model {

@@ -48,7 +48,7 @@ ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
           "On SIGTERM: time between health NOT_SERVING and closing the listener");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGTERM: longest wait for in-flight requests");
-ABSL_FLAG(int, warmup_requests, 200, "Requests run on a new version before it serves");
+ABSL_FLAG(int, warmup_requests, 64, "Requests run on a new version before it serves");
 ABSL_FLAG(std::string, compression, "",
           "Ranker compression at load: none | int8 | prune+int8 (default: the manifest's, int8 "
           "for trainer-made bundles)");

@@ -52,7 +52,7 @@ struct ModelManagerOptions {
   // figures. A non-OK status refuses the version (e.g. the accuracy gate).
   std::function<absl::Status(const Model&, v1::ModelFigures*)> check;
   // Recommend calls run on a new version before it serves.
-  int warmup_requests = 200;
+  int warmup_requests = 64;
   // Runs on the load thread after warm-up, just before the version is published (the
   // server warms every request worker's buffers here).
   std::function<void(const Model&)> before_publish;
