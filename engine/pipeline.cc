@@ -11,6 +11,10 @@ namespace {
 
 void PrepareScratch(const Model& model, PipelineScratch* s) {
   if (s->model_id == model.id()) return;
+  // A new version may reuse a freed version's addresses: start the per-catalog parts
+  // afresh instead of letting them recognise an old catalog by its address.
+  s->user = UserState();
+  s->recall = RecallScratch();
   const int max_candidates = std::max(model.recall_options().max_candidates, 1);
   const int padded = model.ranker().PaddedRows(max_candidates);
   s->rows.assign(static_cast<size_t>(padded) * model.features().width(), 0.f);

@@ -38,12 +38,13 @@ int64_t MtimeNs(const std::string& path) {
 
 // A few hundred requests from the catalog's own items, so the first real request finds
 // pages touched, caches warm and every code path exercised.
-absl::Status WarmUp(const Model& model, int requests) {
+absl::Status WarmUp(const Model& model, int requests, const std::atomic<bool>& stopping) {
   PipelineScratch scratch;
   RecommendResult result;
   const std::vector<int32_t>& popular = model.catalog().by_popularity();
   std::vector<QueryEvent> events;
   for (int r = 0; r < requests; ++r) {
+    if (stopping.load(std::memory_order_relaxed)) return absl::CancelledError("shutting down");
     events.clear();
     const int count = r % 10;  // includes cold users
     for (int e = 0; e < count; ++e) {
@@ -68,7 +69,9 @@ std::map<int64_t, std::string> ScanVersions(const std::string& base_path,
   const std::string base_real = RealPath(base_path);
   if (base_real.empty()) return out;
   std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(base_path, ec)) {
+  std::filesystem::directory_iterator it(base_path, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {  // no exceptions on the load thread
+    const std::filesystem::directory_entry& entry = *it;
     const std::string name = entry.path().filename().string();
     int64_t version = 0;
     if (!IsPlainPositiveInteger(name, &version)) {
@@ -120,12 +123,14 @@ ModelManager::~ModelManager() {
   retired_.clear();
 }
 
+void ModelManager::RequestStop() {
+  stopping_ = true;
+  absl::MutexLock lock(&mu_);
+  stop_ = true;
+}
+
 void ModelManager::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    if (stop_ && !load_thread_.joinable()) return;
-    stop_ = true;
-  }
+  RequestStop();
   if (load_thread_.joinable()) load_thread_.join();
 }
 
@@ -272,7 +277,7 @@ absl::Status ModelManager::RunCycle() {
     }
     for (auto& [v, e] : versions_) {
       if (!found.count(v) && e.status.state() == v1::AVAILABLE) {
-        e.model.reset();
+        RetireLocked(std::move(e.model));
         e.status.set_state(v1::UNLOADED);
       }
     }
@@ -282,6 +287,12 @@ absl::Status ModelManager::RunCycle() {
       if (pinned == 0 && v < serving) break;  // older than what serves: nothing to do
       if (v == serving) break;
       auto existing = versions_.find(v);
+      if (existing != versions_.end() && existing->second.model) {
+        if (!to_try.empty()) break;  // a newer version is to be loaded first
+        // Still loaded (kept as the previous version): swap it in without a reload.
+        Publish(v, existing->second.model);
+        return absl::OkStatus();
+      }
       if (existing != versions_.end() && existing->second.status.state() == v1::FAILED &&
           existing->second.ready_mtime_ns == MtimeNs(it->second + "/READY")) {
         continue;  // failed before and unchanged since
@@ -326,6 +337,7 @@ absl::Status ModelManager::RunCycle() {
     e.status.set_load_seconds(seconds);
     *e.status.mutable_figures() = figures;
     if (!model.ok()) {
+      RetireLocked(std::move(e.model));
       e.status.set_state(v1::FAILED);
       e.status.set_error(std::string(model.status().message()));
       if (first_error.ok()) {
@@ -358,17 +370,16 @@ absl::StatusOr<std::shared_ptr<const Model>> ModelManager::LoadVersion(int64_t v
   figures->set_embedding_index(model->index().name());
   figures->set_index_recall(model->index_recall());
   if (options_.check) RETURN_IF_ERROR(options_.check(*model, figures));
-  RETURN_IF_ERROR(WarmUp(*model, options_.warmup_requests));
+  if (stopping_.load()) return absl::CancelledError("shutting down");
+  RETURN_IF_ERROR(WarmUp(*model, options_.warmup_requests, stopping_));
   if (options_.before_publish) options_.before_publish(*model);
   return model;
 }
 
 void ModelManager::Publish(int64_t version, std::shared_ptr<const Model> model) {
   const int64_t previous = serving_version_;
-  std::shared_ptr<const Model> old;
   {
     absl::MutexLock lock(&serving_mu_);
-    old = std::move(serving_);
     serving_ = model;
   }
   serving_version_ = version;
@@ -382,26 +393,31 @@ void ModelManager::Publish(int64_t version, std::shared_ptr<const Model> model) 
       p.status.set_state(v1::AVAILABLE);
     } else {
       p.status.set_state(v1::UNLOADED);
-      p.model.reset();
+      RetireLocked(std::move(p.model));
     }
-    // Drop every other AVAILABLE version: at most serving + previous stay loaded.
+    // At most serving + previous stay loaded.
     for (auto& [v, other] : versions_) {
       if (v != version && v != previous && other.model) {
-        other.model.reset();
+        RetireLocked(std::move(other.model));
         other.status.set_state(v1::UNLOADED);
       }
     }
   }
-  if (old) retired_.push_back(std::move(old));
   ReapRetiredLocked();
   if (options_.on_published) options_.on_published(*e.model, e.status.figures());
   if (options_.on_serving_change) options_.on_serving_change(version);
+}
+
+void ModelManager::RetireLocked(std::shared_ptr<const Model> model) {
+  if (model) retired_.push_back(std::move(model));
 }
 
 void ModelManager::ReapRetiredLocked() {
   // use_count() == 1: only this list holds it (no request, no versions_ entry).
   for (size_t i = 0; i < retired_.size();) {
     if (retired_[i].use_count() == 1) {
+      // use_count() is a relaxed read: order the last holder's accesses before the free.
+      std::atomic_thread_fence(std::memory_order_acquire);
       const int64_t version = retired_[i]->version();
       retired_[i] = std::move(retired_.back());
       retired_.pop_back();  // destroys the model, on this (the load) thread

@@ -20,6 +20,7 @@
 #ifndef RECSERVE_SERVER_MODEL_MANAGER_H_
 #define RECSERVE_SERVER_MODEL_MANAGER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -105,6 +106,9 @@ class ModelManager {
 
   // Stops the load thread; the serving version stays pinnable. Idempotent.
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Asks the load thread to stop (an ongoing load ends early) and wakes every waiter,
+  // without joining. Stop() joins.
+  void RequestStop() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Entry {
@@ -121,6 +125,10 @@ class ModelManager {
                                                           v1::ModelFigures* figures);
   void Publish(int64_t version, std::shared_ptr<const Model> model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReapRetiredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands a version's model to the retired list (destroyed by the load thread once no
+  // request holds it). Every loaded model is owned by exactly one versions_ entry until
+  // it is retired.
+  void RetireLocked(std::shared_ptr<const Model> model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<int64_t> WaitForCycle(uint64_t ticket) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Constant after construction.
@@ -138,6 +146,7 @@ class ModelManager {
   uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;  // tickets whose cycle finished
   std::map<uint64_t, absl::Status> cycle_results_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> stopping_{false};  // read by long loads without the lock
   std::thread load_thread_;
 };
 

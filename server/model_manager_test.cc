@@ -191,8 +191,10 @@ TEST_F(ModelManagerTest, InflightRequestFinishesOnPinnedVersionThenItIsFreedOffT
 TEST_F(ModelManagerTest, PinRollsBackAndUnpinReturnsToNewest) {
   Write(1);
   Write(2);
+  std::atomic<int> loads{0};
   ModelManagerOptions o;
   o.keep_previous = true;
+  o.on_load = [&loads](int64_t, const absl::Status&) { ++loads; };
   auto m = Start(o);
   ASSERT_TRUE(m->WaitUntilServing(absl::Seconds(30)));
   ASSERT_EQ(m->serving_version(), 2);
@@ -205,6 +207,12 @@ TEST_F(ModelManagerTest, PinRollsBackAndUnpinReturnsToNewest) {
   EXPECT_EQ(m->serving_version(), 1);
   ASSERT_EQ(*m->SetServingVersion(0), 3);  // unpin: newest
   EXPECT_LE(m->loaded_count(), 3);
+  // Version 1 was kept loaded as the previous one: rolling back to it loads nothing.
+  const int loads_before = loads.load();
+  ASSERT_EQ(*m->SetServingVersion(1), 1);
+  EXPECT_EQ(loads.load(), loads_before);
+  EXPECT_EQ(StatusOf(*m, 3).state(), v1::AVAILABLE);
+  EXPECT_LE(m->loaded_count(), 2);
 }
 
 int64_t ResidentBytes() {

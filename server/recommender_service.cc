@@ -104,9 +104,9 @@ grpc::ServerUnaryReactor* RecommenderService::Recommend(grpc::CallbackServerCont
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (!accepting_.load(std::memory_order_acquire)) {
-    inflight_.fetch_add(1, std::memory_order_acq_rel);
+    // Not counted in flight: draining waits only for calls that were accepted.
     Finish(reactor, absl::UnavailableError("server is shutting down; retry on another replica"), start,
-           nullptr);
+           nullptr, /*counted=*/false);
     return reactor;
   }
   if (inflight_.fetch_add(1, std::memory_order_acq_rel) >= limits_.max_inflight) {
@@ -132,11 +132,11 @@ grpc::ServerUnaryReactor* RecommenderService::Recommend(grpc::CallbackServerCont
 }
 
 void RecommenderService::Finish(grpc::ServerUnaryReactor* reactor, const absl::Status& status,
-                                absl::Time start, const RecommendResult* result) {
+                                absl::Time start, const RecommendResult* result, bool counted) {
   if (observer_) {
     observer_({status.code(), absl::ToDoubleSeconds(absl::Now() - start), result});
   }
-  inflight_.fetch_sub(1, std::memory_order_acq_rel);
+  if (counted) inflight_.fetch_sub(1, std::memory_order_acq_rel);
   reactor->Finish(ToGrpcStatus(status));
 }
 

@@ -61,8 +61,9 @@ class RecommenderService final : public v1::Recommender::CallbackService {
  private:
   absl::Status Handle(grpc::CallbackServerContext* context, const v1::RecommendRequest& request,
                       v1::RecommendResponse* response, RecommendResult* result);
+  // Answers the call; `counted` calls were counted in inflight_ and are uncounted here.
   void Finish(grpc::ServerUnaryReactor* reactor, const absl::Status& status, absl::Time start,
-              const RecommendResult* result);
+              const RecommendResult* result, bool counted = true);
 
   ModelManager* const manager_;
   WorkerPool* const pool_;

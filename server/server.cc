@@ -3,6 +3,9 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
+#include <limits>
+
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
 
@@ -25,7 +28,7 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
     if (self->metrics_) self->metrics_->ObserveServing(model, figures);
   };
   manager_options.on_serving_change = [self, user_callback](int64_t version) {
-    self->SetReady(version != 0);
+    self->UpdateReadiness();
     if (user_callback) user_callback(version);
   };
 
@@ -34,7 +37,7 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
 
   s->pool_ = std::make_unique<WorkerPool>(s->options_.worker_threads);
   // The manager starts loading only once the services exist (its callbacks use them);
-  // SetReady tolerates a gRPC server that is not built yet, and readiness is set again
+  // UpdateReadiness tolerates a gRPC server that is not built yet, and readiness is set again
   // below.
   ASSIGN_OR_RETURN(s->manager_, ModelManager::Create(std::move(manager_options)));
   auto user_observer = s->options_.observer;
@@ -56,7 +59,8 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   builder.AddListeningPort(s->options_.listen_address, grpc::InsecureServerCredentials(), &s->port_);
   builder.RegisterService(s->recommender_.get());
   builder.SetMaxReceiveMessageSize(s->options_.max_message_bytes);
-  builder.SetMaxSendMessageSize(4 * s->options_.max_message_bytes);
+  builder.SetMaxSendMessageSize(static_cast<int>(
+      std::min<int64_t>(int64_t{4} * s->options_.max_message_bytes, std::numeric_limits<int>::max())));
   {
     absl::MutexLock lock(&s->mu_);
     s->server_ = builder.BuildAndStart();
@@ -75,21 +79,26 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
       return absl::UnavailableError(absl::StrCat("cannot listen on ", s->options_.admin_address));
     }
   }
-  s->SetReady(s->manager_->serving_version() != 0);
+  s->UpdateReadiness();
   return s;
 }
 
 RecserveServer::~RecserveServer() {
   Drain(absl::ZeroDuration(), absl::Seconds(1));
-  if (admin_server_) admin_server_->Shutdown();
+  // Wake admin calls waiting on a load before waiting for them; then join the loader.
+  if (manager_) manager_->RequestStop();
+  if (admin_server_) admin_server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
   if (manager_) manager_->Stop();
 }
 
 int RecserveServer::metrics_port() const { return metrics_ ? metrics_->port() : 0; }
 
-void RecserveServer::SetReady(bool ready) {
+void RecserveServer::UpdateReadiness() {
   absl::MutexLock lock(&mu_);
-  if (!server_ || draining_) return;
+  if (!server_ || draining_ || !manager_) return;
+  // Read the truth under mu_ rather than trusting a caller's value: start-up and the
+  // load thread may both call this, in either order.
+  const bool ready = manager_->serving_version() != 0;
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   if (health) health->SetServingStatus(kReadinessService, ready);
 }

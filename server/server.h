@@ -56,7 +56,7 @@ class RecserveServer {
 
  private:
   RecserveServer() = default;
-  void SetReady(bool ready);
+  void UpdateReadiness() ABSL_LOCKS_EXCLUDED(mu_);
 
   ServerOptions options_;
   std::unique_ptr<ModelManager> manager_;
