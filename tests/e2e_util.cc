@@ -66,6 +66,30 @@ std::string BinaryPath(const std::string& relative) {
   return std::string(dir ? dir : ".") + "/" + relative;
 }
 
+namespace {
+
+// fork + execv with stdout and stderr going to `log_path`.
+absl::StatusOr<pid_t> Spawn(std::vector<std::string> args, const std::string& log_path) {
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    FILE* log = std::fopen(log_path.c_str(), "w");
+    if (log) {
+      ::dup2(::fileno(log), 1);
+      ::dup2(::fileno(log), 2);
+    }
+    ::execv(argv[0], argv.data());
+    std::perror("execv");
+    ::_exit(127);
+  }
+  return pid;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(std::vector<std::string> flags) {
   auto p = std::unique_ptr<ServerProcess>(new ServerProcess());
   char tmpl[] = "/tmp/recserve_e2e_XXXXXX";
@@ -75,21 +99,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(std::vector<
   p->log_path_ = dir + "/server.log";
   flags.insert(flags.begin(), {BinaryPath("server/recserve"), "--port=0", "--admin_port=0",
                                "--host=127.0.0.1", "--metrics_port=-1", "--port_file=" + port_file});
-  std::vector<char*> argv;
-  for (std::string& f : flags) argv.push_back(f.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) return absl::InternalError("fork failed");
-  if (pid == 0) {
-    FILE* log = std::fopen(p->log_path_.c_str(), "w");
-    if (log) {
-      ::dup2(::fileno(log), 1);
-      ::dup2(::fileno(log), 2);
-    }
-    ::execv(argv[0], argv.data());
-    std::perror("execv");
-    ::_exit(127);
-  }
+  ASSIGN_OR_RETURN(const pid_t pid, Spawn(std::move(flags), p->log_path_));
   p->pid_ = pid;
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   while (absl::Now() < deadline) {
@@ -135,21 +145,7 @@ std::string ServerProcess::Log() const {
 
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Start(std::vector<std::string> args,
                                                                   const std::string& log_path) {
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) return absl::InternalError("fork failed");
-  if (pid == 0) {
-    FILE* log = std::fopen(log_path.c_str(), "w");
-    if (log) {
-      ::dup2(::fileno(log), 1);
-      ::dup2(::fileno(log), 2);
-    }
-    ::execv(argv[0], argv.data());
-    std::perror("execv");
-    ::_exit(127);
-  }
+  ASSIGN_OR_RETURN(const pid_t pid, Spawn(std::move(args), log_path));
   auto child = std::unique_ptr<ChildProcess>(new ChildProcess());
   child->pid_ = pid;
   return child;
