@@ -48,6 +48,9 @@ ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
           "On SIGTERM: time between health NOT_SERVING and closing the listener");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGTERM: longest wait for in-flight requests");
+ABSL_FLAG(absl::Duration, max_connection_age, absl::ZeroDuration(),
+          "Send GOAWAY to a client connection this old (0 = never), so clients that hold "
+          "one connection re-resolve and reach replicas added since");
 ABSL_FLAG(int, warmup_requests, 64, "Requests run on a new version before it serves");
 ABSL_FLAG(std::string, compression, "",
           "Ranker compression at load: none | int8 | prune+int8 (default: the manifest's, int8 "
@@ -84,6 +87,7 @@ int Run() {
   options.worker_threads =
       absl::GetFlag(FLAGS_worker_threads) > 0 ? absl::GetFlag(FLAGS_worker_threads) : std::max(1, cores);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
   options.limits.max_events = absl::GetFlag(FLAGS_max_events);
   options.limits.max_n = absl::GetFlag(FLAGS_max_n);
   options.limits.max_inflight = absl::GetFlag(FLAGS_max_inflight);
@@ -137,6 +141,10 @@ int Run() {
       options.max_message_bytes < 1024) {
     std::fprintf(stderr, "recserve: limits must be positive (--max_n, --max_inflight, "
                          "--max_message_bytes >= 1024)\n");
+    return 2;
+  }
+  if (options.max_connection_age < absl::ZeroDuration() || options.max_connection_age > absl::Hours(24 * 20)) {
+    std::fprintf(stderr, "recserve: --max_connection_age must be between 0 (never) and 480h\n");
     return 2;
   }
 

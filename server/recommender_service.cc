@@ -103,12 +103,7 @@ grpc::ServerUnaryReactor* RecommenderService::Recommend(grpc::CallbackServerCont
                                                         v1::RecommendResponse* response) {
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (!accepting_.load(std::memory_order_acquire)) {
-    // Not counted in flight: draining waits only for calls that were accepted.
-    Finish(reactor, absl::UnavailableError("server is shutting down; retry on another replica"), start,
-           nullptr, /*counted=*/false);
-    return reactor;
-  }
+  arrivals_.fetch_add(1, std::memory_order_relaxed);
   if (inflight_.fetch_add(1, std::memory_order_acq_rel) >= limits_.max_inflight) {
     Finish(reactor,
            absl::ResourceExhaustedError(absl::StrFormat(
@@ -132,11 +127,11 @@ grpc::ServerUnaryReactor* RecommenderService::Recommend(grpc::CallbackServerCont
 }
 
 void RecommenderService::Finish(grpc::ServerUnaryReactor* reactor, const absl::Status& status,
-                                absl::Time start, const RecommendResult* result, bool counted) {
+                                absl::Time start, const RecommendResult* result) {
   if (observer_) {
     observer_({status.code(), absl::ToDoubleSeconds(absl::Now() - start), result});
   }
-  if (counted) inflight_.fetch_sub(1, std::memory_order_acq_rel);
+  inflight_.fetch_sub(1, std::memory_order_acq_rel);
   reactor->Finish(ToGrpcStatus(status));
 }
 

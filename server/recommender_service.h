@@ -51,26 +51,25 @@ class RecommenderService final : public v1::Recommender::CallbackService {
                                       v1::RecommendResponse* response) override;
 
   int inflight() const { return inflight_.load(std::memory_order_relaxed); }
+  // Recommend calls that have arrived so far (draining watches it go still).
+  uint64_t arrivals() const { return arrivals_.load(std::memory_order_relaxed); }
   // Runs one request for `model` on every worker so each has its buffers for the new
   // version before the version serves (no first-request allocation spike after a swap).
   void WarmWorkers(const Model& model);
-  // From now on new calls are answered UNAVAILABLE (retry elsewhere) instead of served;
-  // calls already accepted finish normally.
-  void StopAccepting() { accepting_.store(false, std::memory_order_release); }
 
  private:
   absl::Status Handle(grpc::CallbackServerContext* context, const v1::RecommendRequest& request,
                       v1::RecommendResponse* response, RecommendResult* result);
-  // Answers the call; `counted` calls were counted in inflight_ and are uncounted here.
+  // Answers the call and takes it out of inflight_.
   void Finish(grpc::ServerUnaryReactor* reactor, const absl::Status& status, absl::Time start,
-              const RecommendResult* result, bool counted = true);
+              const RecommendResult* result);
 
   ModelManager* const manager_;
   WorkerPool* const pool_;
   const RequestLimits limits_;
   const std::function<void(const RequestOutcome&)> observer_;
+  std::atomic<uint64_t> arrivals_{0};
   std::atomic<int> inflight_{0};
-  std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> request_counter_{0};
 };
 

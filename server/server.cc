@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
+#include "server/listener.h"
 
 namespace recserve {
 
@@ -55,9 +56,19 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   }
   s->manager_->Start();
 
+  ASSIGN_OR_RETURN(s->listener_, Listener::Open(s->options_.listen_address));
+  s->port_ = s->listener_->port();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(s->options_.listen_address, grpc::InsecureServerCredentials(), &s->port_);
+  auto acceptor = builder.experimental().AddExternalConnectionAcceptor(
+      grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD, grpc::InsecureServerCredentials());
   builder.RegisterService(s->recommender_.get());
+  if (s->options_.max_connection_age > absl::ZeroDuration()) {
+    // A graceful GOAWAY (calls in flight finish; the server keeps serving), so clients
+    // that hold one connection move to a fresh one and re-balance over the replicas.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(absl::ToInt64Milliseconds(s->options_.max_connection_age)));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 30000);
+  }
   builder.SetMaxReceiveMessageSize(s->options_.max_message_bytes);
   builder.SetMaxSendMessageSize(static_cast<int>(
       std::min<int64_t>(int64_t{4} * s->options_.max_message_bytes, std::numeric_limits<int>::max())));
@@ -65,9 +76,8 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
     absl::MutexLock lock(&s->mu_);
     s->server_ = builder.BuildAndStart();
   }
-  if (!s->server_ || s->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", s->options_.listen_address));
-  }
+  if (!s->server_) return absl::UnavailableError(absl::StrCat("cannot start the gRPC server on ", s->options_.listen_address));
+  s->listener_->Serve(std::move(acceptor));
   if (!s->options_.admin_address.empty()) {
     s->admin_ = std::make_unique<AdminService>(s->manager_.get());
     grpc::ServerBuilder admin;
@@ -114,13 +124,30 @@ void RecserveServer::Drain(absl::Duration drain_delay, absl::Duration grace) {
     }
   }
   absl::SleepFor(drain_delay);
-  // Refuse new calls with a clean, retryable UNAVAILABLE while the accepted ones finish;
-  // only then close the listener, so no accepted call is cut off by the shutdown.
   const absl::Time deadline = absl::Now() + grace;
+  // 1. Refuse new connections: nginx retries a refused connect on another replica, a
+  // gRPC channel reconnects elsewhere.
+  if (listener_) listener_->Close();
+  // 2. Keep serving the connections already accepted until no call has arrived for a
+  // short while: a proxy that opens a connection per call has sent its last one by then.
+  // Bounded, because a client holding a long-lived connection may never go quiet; it
+  // leaves at step 3.
   if (recommender_) {
-    recommender_->StopAccepting();
-    while (recommender_->inflight() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(2));
+    constexpr absl::Duration kQuiet = absl::Milliseconds(50), kMaxLinger = absl::Seconds(1);
+    const absl::Time linger_end = std::min(deadline, absl::Now() + kMaxLinger);
+    uint64_t seen = recommender_->arrivals();
+    absl::Time quiet_since = absl::Now();
+    while (absl::Now() < linger_end && absl::Now() - quiet_since < kQuiet) {
+      absl::SleepFor(absl::Milliseconds(5));
+      const uint64_t arrivals = recommender_->arrivals();
+      if (arrivals != seen || recommender_->inflight() > 0) {
+        seen = arrivals;
+        quiet_since = absl::Now();
+      }
+    }
   }
+  // 3. GOAWAY on every connection; accepted calls run to the end, stragglers are
+  // cancelled at the deadline.
   if (server_) server_->Shutdown(absl::ToChronoTime(deadline));
   if (pool_) pool_->Stop();  // runs what is queued; every call has finished by now
   absl::MutexLock lock(&mu_);

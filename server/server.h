@@ -15,7 +15,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "server/admin_service.h"
+#include "server/listener.h"
 #include "server/metrics.h"
 #include "server/model_manager.h"
 #include "server/recommender_service.h"
@@ -31,6 +33,7 @@ struct ServerOptions {
   std::string metrics_address = "";              // Prometheus /metrics; empty = off
   int worker_threads = 2;                        // engine worker threads
   int max_message_bytes = 1 << 20;               // largest request accepted
+  absl::Duration max_connection_age;             // GOAWAY to older connections; 0 = never
   RequestLimits limits;
   ModelManagerOptions manager;
   std::function<void(const RequestOutcome&)> observer;  // per finished Recommend
@@ -47,9 +50,10 @@ class RecserveServer {
   ModelManager& manager() { return *manager_; }
   RecommenderService& recommender() { return *recommender_; }
 
-  // Health NOT_SERVING, then waits `drain_delay` (load balancers notice), then answers
-  // new calls UNAVAILABLE while waiting at most `grace` for accepted ones, then closes
-  // the listener. Idempotent.
+  // Health NOT_SERVING; waits `drain_delay` (load balancers notice) while still serving;
+  // closes the listener (new connections refused) and serves the open connections until
+  // they go quiet (at most 1 s); then gRPC shutdown: GOAWAY, accepted calls finish, at
+  // most `grace` after the delay. Idempotent.
   void Drain(absl::Duration drain_delay, absl::Duration grace);
   // Blocks until Drain has finished.
   void Wait();
@@ -64,6 +68,7 @@ class RecserveServer {
   std::unique_ptr<RecommenderService> recommender_;
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<Listener> listener_;  // the Recommender port; gRPC gets its connections
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::Server> admin_server_;
   int port_ = 0;

@@ -285,10 +285,10 @@ TEST_F(E2eTest, SigtermDuringTrafficFailsNoInflightRequestAndExitsZero) {
           ok_after++;
         } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
                    s.error_code() == grpc::StatusCode::CANCELLED) {
-          // Sent after SIGTERM and refused: UNAVAILABLE from the server's refusal phase,
-          // or CANCELLED from gRPC for a call that reached the transport as the listener
-          // closed and was never handed to the service. The server waits for every call
-          // it accepted before it closes, so neither is an accepted call cut off.
+          // Sent after SIGTERM and refused: UNAVAILABLE once the listener is closed and
+          // the channel cannot reconnect, or CANCELLED from gRPC for a call that reached
+          // a connection as gRPC shut it down and was never handed to the service. The
+          // server waits for every call it accepted, so neither is an accepted call cut off.
           unavailable_after++;
           break;
         } else {
@@ -310,6 +310,30 @@ TEST_F(E2eTest, SigtermDuringTrafficFailsNoInflightRequestAndExitsZero) {
   EXPECT_EQ(other_after.load(), 0) << "a request failed with something other than a refusal";
   EXPECT_GT(ok_after.load(), 0) << "in-flight and drain-window requests should have been served";
   EXPECT_THAT(server_->Log(), HasSubstr("SIGTERM, draining"));
+}
+
+TEST_F(E2eTest, MaxConnectionAgeRecyclesConnectionsWithoutFailingCalls) {
+  // Each connection gets a graceful GOAWAY after 200 ms; the channel reconnects while
+  // calls keep flowing, and none of them fails.
+  StartServer({"--max_connection_age=200ms"});
+  const v1::RecommendRequest request = WarmRequest(10);
+  auto stub = v1::Recommender::NewStub(channel_);
+  int ok = 0, failed = 0;
+  std::string first_failure;
+  const absl::Time end = absl::Now() + absl::Seconds(2);
+  while (absl::Now() < end) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    v1::RecommendResponse response;
+    grpc::Status s = stub->Recommend(&ctx, request, &response);
+    if (s.ok()) {
+      ++ok;
+    } else if (failed++ == 0) {
+      first_failure = s.error_message();
+    }
+  }
+  EXPECT_EQ(failed, 0) << first_failure;
+  EXPECT_GT(ok, 0);
 }
 
 }  // namespace

@@ -3,13 +3,23 @@
 # Idempotent: installs only what is missing. Needs root (or sudo) the first time.
 set -euo pipefail
 
-packages=(
+# RECSERVE_SETUP=build installs only what compiling needs (the container's build stage);
+# the default, all, adds the peers and tools the tests and benchmarks run.
+build_packages=(
   build-essential cmake ccache pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libdnnl-dev libabsl-dev prometheus-cpp-dev libssl-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libonnx-dev libhnswlib-dev
-  python3-grpcio python3-protobuf python3-torch prometheus
 )
+test_packages=(
+  python3-grpcio python3-protobuf python3-torch python3-yaml python3-kubernetes
+  prometheus nginx-light
+)
+case "${RECSERVE_SETUP:-all}" in
+  build) packages=("${build_packages[@]}") ;;
+  all) packages=("${build_packages[@]}" "${test_packages[@]}") ;;
+  *) echo "setup: RECSERVE_SETUP must be build or all, not '${RECSERVE_SETUP}'" >&2; exit 2 ;;
+esac
 if [[ "${RECSERVE_SETUP_EXTRA:-}" != "" ]]; then
   # shellcheck disable=SC2206
   packages+=(${RECSERVE_SETUP_EXTRA})
