@@ -3,6 +3,8 @@
 //   recserve-cli recommend --events=1017:click,2044:view,3001:purchase@1700000000000 --n=10
 //   recserve-cli status
 //   recserve-cli health [--service=recserve.v1.Recommender]
+//   recserve-cli reload                 (scan the model directory now; waits for the load)
+//   recserve-cli pin --version=N        (serve version N; --version=0 returns to the newest)
 //
 // Events are item[:type][@unix_ms], comma-separated, oldest first; type is view, click
 // (default), cart or purchase; without @time the events are spaced one minute apart
@@ -36,7 +38,8 @@ ABSL_FLAG(int, hour, -1, "Hour of day 0..23");
 ABSL_FLAG(int, per_category_cap, 0, "At most this many items per category (0 = no cap)");
 ABSL_FLAG(bool, keep_purchased, false, "Keep items the user purchased");
 ABSL_FLAG(std::string, service, "recserve.v1.Recommender", "health: service to check (\"\" = liveness)");
-ABSL_FLAG(int, timeout_ms, 5000, "Deadline of each call");
+ABSL_FLAG(int, timeout_ms, 0, "Deadline of the call (0: 5000, or 120000 for reload and pin, which wait for a load)");
+ABSL_FLAG(int64_t, version, -1, "pin: version to serve (0 = back to the newest)");
 
 namespace {
 
@@ -95,9 +98,9 @@ std::string Sources(uint32_t bits) {
   return absl::StrJoin(names, "+");
 }
 
-void SetDeadline(grpc::ClientContext* ctx) {
-  ctx->set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
+void SetDeadline(grpc::ClientContext* ctx, int default_ms = 5000) {
+  const int ms = absl::GetFlag(FLAGS_timeout_ms) > 0 ? absl::GetFlag(FLAGS_timeout_ms) : default_ms;
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
 }
 
 int Fail(const std::string& what, const grpc::Status& status, const std::string& address) {
@@ -179,6 +182,38 @@ int Status() {
   return 0;
 }
 
+int Reload() {
+  const std::string address = absl::GetFlag(FLAGS_admin_address);
+  auto stub = recserve::v1::Admin::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, /*default_ms=*/120000);  // may wait for a model load
+  recserve::v1::ReloadModelsResponse response;
+  grpc::Status status = stub->ReloadModels(&ctx, {}, &response);
+  if (!status.ok()) return Fail("reload", status, address);
+  std::printf("serving version %lld\n", static_cast<long long>(response.serving_version()));
+  return 0;
+}
+
+int Pin() {
+  const std::string address = absl::GetFlag(FLAGS_admin_address);
+  const int64_t version = absl::GetFlag(FLAGS_version);
+  if (version < 0) {
+    std::fprintf(stderr, "recserve-cli pin: give --version=N (N > 0 pins it, 0 returns to the newest)\n");
+    return 2;
+  }
+  auto stub = recserve::v1::Admin::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, /*default_ms=*/120000);  // may wait for a model load
+  recserve::v1::SetServingVersionRequest request;
+  request.set_version(version);
+  recserve::v1::SetServingVersionResponse response;
+  grpc::Status status = stub->SetServingVersion(&ctx, request, &response);
+  if (!status.ok()) return Fail("pin", status, address);
+  std::printf("serving version %lld%s\n", static_cast<long long>(response.serving_version()),
+              version == 0 ? " (newest)" : " (pinned)");
+  return 0;
+}
+
 int Health() {
   const std::string address = absl::GetFlag(FLAGS_address);
   auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
@@ -197,10 +232,12 @@ int Health() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "recserve-cli recommend|status|health [flags]\n"
+      "recserve-cli recommend|status|health|reload|pin [flags]\n"
       "  recommend --events=1017:click,2044:view@1700000000000 --n=10\n"
       "  status    (admin listener)\n"
-      "  health    [--service=recserve.v1.Recommender | --service=]");
+      "  health    [--service=recserve.v1.Recommender | --service=]\n"
+      "  reload    (admin listener: scan the model directory now)\n"
+      "  pin       --version=N (admin listener; 0 = back to the newest)");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
@@ -210,6 +247,9 @@ int main(int argc, char** argv) {
   if (command == "recommend") return Recommend();
   if (command == "status") return Status();
   if (command == "health") return Health();
-  std::fprintf(stderr, "recserve-cli: unknown command '%s' (recommend, status, health)\n", command.c_str());
+  if (command == "reload") return Reload();
+  if (command == "pin") return Pin();
+  std::fprintf(stderr, "recserve-cli: unknown command '%s' (recommend, status, health, reload, pin)\n",
+               command.c_str());
   return 2;
 }

@@ -258,6 +258,30 @@ TEST_F(E2eTest, CliRecommendsAndReportsStatusAndErrorsClearly) {
   EXPECT_THAT(out, HasSubstr("cannot reach recserve at 127.0.0.1:1"));
 }
 
+TEST_F(E2eTest, CliReloadsAndPinsVersionsThroughTheAdminService) {
+  const std::string models = testing::TempDir("cli_models");
+  ASSERT_TRUE(e2e::WriteTinyBundle(models, 1).ok());
+  // No polling to speak of: only `reload` finds version 2.
+  auto server = e2e::ServerProcess::Start({"--model_base_path=" + models, "--poll_interval=1h",
+                                           "--warmup_requests=4"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE(e2e::WaitForServing((*server)->address(), "recserve.v1.Recommender", absl::Seconds(60)));
+  const std::string cli = absl::StrCat(e2e::BinaryPath("server/recserve-cli"),
+                                       " --admin_address=", (*server)->admin_address(), " ");
+  ASSERT_TRUE(e2e::PublishCopy(models + "/1", models, 2).ok());
+  std::string out;
+  ASSERT_EQ(e2e::RunCommand(cli + "reload", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("serving version 2"));
+  ASSERT_EQ(e2e::RunCommand(cli + "pin --version=1", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("serving version 1 (pinned)"));
+  ASSERT_EQ(e2e::RunCommand(cli + "pin --version=0", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("serving version 2 (newest)"));
+  EXPECT_EQ(e2e::RunCommand(cli + "pin --version=7", &out), 1);
+  EXPECT_THAT(out, HasSubstr("7"));
+  EXPECT_EQ(e2e::RunCommand(cli + "pin", &out), 2);
+  EXPECT_THAT(out, HasSubstr("give --version=N"));
+}
+
 TEST_F(E2eTest, SigtermDuringTrafficFailsNoInflightRequestAndExitsZero) {
   StartServer({"--drain_delay=300ms", "--shutdown_grace=10s"});
   const v1::RecommendRequest request = WarmRequest(10);
