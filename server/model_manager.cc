@@ -103,7 +103,7 @@ absl::StatusOr<std::unique_ptr<ModelManager>> ModelManager::Create(ModelManagerO
   }
   std::unique_ptr<ModelManager> m(new ModelManager(std::move(options)));
   {
-    absl::MutexLock lock(&m->mu_);
+    MutexLock lock(&m->mu_);
     m->pinned_ = m->options_.pinned_version;
     m->requested_ = 1;  // the first scan
   }
@@ -112,20 +112,20 @@ absl::StatusOr<std::unique_ptr<ModelManager>> ModelManager::Create(ModelManagerO
 }
 
 void ModelManager::Start() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (load_thread_.joinable() || stop_) return;
   load_thread_ = std::thread([this] { LoadLoop(); });
 }
 
 ModelManager::~ModelManager() {
   Stop();
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   retired_.clear();
 }
 
 void ModelManager::RequestStop() {
   stopping_ = true;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   stop_ = true;
 }
 
@@ -135,40 +135,40 @@ void ModelManager::Stop() {
 }
 
 std::shared_ptr<const Model> ModelManager::Pin() const {
-  absl::ReaderMutexLock lock(&serving_mu_);
+  ReaderMutexLock lock(&serving_mu_);
   return serving_;
 }
 
 int64_t ModelManager::serving_version() const {
-  absl::ReaderMutexLock lock(&serving_mu_);
+  ReaderMutexLock lock(&serving_mu_);
   return serving_ ? serving_->version() : 0;
 }
 
 bool ModelManager::WaitUntilServing(absl::Duration timeout) const {
-  absl::MutexLock lock(&serving_mu_);
+  MutexLock lock(&serving_mu_);
   auto serving = [this]() ABSL_SHARED_LOCKS_REQUIRED(serving_mu_) { return serving_ != nullptr; };
   return serving_mu_.AwaitWithTimeout(absl::Condition(&serving), timeout);
 }
 
 int64_t ModelManager::pinned_version() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return pinned_;
 }
 
 int ModelManager::loaded_count() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   int n = static_cast<int>(retired_.size());
   for (const auto& [v, e] : versions_) n += e.model != nullptr;
   return n;
 }
 
 void ModelManager::RequestScan() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   ++requested_;
 }
 
 absl::StatusOr<int64_t> ModelManager::WaitForCycle(uint64_t ticket) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto done = [this, ticket]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return completed_ >= ticket || stop_; };
   mu_.Await(absl::Condition(&done));
   if (completed_ < ticket) return absl::UnavailableError("model manager is stopping");
@@ -185,7 +185,7 @@ absl::StatusOr<int64_t> ModelManager::WaitForCycle(uint64_t ticket) {
 absl::StatusOr<int64_t> ModelManager::ReloadNow() {
   uint64_t ticket;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     ticket = ++requested_;
   }
   return WaitForCycle(ticket);
@@ -197,7 +197,7 @@ absl::StatusOr<int64_t> ModelManager::SetServingVersion(int64_t version) {
   }
   uint64_t ticket;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     pinned_ = version;
     ticket = ++requested_;
   }
@@ -209,7 +209,7 @@ absl::StatusOr<int64_t> ModelManager::SetServingVersion(int64_t version) {
 }
 
 std::vector<v1::VersionStatus> ModelManager::Versions() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<v1::VersionStatus> out;
   for (auto it = versions_.rbegin(); it != versions_.rend(); ++it) out.push_back(it->second.status);
   return out;
@@ -227,7 +227,7 @@ void ModelManager::LoadLoop() {
   while (true) {
     uint64_t target;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       auto wake = [this, &handled]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stop_ || requested_ > handled;
       };
@@ -245,7 +245,7 @@ void ModelManager::LoadLoop() {
     }
     next_poll = absl::Now() + options_.poll_interval;
     absl::Status result = RunCycle();
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (uint64_t t = handled + 1; t <= target; ++t) {
       if (!result.ok()) cycle_results_[t] = result;
     }
@@ -263,7 +263,7 @@ absl::Status ModelManager::RunCycle() {
   int64_t pinned, serving;
   std::vector<std::pair<int64_t, std::string>> to_try;  // newest first
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     pinned = pinned_;
     serving = serving_version_;
     for (const auto& [name, why] : refused) {
@@ -301,7 +301,7 @@ absl::Status ModelManager::RunCycle() {
     }
   }
   if (pinned != 0 && pinned != serving && to_try.empty()) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = versions_.find(pinned);
     if (it != versions_.end() && it->second.model) {  // kept previous: instant swap
       Publish(pinned, it->second.model);
@@ -319,7 +319,7 @@ absl::Status ModelManager::RunCycle() {
   absl::Status first_error = absl::OkStatus();
   for (const auto& [version, path] : to_try) {
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       Entry& e = versions_[version];
       e.status.Clear();
       e.status.set_version(version);
@@ -332,7 +332,7 @@ absl::Status ModelManager::RunCycle() {
     absl::StatusOr<std::shared_ptr<const Model>> model = LoadVersion(version, path, &figures);
     const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
     if (options_.on_load) options_.on_load(version, model.status());
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     Entry& e = versions_[version];
     e.status.set_load_seconds(seconds);
     *e.status.mutable_figures() = figures;
@@ -379,7 +379,7 @@ absl::StatusOr<std::shared_ptr<const Model>> ModelManager::LoadVersion(int64_t v
 void ModelManager::Publish(int64_t version, std::shared_ptr<const Model> model) {
   const int64_t previous = serving_version_;
   {
-    absl::MutexLock lock(&serving_mu_);
+    MutexLock lock(&serving_mu_);
     serving_ = model;
   }
   serving_version_ = version;
@@ -416,8 +416,9 @@ void ModelManager::ReapRetiredLocked() {
   // use_count() == 1: only this list holds it (no request, no versions_ entry).
   for (size_t i = 0; i < retired_.size();) {
     if (retired_[i].use_count() == 1) {
-      // use_count() is a relaxed read: order the last holder's accesses before the free.
-      std::atomic_thread_fence(std::memory_order_acquire);
+      // use_count() only picks the moment; dropping the last reference below is the
+      // shared_ptr's own acquiring release, which orders every earlier holder's accesses
+      // before the destructor.
       const int64_t version = retired_[i]->version();
       retired_[i] = std::move(retired_.back());
       retired_.pop_back();  // destroys the model, on this (the load) thread

@@ -31,10 +31,10 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "engine/model.h"
 #include "recserve/v1/recommender.pb.h"
+#include "server/sync.h"
 
 namespace recserve {
 
@@ -134,10 +134,10 @@ class ModelManager {
   // Constant after construction.
   const ModelManagerOptions options_;
 
-  mutable absl::Mutex serving_mu_;
+  mutable Mutex serving_mu_;
   std::shared_ptr<const Model> serving_ ABSL_GUARDED_BY(serving_mu_);
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::map<int64_t, Entry> versions_ ABSL_GUARDED_BY(mu_);
   int64_t serving_version_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t pinned_ ABSL_GUARDED_BY(mu_) = 0;

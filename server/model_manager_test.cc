@@ -5,12 +5,12 @@
 #include <filesystem>
 #include <fstream>
 
-#include "absl/synchronization/notification.h"
 #include "engine/file_util.h"
 #include "engine/test_util.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
+#include "server/sync.h"
 
 namespace recserve {
 namespace {
@@ -162,7 +162,7 @@ TEST_F(ModelManagerTest, BadVersionsNeverReplaceTheServingVersion) {
 
 TEST_F(ModelManagerTest, InflightRequestFinishesOnPinnedVersionThenItIsFreedOffTheRequestThread) {
   Write(1);
-  absl::Notification freed;
+  Notification freed;
   std::atomic<pid_t> freed_on{0};
   ModelManagerOptions o;
   o.on_unloaded = [&](int64_t version) {

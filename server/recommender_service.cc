@@ -101,48 +101,61 @@ RecommenderService::RecommenderService(ModelManager* manager, WorkerPool* pool,
 grpc::ServerUnaryReactor* RecommenderService::Recommend(grpc::CallbackServerContext* context,
                                                         const v1::RecommendRequest* request,
                                                         v1::RecommendResponse* response) {
-  const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  RecommendCall call;
+  call.request = request;
+  call.response = response;
+  call.deadline = absl::FromChrono(context->deadline());
+  call.context = context;
+  const auto& metadata = context->client_metadata();
+  auto rid = metadata.find("x-request-id");
+  if (rid != metadata.end() && rid->second.size() <= 128) call.request_id.assign(rid->second.data(), rid->second.size());
+  Submit(std::move(call), [reactor](const absl::Status& status) { reactor->Finish(ToGrpcStatus(status)); });
+  return reactor;
+}
+
+void RecommenderService::Submit(RecommendCall call, std::function<void(const absl::Status&)> done) {
+  const absl::Time start = absl::Now();
   arrivals_.fetch_add(1, std::memory_order_relaxed);
   if (inflight_.fetch_add(1, std::memory_order_acq_rel) >= limits_.max_inflight) {
-    Finish(reactor,
+    Finish(done,
            absl::ResourceExhaustedError(absl::StrFormat(
                "server is at its limit of %d in-flight requests; retry with backoff",
                limits_.max_inflight)),
            start, nullptr);
-    return reactor;
+    return;
   }
-  absl::Status valid = ValidateRequest(*request, limits_, start);
+  absl::Status valid = ValidateRequest(*call.request, limits_, start);
   if (!valid.ok()) {
-    Finish(reactor, valid, start, nullptr);
-    return reactor;
+    Finish(done, valid, start, nullptr);
+    return;
   }
-  const bool queued = pool_->Submit([this, context, request, response, reactor, start] {
+  // The task gets a copy of `done` (the gRPC adapter's fits std::function's inline
+  // storage); the original answers the call if the pool is stopping.
+  const bool queued = pool_->Submit([this, call = std::move(call), done, start] {
     WorkerState& worker = ThisWorker();
-    absl::Status status = Handle(context, *request, response, &worker.result);
-    Finish(reactor, status, start, status.ok() ? &worker.result : nullptr);
+    absl::Status status = Handle(call, &worker.result);
+    Finish(done, status, start, status.ok() ? &worker.result : nullptr);
   });
-  if (!queued) Finish(reactor, absl::UnavailableError("server is shutting down"), start, nullptr);
-  return reactor;
+  if (!queued) Finish(done, absl::UnavailableError("server is shutting down"), start, nullptr);
 }
 
-void RecommenderService::Finish(grpc::ServerUnaryReactor* reactor, const absl::Status& status,
-                                absl::Time start, const RecommendResult* result) {
+void RecommenderService::Finish(const std::function<void(const absl::Status&)>& done,
+                                const absl::Status& status, absl::Time start, const RecommendResult* result) {
   if (observer_) {
     observer_({status.code(), absl::ToDoubleSeconds(absl::Now() - start), result});
   }
   inflight_.fetch_sub(1, std::memory_order_acq_rel);
-  reactor->Finish(ToGrpcStatus(status));
+  done(status);
 }
 
-absl::Status RecommenderService::Handle(grpc::CallbackServerContext* context,
-                                        const v1::RecommendRequest& request,
-                                        v1::RecommendResponse* response, RecommendResult* result) {
-  if (context->IsCancelled()) return absl::CancelledError("the client cancelled the call");
-  const absl::Time deadline = absl::FromChrono(context->deadline());
-  if (absl::Now() > deadline) {
+absl::Status RecommenderService::Handle(const RecommendCall& call, RecommendResult* result) {
+  if (call.context && call.context->IsCancelled()) return absl::CancelledError("the client cancelled the call");
+  if (absl::Now() > call.deadline) {
     return absl::DeadlineExceededError("deadline passed while the request was queued");
   }
+  const v1::RecommendRequest& request = *call.request;
+  v1::RecommendResponse* response = call.response;
   std::shared_ptr<const Model> model = manager_->Pin();
   if (!model) return absl::UnavailableError("no model version is serving yet");
 
@@ -157,7 +170,7 @@ absl::Status RecommenderService::Handle(grpc::CallbackServerContext* context,
   query.n = request.n();
   query.exclude_purchased = limits_.exclude_purchased && !request.options().keep_purchased();
   query.per_category_cap = request.options().per_category_cap();
-  query.deadline = deadline;
+  query.deadline = call.deadline;
   absl::Status status = recserve::Recommend(*model, query, worker.ScratchFor(*model), result);
   if (!status.ok()) return status;
 
@@ -172,10 +185,8 @@ absl::Status RecommenderService::Handle(grpc::CallbackServerContext* context,
   response->set_model_version(model->version());
   response->set_candidates(result->candidates);
   response->set_unknown_items(result->unknown_items);
-  const auto& metadata = context->client_metadata();
-  auto rid = metadata.find("x-request-id");
-  if (rid != metadata.end() && rid->second.size() <= 128) {
-    response->set_request_id(std::string(rid->second.data(), rid->second.size()));
+  if (!call.request_id.empty()) {
+    response->set_request_id(call.request_id);
   } else {
     response->set_request_id(absl::StrFormat(
         "%x-%x", absl::ToUnixMicros(absl::Now()),

@@ -4,12 +4,14 @@
 // request limits -> INVALID_ARGUMENT naming the field), then handed to the WorkerPool,
 // where it pins the serving model, runs the engine pipeline with the worker's own
 // scratch, and finishes the reactor. No thread per request, no engine allocation per
-// request.
+// request. The gRPC method is a thin adapter over Submit(), which has no gRPC in it (the
+// ThreadSanitizer build tests it directly: Debian's gRPC is not TSAN-instrumented).
 #ifndef RECSERVE_SERVER_RECOMMENDER_SERVICE_H_
 #define RECSERVE_SERVER_RECOMMENDER_SERVICE_H_
 
 #include <atomic>
 #include <functional>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -41,6 +43,16 @@ struct RequestOutcome {
 absl::Status ValidateRequest(const v1::RecommendRequest& request, const RequestLimits& limits,
                              absl::Time now);
 
+// One Recommend call as Submit() takes it. `request` and `response` must stay valid
+// until `done` has been called.
+struct RecommendCall {
+  const v1::RecommendRequest* request = nullptr;
+  v1::RecommendResponse* response = nullptr;
+  absl::Time deadline = absl::InfiniteFuture();
+  std::string request_id;                          // empty: one is made up
+  grpc::CallbackServerContext* context = nullptr;  // if set, a cancelled call is not run
+};
+
 class RecommenderService final : public v1::Recommender::CallbackService {
  public:
   RecommenderService(ModelManager* manager, WorkerPool* pool, RequestLimits limits,
@@ -50,6 +62,10 @@ class RecommenderService final : public v1::Recommender::CallbackService {
                                       const v1::RecommendRequest* request,
                                       v1::RecommendResponse* response) override;
 
+  // Validates, admits (or refuses at the in-flight cap) and runs `call` on a worker;
+  // `done` is called exactly once, on the worker or (refused) on this thread.
+  void Submit(RecommendCall call, std::function<void(const absl::Status&)> done);
+
   int inflight() const { return inflight_.load(std::memory_order_relaxed); }
   // Recommend calls that have arrived so far (draining watches it go still).
   uint64_t arrivals() const { return arrivals_.load(std::memory_order_relaxed); }
@@ -58,11 +74,10 @@ class RecommenderService final : public v1::Recommender::CallbackService {
   void WarmWorkers(const Model& model);
 
  private:
-  absl::Status Handle(grpc::CallbackServerContext* context, const v1::RecommendRequest& request,
-                      v1::RecommendResponse* response, RecommendResult* result);
+  absl::Status Handle(const RecommendCall& call, RecommendResult* result);
   // Answers the call and takes it out of inflight_.
-  void Finish(grpc::ServerUnaryReactor* reactor, const absl::Status& status, absl::Time start,
-              const RecommendResult* result);
+  void Finish(const std::function<void(const absl::Status&)>& done, const absl::Status& status,
+              absl::Time start, const RecommendResult* result);
 
   ModelManager* const manager_;
   WorkerPool* const pool_;

@@ -2,10 +2,10 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "absl/synchronization/notification.h"
 #include "engine/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/sync.h"
 
 namespace recserve {
 namespace {
@@ -61,7 +61,7 @@ TEST(RecommenderServiceTest, CallsPastTheInflightCapAreShedWithResourceExhausted
   ASSERT_TRUE((*manager)->WaitUntilServing(absl::Seconds(30)));
 
   WorkerPool pool(1);
-  absl::Notification release, busy;
+  Notification release, busy;
   pool.Submit([&] {
     busy.Notify();
     release.WaitForNotification();
@@ -85,7 +85,7 @@ TEST(RecommenderServiceTest, CallsPastTheInflightCapAreShedWithResourceExhausted
     grpc::ClientContext ctx;
     v1::RecommendResponse response;
     grpc::Status status;
-    absl::Notification done;
+    Notification done;
   } calls[3];
   for (int i = 0; i < 2; ++i) {
     stub->async()->Recommend(&calls[i].ctx, &request, &calls[i].response, [&calls, i](grpc::Status s) {

@@ -73,7 +73,7 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   builder.SetMaxSendMessageSize(static_cast<int>(
       std::min<int64_t>(int64_t{4} * s->options_.max_message_bytes, std::numeric_limits<int>::max())));
   {
-    absl::MutexLock lock(&s->mu_);
+    MutexLock lock(&s->mu_);
     s->server_ = builder.BuildAndStart();
   }
   if (!s->server_) return absl::UnavailableError(absl::StrCat("cannot start the gRPC server on ", s->options_.listen_address));
@@ -104,7 +104,7 @@ RecserveServer::~RecserveServer() {
 int RecserveServer::metrics_port() const { return metrics_ ? metrics_->port() : 0; }
 
 void RecserveServer::UpdateReadiness() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (!server_ || draining_ || !manager_) return;
   // Read the truth under mu_ rather than trusting a caller's value: start-up and the
   // load thread may both call this, in either order.
@@ -115,7 +115,7 @@ void RecserveServer::UpdateReadiness() {
 
 void RecserveServer::Drain(absl::Duration drain_delay, absl::Duration grace) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (draining_) return;
     draining_ = true;
     if (server_ && server_->GetHealthCheckService()) {
@@ -150,12 +150,12 @@ void RecserveServer::Drain(absl::Duration drain_delay, absl::Duration grace) {
   // cancelled at the deadline.
   if (server_) server_->Shutdown(absl::ToChronoTime(deadline));
   if (pool_) pool_->Stop();  // runs what is queued; every call has finished by now
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   drained_ = true;
 }
 
 void RecserveServer::Wait() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   mu_.Await(absl::Condition(&drained_));
 }
 

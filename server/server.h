@@ -21,6 +21,7 @@
 #include "server/metrics.h"
 #include "server/model_manager.h"
 #include "server/recommender_service.h"
+#include "server/sync.h"
 #include "server/worker_pool.h"
 
 namespace recserve {
@@ -73,7 +74,7 @@ class RecserveServer {
   std::unique_ptr<grpc::Server> admin_server_;
   int port_ = 0;
   int admin_port_ = 0;
-  absl::Mutex mu_;
+  Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool drained_ ABSL_GUARDED_BY(mu_) = false;
 };

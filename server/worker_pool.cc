@@ -4,8 +4,7 @@
 
 #include <memory>
 
-#include "absl/synchronization/blocking_counter.h"
-#include "absl/synchronization/notification.h"
+#include "server/sync.h"
 
 namespace recserve {
 
@@ -16,7 +15,7 @@ WorkerPool::WorkerPool(int threads) {
 WorkerPool::~WorkerPool() { Stop(); }
 
 bool WorkerPool::Submit(std::function<void()> task) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (stop_) return false;
   queue_.push_back(std::move(task));
   return true;
@@ -28,8 +27,8 @@ bool WorkerPool::RunOnEveryWorker(const std::function<void()>& fn) {
   // function returns, so the synchronization objects live until the last task ends.
   struct Rendezvous {
     explicit Rendezvous(int n) : ran(n) {}
-    absl::BlockingCounter ran;
-    absl::Notification release;
+    BlockingCounter ran;
+    Notification release;
   };
   auto rendezvous = std::make_shared<Rendezvous>(n);
   int queued = 0;
@@ -50,7 +49,7 @@ bool WorkerPool::RunOnEveryWorker(const std::function<void()>& fn) {
 
 void WorkerPool::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
   for (std::thread& t : threads_) {
@@ -64,7 +63,7 @@ void WorkerPool::Run() {
   while (true) {
     std::function<void()> task;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || !queue_.empty(); };
       mu_.Await(absl::Condition(&ready));
       if (queue_.empty()) return;  // stopping and drained

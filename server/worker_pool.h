@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "server/sync.h"
 
 namespace recserve {
 
@@ -31,7 +31,7 @@ class WorkerPool {
 
  private:
   void Run() ABSL_LOCKS_EXCLUDED(mu_);
-  absl::Mutex mu_;
+  Mutex mu_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;

@@ -5,8 +5,8 @@
 #include <set>
 #include <thread>
 
-#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
+#include "server/sync.h"
 
 namespace recserve {
 namespace {
@@ -24,7 +24,7 @@ TEST(WorkerPoolTest, RunOnEveryWorkerRunsOncePerThreadAndThePoolKeepsWorking) {
     ASSERT_EQ(std::set<std::thread::id>(ran_on.begin(), ran_on.end()).size(), 3u) << "a worker ran it twice";
     // Ordinary tasks still run after every round (no worker left waiting).
     std::atomic<int> done{0};
-    absl::Notification all;
+    Notification all;
     for (int i = 0; i < 3; ++i) {
       pool.Submit([&] {
         if (++done == 3) all.Notify();
