@@ -1,8 +1,11 @@
 #include "compression/compress.h"
 
+#include <random>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "compression/prune.h"
+#include "engine/features.h"
 #include "engine/status_macros.h"
 
 namespace recserve {
@@ -35,6 +38,7 @@ absl::StatusOr<CompressionPolicy> ResolvePolicy(const v1::Manifest& manifest,
   if (!(p.gate.max_auc_drop() >= 0) || !(p.gate.max_logloss_rise() >= 0)) {
     return absl::InvalidArgumentError("accuracy gate thresholds must be >= 0");
   }
+  p.quantize.constant_columns = RequestConstantColumns(manifest.features());
   return p;
 }
 
@@ -50,6 +54,18 @@ absl::StatusOr<Mlp> ApplyPruning(const Mlp& mlp, const CalibrationSet& calibrati
     options.sparsity = policy.unstructured_sparsity;
     options.calibration = &calibration;
     RETURN_IF_ERROR(MagnitudePrune(&out, options).status());
+  }
+  return out;
+}
+
+std::vector<float> SyntheticRequestRows(int width, int rows, const std::vector<int>& constant_columns,
+                                        uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> out(static_cast<size_t>(width) * rows);
+  for (float& v : out) v = normal(rng);
+  for (int r = 1; r < rows; ++r) {
+    for (int c : constant_columns) out[static_cast<size_t>(r) * width + c] = out[c];
   }
   return out;
 }

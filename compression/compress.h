@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "compression/accuracy.h"
@@ -52,6 +53,11 @@ absl::StatusOr<std::unique_ptr<Ranker>> BuildRanker(const Mlp& mlp, const Calibr
 // Scores the calibration rows with the original fp32 MLP and with `served`.
 absl::StatusOr<AccuracyReport> MeasureAccuracy(const Mlp& fp32, const Ranker& served,
                                                const CalibrationSet& calibration);
+
+// `rows` synthetic feature rows as one request sends them (for throughput figures):
+// standard-normal values, with the request-constant columns equal in every row.
+std::vector<float> SyntheticRequestRows(int width, int rows, const std::vector<int>& constant_columns,
+                                        uint64_t seed);
 
 // Wires compression into model loading: `options->ranker_factory` builds the policy's
 // ranker; the returned check measures it against fp32 on the calibration rows, fills

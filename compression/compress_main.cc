@@ -30,11 +30,9 @@ ABSL_FLAG(double, percentile, 99.9, "Calibration percentile for activation range
 namespace recserve {
 namespace {
 
-double RowsPerSecond(const Ranker& ranker, int batch, double seconds) {
-  std::vector<float> rows(static_cast<size_t>(ranker.PaddedRows(batch)) * ranker.input_dim());
-  std::mt19937 rng(1);
-  std::normal_distribution<float> normal;
-  for (float& v : rows) v = normal(rng);
+// Rows of one request (the constant columns shared), as the serving path scores them.
+double RowsPerSecond(const Ranker& ranker, int batch, double seconds, const std::vector<int>& constant_columns) {
+  std::vector<float> rows = SyntheticRequestRows(ranker.input_dim(), ranker.PaddedRows(batch), constant_columns, 1);
   std::vector<float> out(batch);
   auto scratch = ranker.NewScratch();
   const auto start = std::chrono::steady_clock::now();
@@ -113,8 +111,8 @@ int Run() {
   if (seconds > 0) {
     std::printf("\n%6s %14s %14s %8s %12s\n", "batch", "fp32 rows/s", "served rows/s", "ratio", "served GMAC/s");
     for (int b : {1, 64, 256, 1000}) {
-      const double f = RowsPerSecond(**fp32, b, seconds);
-      const double s = RowsPerSecond(**served, b, seconds);
+      const double f = RowsPerSecond(**fp32, b, seconds, policy->quantize.constant_columns);
+      const double s = RowsPerSecond(**served, b, seconds, policy->quantize.constant_columns);
       std::printf("%6d %14.0f %14.0f %7.2fx %12.1f\n", b, f, s, s / f, s * (*served)->macs_per_row() / 1e9);
     }
   }

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -60,6 +61,74 @@ TEST(QuantizeTest, Int8StaysCloseToFp32AcrossColumnRanges) {
   // logits by a few hundredths; the trained-model test holds the real accuracy line.
   EXPECT_LT(report->mean_abs_diff, 0.02) << report->ToString();
   EXPECT_LT(report->max_abs_diff, 0.35) << report->ToString();
+}
+
+// Rows in "requests" of 1 to 40 rows: within one, the constant columns are equal.
+CalibrationSet RequestRows(int rows, int width, const std::vector<int>& constant, uint64_t seed) {
+  CalibrationSet c = Rows(rows, width, seed);
+  std::mt19937_64 rng(seed + 100);
+  for (int start = 0; start < rows;) {
+    const int len = std::min<int>(rows - start, 1 + static_cast<int>(rng() % 40));
+    for (int r = start + 1; r < start + len; ++r) {
+      for (int k : constant) c.features[static_cast<size_t>(r) * width + k] = c.features[static_cast<size_t>(start) * width + k];
+    }
+    start += len;
+  }
+  return c;
+}
+
+TEST(QuantizeTest, ConstantColumnsStayFp32AndEveryRequestRunMatchesTheReference) {
+  const Mlp mlp = testing::RandomMlp({40, 64, 32, 1}, 7);
+  const std::vector<int> constant = {0, 1, 2, 3, 4, 5, 6, 7, 30, 31, 32, 33};
+  const CalibrationSet cal = RequestRows(2000, 40, constant, 1);
+  QuantizeOptions options;
+  options.constant_columns = constant;
+  auto q = QuantizeMlp(mlp, cal, options);
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->layers[0].in, 40 - 12);
+  EXPECT_EQ(q->Segments().size(), 2u);          // columns 8..29 and 34..39
+  EXPECT_EQ(q->ConstantSegments().size(), 2u);  // 0..7 and 30..33
+  auto ranker = CreateInt8Ranker(*q);
+  ASSERT_TRUE(ranker.ok()) << ranker.status();
+
+  const CalibrationSet test = RequestRows(700, 40, constant, 2);
+  auto batched = ScoreAll(**ranker, test.features, test.rows);
+  ASSERT_TRUE(batched.ok());
+  std::vector<float> want(test.rows);
+  ReferenceScoreQuantized(*q, test.features, test.rows, absl::MakeSpan(want));
+  // Row by row: every row its own run.
+  auto scratch = (*ranker)->NewScratch();
+  std::vector<float> row(static_cast<size_t>((*ranker)->PaddedRows(1)) * 40);
+  for (int i = 0; i < test.rows; ++i) {
+    std::copy_n(&test.features[static_cast<size_t>(i) * 40], 40, row.begin());
+    float one = 0;
+    ASSERT_TRUE((*ranker)->Score(row.data(), 1, &one, scratch.get()).ok());
+    EXPECT_NEAR((*batched)[i], want[i], 2e-3) << i;
+    EXPECT_NEAR(one, (*batched)[i], 1e-6) << i;  // the same run arithmetic, batched or not
+  }
+
+  // Against fp32, closer than with every column quantized.
+  auto all_q = QuantizeMlp(mlp, cal);
+  ASSERT_TRUE(all_q.ok());
+  auto all_ranker = CreateInt8Ranker(*all_q);
+  ASSERT_TRUE(all_ranker.ok());
+  auto with_constant = MeasureAccuracy(mlp, **ranker, test);
+  auto without = MeasureAccuracy(mlp, **all_ranker, test);
+  ASSERT_TRUE(with_constant.ok() && without.ok());
+  EXPECT_LT(with_constant->mean_abs_diff, without->mean_abs_diff)
+      << with_constant->ToString() << "\n" << without->ToString();
+}
+
+TEST(QuantizeTest, RefusesBadConstantColumns) {
+  const Mlp mlp = testing::RandomMlp({6, 8, 1}, 7);
+  const CalibrationSet cal = Rows(50, 6, 1);
+  QuantizeOptions options;
+  options.constant_columns = {2, 6};
+  EXPECT_THAT(QuantizeMlp(mlp, cal, options).status().message(), HasSubstr("constant column 6 is out of [0, 6)"));
+  options.constant_columns = {3, 2};
+  EXPECT_THAT(QuantizeMlp(mlp, cal, options).status().message(), HasSubstr("out of order"));
+  options.constant_columns = {0, 1, 2, 3, 4, 5};
+  EXPECT_THAT(QuantizeMlp(mlp, cal, options).status().message(), HasSubstr("every input column is constant"));
 }
 
 TEST(QuantizeTest, RefusesCalibrationOfTheWrongWidth) {

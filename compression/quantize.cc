@@ -60,36 +60,61 @@ absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& c
   const int rows = cal.rows;
   std::vector<float> scratch;
 
-  // Per-column input ranges; x = scale * u8 + offset.
+  // Which input columns are quantized and which stay fp32 (request-constant).
   const int in0 = mlp.input_dim();
-  std::vector<float> in_scale(in0);
-  q.input_offset.resize(in0);
-  q.input_inv_scale.resize(in0);
+  q.row_width = in0;
+  q.constant_columns = options.constant_columns;
+  std::vector<bool> constant(in0, false);
+  for (size_t i = 0; i < q.constant_columns.size(); ++i) {
+    const int c = q.constant_columns[i];
+    if (c < 0 || c >= in0 || (i > 0 && c <= q.constant_columns[i - 1])) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "quantize: constant column %d is out of [0, %d) or out of order", c, in0));
+    }
+    constant[c] = true;
+  }
+  for (int c = 0; c < in0; ++c) {
+    if (!constant[c]) q.quantized_columns.push_back(c);
+  }
+  if (q.quantized_columns.empty()) {
+    return absl::InvalidArgumentError("quantize: every input column is constant; nothing to quantize");
+  }
+
+  // Per-column input ranges of the quantized columns; x = scale * u8 + offset.
+  const int nq = static_cast<int>(q.quantized_columns.size());
+  std::vector<float> in_scale(nq);
+  q.input_offset.resize(nq);
+  q.input_inv_scale.resize(nq);
   QuantizeOptions input_options = options;
   input_options.method = options.input_method;
-  for (int k = 0; k < in0; ++k) {
-    auto [lo, hi] = Range(cal.features, rows, in0, k, input_options, &scratch);
+  for (int j = 0; j < nq; ++j) {
+    auto [lo, hi] = Range(cal.features, rows, in0, q.quantized_columns[j], input_options, &scratch);
     const float margin = static_cast<float>(options.input_margin) * (hi - lo);
     lo -= margin;
     hi += margin;
     const float span = hi - lo;
-    in_scale[k] = span > 0 ? span / 255.f : 1.f;
-    q.input_offset[k] = lo;
-    q.input_inv_scale[k] = 1.f / in_scale[k];
+    in_scale[j] = span > 0 ? span / 255.f : 1.f;
+    q.input_offset[j] = lo;
+    q.input_inv_scale[j] = 1.f / in_scale[j];
   }
 
-  std::vector<float> activations = cal.features;  // fp32 inputs of the current layer
-  std::vector<float> col_scale = in_scale;        // real value per unit of the u8 input
-  std::vector<float> col_offset = q.input_offset; // real value at u8 zero (layer 0 only)
-  // Mean u8 value of each input column over the calibration rows: weight rounding
-  // errors times this mean are a constant per channel, which the bias absorbs ("bias
-  // correction"), leaving only the error around the mean.
-  auto column_means = [&](int width) {
-    std::vector<double> mean(width, 0.0);
+  // The current layer's fp32 inputs [rows x width] and, for each of its u8 inputs j, the
+  // column it reads (layer 0: the quantized columns; later layers: all, in order), the
+  // real value per u8 unit and the real value at u8 zero.
+  std::vector<float> activations = cal.features;
+  int width = in0;
+  std::vector<int> cols = q.quantized_columns;
+  std::vector<float> col_scale = in_scale;
+  std::vector<float> col_offset = q.input_offset;
+  // Mean u8 value of each input over the calibration rows: weight rounding errors times
+  // this mean are a constant per channel, which the bias absorbs ("bias correction"),
+  // leaving only the error around the mean.
+  auto column_means = [&] {
+    std::vector<double> mean(cols.size(), 0.0);
     for (int r = 0; r < rows; ++r) {
-      for (int k = 0; k < width; ++k) {
-        const float u = (activations[static_cast<size_t>(r) * width + k] - col_offset[k]) / col_scale[k];
-        mean[k] += std::floor(std::min(255.f, std::max(0.f, u)) + 0.5f);
+      for (size_t j = 0; j < cols.size(); ++j) {
+        const float u = (activations[static_cast<size_t>(r) * width + cols[j]] - col_offset[j]) / col_scale[j];
+        mean[j] += std::floor(std::min(255.f, std::max(0.f, u)) + 0.5f);
       }
     }
     for (double& m : mean) m /= rows;
@@ -97,15 +122,16 @@ absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& c
   };
   for (size_t li = 0; li < mlp.layers.size(); ++li) {
     const DenseLayer& l = mlp.layers[li];
+    const int nin = static_cast<int>(cols.size());
     QuantizedLayer ql;
-    ql.in = l.in;
+    ql.in = nin;
     ql.out = l.out;
     ql.relu = l.relu;
-    ql.weight.resize(static_cast<size_t>(l.in) * l.out);
+    ql.weight.resize(static_cast<size_t>(nin) * l.out);
     ql.bias.resize(l.out);
     ql.output_scale.resize(l.out);
 
-    const std::vector<double> in_mean = column_means(l.in);
+    const std::vector<double> in_mean = column_means();
     // Output ranges (fp32, after ReLU) for hidden layers.
     std::vector<float> out_scale(l.out, 1.f);
     std::vector<float> next;
@@ -121,25 +147,36 @@ absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& c
       const float* w = &l.weight[static_cast<size_t>(o) * l.in];
       double bias = l.bias[o];
       float max_abs = 0;
-      for (int k = 0; k < l.in; ++k) {
-        bias += static_cast<double>(w[k]) * col_offset[k];
-        max_abs = std::max(max_abs, std::abs(w[k] * col_scale[k]));
+      for (int j = 0; j < nin; ++j) {
+        bias += static_cast<double>(w[cols[j]]) * col_offset[j];
+        max_abs = std::max(max_abs, std::abs(w[cols[j]] * col_scale[j]));
       }
       const float w_scale = max_abs > 0 ? max_abs / 127.f : 1.f;
-      int8_t* qw = &ql.weight[static_cast<size_t>(o) * l.in];
+      int8_t* qw = &ql.weight[static_cast<size_t>(o) * nin];
       double correction = 0;
-      for (int k = 0; k < l.in; ++k) {
-        const float exact = w[k] * col_scale[k] / w_scale;
+      for (int j = 0; j < nin; ++j) {
+        const float exact = w[cols[j]] * col_scale[j] / w_scale;
         const float v = std::nearbyint(exact);
-        qw[k] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, v)));
-        correction += (static_cast<double>(exact) - qw[k]) * in_mean[k];
+        qw[j] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, v)));
+        correction += (static_cast<double>(exact) - qw[j]) * in_mean[j];
       }
       ql.bias[o] = static_cast<float>(bias / w_scale + correction);
       ql.output_scale[o] = l.relu ? w_scale / out_scale[o] : w_scale;
+      if (li == 0) {
+        // The constant columns' weights, in accumulator units (fp32, not rounded),
+        // column-major so the per-request bias is a run of vector multiply-adds.
+        q.constant_weight.resize(q.constant_columns.size() * l.out);
+        for (size_t i = 0; i < q.constant_columns.size(); ++i) {
+          q.constant_weight[i * l.out + o] = w[q.constant_columns[i]] / w_scale;
+        }
+      }
     }
     q.layers.push_back(std::move(ql));
     if (l.relu) {
       activations = std::move(next);
+      width = l.out;
+      cols.resize(l.out);
+      for (int k = 0; k < l.out; ++k) cols[k] = k;
       col_scale = out_scale;
       col_offset.assign(l.out, 0.f);
     }

@@ -9,6 +9,8 @@
 #ifndef RECSERVE_COMPRESSION_QUANTIZE_H_
 #define RECSERVE_COMPRESSION_QUANTIZE_H_
 
+#include <vector>
+
 #include "absl/status/statusor.h"
 #include "engine/bundle.h"
 #include "engine/mlp.h"
@@ -28,6 +30,9 @@ struct QuantizeOptions {
   // calibration rows (newer users have longer histories, popularity moves).
   CalibrationMethod input_method = CalibrationMethod::kMax;
   double input_margin = 0.0;
+  // Input columns that are the same in every row of a request (RequestConstantColumns of
+  // the feature spec): kept in fp32 and added to layer 0's bias once per request.
+  std::vector<int> constant_columns;
 };
 
 // Quantizes `mlp` with activation ranges measured on `calibration` (rows must match the

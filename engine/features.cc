@@ -154,6 +154,18 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
   }
 }
 
+std::vector<int> RequestConstantColumns(const v1::FeatureSpec& spec) {
+  std::vector<int> columns;
+  int at = 0;
+  for (const v1::FeatureBlock& b : spec.blocks()) {
+    if (b.kind() == v1::USER_VECTOR || b.kind() == v1::USER_DENSE || b.kind() == v1::CONTEXT) {
+      for (int k = 0; k < b.width(); ++k) columns.push_back(at + k);
+    }
+    at += b.width();
+  }
+  return columns;
+}
+
 absl::StatusOr<FeatureBuilder> FeatureBuilder::Create(const v1::FeatureSpec& spec,
                                                       int embedding_dim, int item_dense_dim) {
   if (spec.embedding_dim() != embedding_dim) {

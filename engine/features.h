@@ -88,6 +88,10 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
                     const v1::UserModelSpec& spec, absl::Span<const UserEvent> events,
                     UserState* state);
 
+// Columns of a feature row that are the same in every row of one request (the user's and
+// the context's blocks), ascending. The int8 ranker takes them in fp32, once per request.
+std::vector<int> RequestConstantColumns(const v1::FeatureSpec& spec);
+
 class FeatureBuilder {
  public:
   // Checks the spec against the catalog (block widths, known kinds, no repeats).

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "absl/strings/str_format.h"
 #include "engine/mlp.h"
@@ -11,16 +12,56 @@
 namespace recserve {
 
 int64_t QuantizedMlp::WeightBytes() const {
-  int64_t bytes = static_cast<int64_t>(input_offset.size() + input_inv_scale.size()) * 4;
+  int64_t bytes = static_cast<int64_t>(input_offset.size() + input_inv_scale.size() + constant_weight.size()) * 4;
   for (const QuantizedLayer& l : layers) {
     bytes += static_cast<int64_t>(l.weight.size()) + 4 * static_cast<int64_t>(l.bias.size() + l.output_scale.size());
   }
   return bytes;
 }
 
+namespace {
+
+std::vector<ColumnSegment> ToSegments(const std::vector<int>& columns) {
+  std::vector<ColumnSegment> segments;
+  for (int j = 0; j < static_cast<int>(columns.size()); ++j) {
+    const int c = columns[j];
+    if (!segments.empty() && segments.back().src + segments.back().len == c) {
+      ++segments.back().len;
+    } else {
+      segments.push_back({c, j, 1});
+    }
+  }
+  return segments;
+}
+
+}  // namespace
+
+std::vector<ColumnSegment> QuantizedMlp::Segments() const { return ToSegments(quantized_columns); }
+std::vector<ColumnSegment> QuantizedMlp::ConstantSegments() const { return ToSegments(constant_columns); }
+
 absl::Status ValidateQuantizedMlp(const QuantizedMlp& q) {
   if (q.layers.empty()) return absl::InvalidArgumentError("int8 mlp: no layers");
   const size_t in0 = static_cast<size_t>(q.layers.front().in);
+  if (q.quantized_columns.size() != in0 ||
+      q.quantized_columns.size() + q.constant_columns.size() != static_cast<size_t>(q.row_width) ||
+      q.constant_weight.size() != q.constant_columns.size() * static_cast<size_t>(q.layers.front().out)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "int8 mlp: %d quantized + %d constant columns for rows of %d, layer 0 takes %d",
+        q.quantized_columns.size(), q.constant_columns.size(), q.row_width, in0));
+  }
+  std::vector<int> seen(q.row_width, 0);
+  for (const std::vector<int>* cols : {&q.quantized_columns, &q.constant_columns}) {
+    for (size_t i = 0; i < cols->size(); ++i) {
+      const int c = (*cols)[i];
+      if (c < 0 || c >= q.row_width || seen[c]++ || (i > 0 && c <= (*cols)[i - 1])) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "int8 mlp: column %d is out of range, repeated or out of order", c));
+      }
+    }
+  }
+  for (float w : q.constant_weight) {
+    if (!std::isfinite(w)) return absl::InvalidArgumentError("int8 mlp: a constant-column weight is not finite");
+  }
   if (q.input_offset.size() != in0 || q.input_inv_scale.size() != in0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "int8 mlp: input quantization has %d offsets and %d scales for %d inputs",
@@ -59,12 +100,11 @@ namespace {
 // The loop GCC vectorizes (float -> int32 -> u8 packs): clamp, then round half up by
 // truncating v + 0.5 (v >= 0 here). Cloned for the vector widths the CPU has.
 RECSERVE_VECTOR_CLONES
-void QuantizeRowsKernel(const float* __restrict x, int rows, int n, const float* __restrict offset,
-                        const float* __restrict inv,
-                        uint8_t* __restrict out) {
+void QuantizeRowsKernel(const float* __restrict x, int rows, int n, size_t x_stride, const float* __restrict offset,
+                        const float* __restrict inv, uint8_t* __restrict out, size_t out_stride) {
   for (int r = 0; r < rows; ++r) {
-    const float* xr = x + static_cast<size_t>(r) * n;
-    uint8_t* o = out + static_cast<size_t>(r) * n;
+    const float* xr = x + r * x_stride;
+    uint8_t* o = out + r * out_stride;
     for (int k = 0; k < n; ++k) {
       float v = (xr[k] - offset[k]) * inv[k];
       v = v < 0.f ? 0.f : v;
@@ -74,26 +114,58 @@ void QuantizeRowsKernel(const float* __restrict x, int rows, int n, const float*
   }
 }
 
+// out[n] += w[n] * x, vectorized.
+RECSERVE_VECTOR_CLONES
+void AddScaled(const float* __restrict w, float x, int n, float* __restrict out) {
+  for (int k = 0; k < n; ++k) out[k] += w[k] * x;
+}
+
 }  // namespace
 
-void QuantizeInputRows(const QuantizedMlp& q, const float* x, int rows, uint8_t* out) {
-  QuantizeRowsKernel(x, rows, q.input_dim(), q.input_offset.data(), q.input_inv_scale.data(), out);
+void QuantizeInputRows(const QuantizedMlp& q, absl::Span<const ColumnSegment> segments, const float* x,
+                       int rows, uint8_t* out) {
+  const size_t in = q.quantized_columns.size();
+  for (const ColumnSegment& s : segments) {
+    QuantizeRowsKernel(x + s.src, rows, s.len, q.row_width, q.input_offset.data() + s.dst,
+                       q.input_inv_scale.data() + s.dst, out + s.dst, in);
+  }
+}
+
+void ConstantBias(const QuantizedMlp& q, const float* row, float* bias) {
+  const QuantizedLayer& l0 = q.layers.front();
+  std::copy(l0.bias.begin(), l0.bias.end(), bias);
+  for (size_t i = 0; i < q.constant_columns.size(); ++i) {
+    AddScaled(&q.constant_weight[i * l0.out], row[q.constant_columns[i]], l0.out, bias);
+  }
+}
+
+bool SameConstantColumns(absl::Span<const ColumnSegment> segments, const float* a, const float* b) {
+  for (const ColumnSegment& s : segments) {
+    if (std::memcmp(a + s.src, b + s.src, s.len * sizeof(float)) != 0) return false;
+  }
+  return true;
 }
 
 void ReferenceScoreQuantized(const QuantizedMlp& q, absl::Span<const float> rows, int n,
                              absl::Span<float> probabilities) {
+  const std::vector<ColumnSegment> segments = q.Segments();
   std::vector<uint8_t> cur, next;
+  std::vector<float> bias0(q.layers.front().out);
   for (int r = 0; r < n; ++r) {
-    cur.resize(q.input_dim());
-    QuantizeInputRows(q, &rows[static_cast<size_t>(r) * q.input_dim()], 1, cur.data());
+    const float* row = &rows[static_cast<size_t>(r) * q.row_width];
+    cur.resize(q.layers.front().in);
+    QuantizeInputRows(q, segments, row, 1, cur.data());
+    ConstantBias(q, row, bias0.data());
     float logit = 0;
-    for (const QuantizedLayer& l : q.layers) {
+    for (size_t li = 0; li < q.layers.size(); ++li) {
+      const QuantizedLayer& l = q.layers[li];
+      const float* bias = li == 0 ? bias0.data() : l.bias.data();
       next.assign(l.out, 0);
       for (int o = 0; o < l.out; ++o) {
         int32_t acc = 0;
         const int8_t* w = &l.weight[static_cast<size_t>(o) * l.in];
         for (int k = 0; k < l.in; ++k) acc += int32_t{w[k]} * int32_t{cur[k]};
-        const float y = l.output_scale[o] * (static_cast<float>(acc) + l.bias[o]);
+        const float y = l.output_scale[o] * (static_cast<float>(acc) + bias[o]);
         if (l.relu) {
           next[o] = static_cast<uint8_t>(std::min(255.f, std::max(0.f, std::nearbyint(y))));
         } else {

@@ -2,7 +2,12 @@
 // produces (quantize.h) and the int8 ranker consumes.
 //
 // Input rows stay fp32 until the ranker quantizes them per column:
-//   q[k] = round_half_up(clamp((x[k] - input_offset[k]) * input_inv_scale[k], 0, 255)).
+//   q[j] = round_half_up(clamp((x[c_j] - input_offset[j]) * input_inv_scale[j], 0, 255))
+// for the quantized columns c_j. Request-constant columns (the user's and the context's
+// feature blocks: the same in every row of one request) are not quantized at all: layer
+// 0 takes them in fp32, once per run of rows that share them, as an addition to its bias:
+//   bias_run[n] = bias[n] + sum_i constant_weight[i, n] * x[constant_columns[i]].
+// That removes their quantization error and their share of layer 0's multiply-adds.
 // The per-column scales and offsets are folded into layer 0's weights and bias, and the
 // per-channel scales of every hidden activation into the next layer's weights, so every
 // matmul sees plain u8 inputs with zero point 0. Layer l computes, per output channel n,
@@ -31,20 +36,43 @@ struct QuantizedLayer {
   bool relu = false;
 };
 
-struct QuantizedMlp {
-  std::vector<float> input_offset;     // [in of layer 0]
-  std::vector<float> input_inv_scale;  // [in of layer 0]
-  std::vector<QuantizedLayer> layers;
-
-  int input_dim() const { return layers.empty() ? 0 : layers.front().in; }
-  int64_t WeightBytes() const;
+// A run of input columns quantized together: x[src, src+len) -> q[dst, dst+len).
+struct ColumnSegment {
+  int src = 0, dst = 0, len = 0;
 };
 
-// Shapes chain, sizes match, scales finite and positive, last layer [1 x in] without ReLU.
+struct QuantizedMlp {
+  int row_width = 0;                   // fp32 input row width (every column)
+  std::vector<int> quantized_columns;  // ascending; layer 0's u8 inputs, in this order
+  std::vector<int> constant_columns;   // ascending; the rest, taken in fp32
+  std::vector<float> input_offset;     // [quantized columns]
+  std::vector<float> input_inv_scale;  // [quantized columns]
+  std::vector<float> constant_weight;  // [constant columns x layer 0 out], accumulator units
+  std::vector<QuantizedLayer> layers;
+
+  int input_dim() const { return row_width; }
+  int64_t WeightBytes() const;
+  // quantized_columns as contiguous runs (the quantizer's inner loop runs per segment).
+  std::vector<ColumnSegment> Segments() const;
+  // constant_columns as contiguous runs (src = first column, len; dst unused).
+  std::vector<ColumnSegment> ConstantSegments() const;
+};
+
+// Shapes chain, sizes match, the two column lists split the row, scales finite and
+// positive, last layer [1 x in] without ReLU.
 absl::Status ValidateQuantizedMlp(const QuantizedMlp& q);
 
-// Quantizes `rows` fp32 rows into u8 (the ranker's first step; shared with the reference).
-void QuantizeInputRows(const QuantizedMlp& q, const float* x, int rows, uint8_t* out);
+// Quantizes the quantized columns of `rows` fp32 rows [rows x row_width] into u8
+// [rows x layers[0].in] (the ranker's first step; shared with the reference).
+void QuantizeInputRows(const QuantizedMlp& q, absl::Span<const ColumnSegment> segments, const float* x,
+                       int rows, uint8_t* out);
+
+// Layer 0's bias for rows whose constant columns are those of `row`.
+void ConstantBias(const QuantizedMlp& q, const float* row, float* bias);
+
+// True when rows `a` and `b` agree bit for bit on every constant column (`segments` =
+// ConstantSegments()).
+bool SameConstantColumns(absl::Span<const ColumnSegment> segments, const float* a, const float* b);
 
 // Plain-loop emulation of the integer path (int32 accumulation, the same rounding), the
 // reference the oneDNN int8 ranker is tested against.

@@ -77,6 +77,7 @@ class OneDnnScratch : public RankerScratch {
   std::vector<uint8_t> input;   // int8: the quantized rows; fp32: unused (caller's rows)
   std::vector<uint8_t> act[2];  // hidden activations (f32 or u8)
   std::vector<float> logits;    // last layer's output
+  std::vector<float> bias0;     // int8: layer 0's bias for the current run of rows
   std::vector<uint8_t> scratchpad;
   // [bucket][layer]: argument maps bound to the buffers above (layer 0's source is
   // rebound per call for fp32).
@@ -101,6 +102,7 @@ class OneDnnRanker : public Ranker {
   void Run(size_t bi, void* src, int n, float* probabilities, OneDnnScratch* s) const;
 
   size_t input_bytes_per_row_ = 0;  // int8 only: bytes of one quantized input row
+  bool bias0_per_call_ = false;     // int8 only: layer 0's bias is the scratch's bias0
   int64_t weight_bytes_ = 0;
 
  private:
@@ -173,6 +175,7 @@ std::unique_ptr<RankerScratch> OneDnnRanker::NewScratch() const {
   s->act[0].assign(largest * max_width_ * sizeof(float), 0);
   s->act[1].assign(largest * max_width_ * sizeof(float), 0);
   s->logits.assign(largest, 0.f);
+  if (bias0_per_call_) s->bias0.assign(steps_.front().front().bias.get_desc().get_size() / sizeof(float), 0.f);
   s->scratchpad.assign(std::max<size_t>(scratchpad_bytes_, 64), 0);
   memory::desc pad_md({static_cast<memory::dim>(s->scratchpad.size())}, dt::u8, tag::a);
   for (const std::vector<Step>& steps : steps_) {
@@ -187,7 +190,7 @@ std::unique_ptr<RankerScratch> OneDnnRanker::NewScratch() const {
       std::unordered_map<int, memory> a;
       a[DNNL_ARG_SRC] = memory(st.src_md, eng, src);
       a[DNNL_ARG_WEIGHTS] = st.weights;
-      a[DNNL_ARG_BIAS] = st.bias;
+      a[DNNL_ARG_BIAS] = l == 0 && bias0_per_call_ ? memory(st.bias.get_desc(), eng, s->bias0.data()) : st.bias;
       a[DNNL_ARG_DST] = memory(st.dst_md, eng, dst);
       a[DNNL_ARG_SCRATCHPAD] = memory(pad_md, eng, s->scratchpad.data());
       bucket_args.push_back(std::move(a));
@@ -261,7 +264,10 @@ class Int8Ranker : public OneDnnRanker {
     RETURN_IF_ERROR(ValidateQuantizedMlp(q));
     auto ranker = std::make_unique<Int8Ranker>();
     ranker->q_ = q;
-    ranker->input_bytes_per_row_ = static_cast<size_t>(q.input_dim());
+    ranker->segments_ = q.Segments();
+    ranker->constant_segments_ = q.ConstantSegments();
+    ranker->input_bytes_per_row_ = static_cast<size_t>(q.layers.front().in);
+    ranker->bias0_per_call_ = true;
     std::vector<LayerPlan> plan;
     int64_t zeros = 0;
     for (const QuantizedLayer& l : ranker->q_.layers) {
@@ -280,7 +286,8 @@ class Int8Ranker : public OneDnnRanker {
       zeros += std::count(l.weight.begin(), l.weight.end(), int8_t{0});
     }
     RETURN_IF_ERROR(ranker->Build(plan, options.buckets, zeros, "int8 ranker"));
-    ranker->weight_bytes_ += static_cast<int64_t>(q.input_offset.size() + q.input_inv_scale.size()) * 4;
+    ranker->weight_bytes_ +=
+        static_cast<int64_t>(q.input_offset.size() + q.input_inv_scale.size() + q.constant_weight.size()) * 4;
     return std::unique_ptr<Ranker>(std::move(ranker));
   }
   int input_dim() const override { return q_.input_dim(); }
@@ -289,15 +296,24 @@ class Int8Ranker : public OneDnnRanker {
   absl::Status Score(float* rows, int n, float* probabilities, RankerScratch* scratch) const override {
     auto* s = static_cast<OneDnnScratch*>(scratch);
     const int largest = buckets_.back();
-    const int in = q_.input_dim();
+    const size_t width = static_cast<size_t>(q_.input_dim());
+    const size_t in = input_bytes_per_row_;
     try {
-      for (int start = 0; start < n; start += largest) {
-        const int rows_here = std::min(largest, n - start);
-        const size_t bi = BucketIndex(buckets_, rows_here);
-        QuantizeInputRows(q_, rows + static_cast<size_t>(start) * in, rows_here, s->input.data());
-        std::fill(s->input.begin() + static_cast<size_t>(rows_here) * in,
-                  s->input.begin() + static_cast<size_t>(buckets_[bi]) * in, 0);
-        Run(bi, nullptr, rows_here, probabilities + start, s);
+      // Runs of rows sharing their request-constant columns (one run per request on the
+      // serving path) get layer 0's bias for those columns computed once, in fp32.
+      for (int run = 0; run < n;) {
+        const float* first = rows + run * width;
+        int end = run + 1;
+        while (end < n && SameConstantColumns(constant_segments_, first, rows + end * width)) ++end;
+        ConstantBias(q_, first, s->bias0.data());
+        for (int start = run; start < end; start += largest) {
+          const int rows_here = std::min(largest, end - start);
+          const size_t bi = BucketIndex(buckets_, rows_here);
+          QuantizeInputRows(q_, segments_, rows + start * width, rows_here, s->input.data());
+          std::fill(s->input.begin() + rows_here * in, s->input.begin() + buckets_[bi] * in, 0);
+          Run(bi, nullptr, rows_here, probabilities + start, s);
+        }
+        run = end;
       }
     } catch (const dnnl::error& e) {
       return DnnlError("int8 ranker: scoring", e);
@@ -307,6 +323,8 @@ class Int8Ranker : public OneDnnRanker {
 
  private:
   QuantizedMlp q_;
+  std::vector<ColumnSegment> segments_;
+  std::vector<ColumnSegment> constant_segments_;
 };
 
 }  // namespace
