@@ -82,20 +82,27 @@ int Run() {
   std::printf("policy: %s, sparsity %.2f, structured ratio %.2f, gate: AUC drop <= %.4f, logloss rise <= %.4f\n",
               policy->mode.c_str(), policy->unstructured_sparsity, policy->structured_ratio,
               policy->gate.max_auc_drop(), policy->gate.max_logloss_rise());
-  std::printf("\n%-6s %-12s %-12s %9s %12s %12s\n", "layer", "shape fp32", "shape served", "sparsity", "fp32 bytes",
+  std::printf("\n%-6s %-12s %-16s %9s %12s %12s\n", "layer", "shape fp32", "shape served", "sparsity", "fp32 bytes",
               "served bytes");
+  // int8: layer 0 multiplies only the quantized columns; the request-constant ones are
+  // fp32 weights applied once per request (shown as "+N fp32").
+  const int constant = int8 ? static_cast<int>(policy->quantize.constant_columns.size()) : 0;
   for (size_t i = 0; i < bundle->mlp.layers.size(); ++i) {
     const DenseLayer& a = bundle->mlp.layers[i];
     const DenseLayer& b = pruned->layers[i];
     const int64_t zeros = std::count(b.weight.begin(), b.weight.end(), 0.f);
-    const int64_t served_bytes = int64_t{b.in} * b.out * (int8 ? 1 : 4) + 4 * b.out * (int8 ? 2 : 1);
-    std::printf("%-6zu %-12s %-12s %8.1f%% %12lld %12lld\n", i, absl::StrFormat("%dx%d", a.out, a.in).c_str(),
-                absl::StrFormat("%dx%d", b.out, b.in).c_str(), 100.0 * zeros / b.weight.size(),
+    const int fp32_in = i == 0 ? constant : 0;
+    const int64_t served_bytes = int64_t{b.in - fp32_in} * b.out * (int8 ? 1 : 4) + 4 * b.out * (int8 ? 2 : 1) +
+                                 4 * int64_t{fp32_in} * b.out;
+    const std::string served_shape = fp32_in > 0 ? absl::StrFormat("%dx%d+%d fp32", b.out, b.in - fp32_in, fp32_in)
+                                                 : absl::StrFormat("%dx%d", b.out, b.in);
+    std::printf("%-6zu %-12s %-16s %8.1f%% %12lld %12lld\n", i, absl::StrFormat("%dx%d", a.out, a.in).c_str(),
+                served_shape.c_str(), 100.0 * zeros / b.weight.size(),
                 static_cast<long long>(4LL * (a.in * a.out + a.out)), static_cast<long long>(served_bytes));
   }
-  std::printf("total: %lld params, %.1f%% zero; MACs/row %lld -> %lld; served ranker holds %lld bytes\n",
+  std::printf("total: %lld params, %.1f%% zero; MACs/row %lld -> %lld as served; served ranker holds %lld bytes\n",
               static_cast<long long>(bundle->mlp.ParameterCount()), 100 * Sparsity(*pruned),
-              static_cast<long long>(bundle->mlp.MacsPerRow()), static_cast<long long>(pruned->MacsPerRow()),
+              static_cast<long long>(bundle->mlp.MacsPerRow()), static_cast<long long>((*served)->macs_per_row()),
               static_cast<long long>((*served)->weight_bytes()));
 
   absl::StatusOr<AccuracyReport> report = MeasureAccuracy(bundle->mlp, **served, bundle->calibration);
