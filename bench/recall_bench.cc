@@ -20,6 +20,9 @@ ABSL_FLAG(int, k, 100, "Top-k");
 ABSL_FLAG(int, build_threads, 2, "HNSW build threads");
 ABSL_FLAG(std::vector<std::string>, kinds, std::vector<std::string>({"exact", "exact-int8", "hnsw"}),
           "Indexes to run (the first must be exact)");
+ABSL_FLAG(std::string, hnsw_graph, "", "hnsw: load this prebuilt graph (recserve-index) instead of building");
+ABSL_FLAG(std::vector<std::string>, hnsw_ef, std::vector<std::string>({"200"}),
+          "hnsw: query-time beams to measure (one run each)");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -45,15 +48,29 @@ int main(int argc, char** argv) {
   recserve::ExactFp32Index exact(catalog->get());
   std::vector<std::vector<recserve::ScoredItem>> truth(nq);
   double exact_ms = 0;
-  for (const std::string& kind_name : absl::GetFlag(FLAGS_kinds)) {
+  // One run per (kind, ef): hnsw runs once per --hnsw_ef value.
+  std::vector<std::pair<std::string, int>> runs;
+  for (const std::string& kind : absl::GetFlag(FLAGS_kinds)) {
+    if (kind != "hnsw") {
+      runs.push_back({kind, 0});
+      continue;
+    }
+    for (const std::string& ef : absl::GetFlag(FLAGS_hnsw_ef)) runs.push_back({kind, std::stoi(ef)});
+  }
+  for (const auto& [kind_name, ef] : runs) {
     const char* kind = kind_name.c_str();
     recserve::EmbeddingIndexOptions o;
     o.kind = kind;
     o.build_threads = absl::GetFlag(FLAGS_build_threads);
+    if (ef > 0) o.hnsw_ef_search = ef;
+    if (kind_name == "hnsw") o.hnsw_graph_path = absl::GetFlag(FLAGS_hnsw_graph);
     const auto b0 = std::chrono::steady_clock::now();
     auto index = recserve::BuildEmbeddingIndex(catalog->get(), o);
     const double build_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
-    if (!index.ok()) return 1;
+    if (!index.ok()) {
+      std::fprintf(stderr, "%s\n", index.status().ToString().c_str());
+      return 1;
+    }
     std::vector<recserve::ScoredItem> got;
     double hits = 0;
     const auto t0 = std::chrono::steady_clock::now();
@@ -66,8 +83,9 @@ int main(int argc, char** argv) {
     }
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / nq;
     if (std::string(kind) == "exact") exact_ms = ms;
-    std::printf("%-12s build %7.1f s  %8.3f ms/query  (%5.1fx exact fp32)  recall@%d %.4f  index bytes %lld\n",
-                (*index)->name().c_str(), build_s, ms, exact_ms / ms, k, hits / (static_cast<double>(nq) * k),
+    std::printf("%-26s %s %7.1f s  %8.3f ms/query  (%5.1fx exact fp32)  recall@%d %.4f  index bytes %lld\n",
+                (*index)->name().c_str(), o.hnsw_graph_path.empty() ? "build" : "load ", build_s, ms,
+                exact_ms / ms, k, hits / (static_cast<double>(nq) * k),
                 static_cast<long long>((*index)->memory_bytes()));
   }
   return 0;

@@ -118,6 +118,9 @@ absl::Status ValidateManifest(const v1::Manifest& m) {
   for (const char* required : {kRankerFile, kItemsFile, kCovisitFile, kCalibrationFile}) {
     if (!names.count(required)) return Bad("files", absl::StrCat("does not list ", required));
   }
+  if (!m.recall().hnsw_graph().empty() && !names.count(m.recall().hnsw_graph())) {
+    return Bad("recall.hnsw_graph", absl::StrCat("names '", m.recall().hnsw_graph(), "', which files does not list"));
+  }
   return absl::OkStatus();
 }
 
@@ -152,6 +155,7 @@ absl::StatusOr<BundleContents> ReadBundle(const std::string& dir) {
   }
 
   const v1::Manifest& m = b.manifest;
+  if (!m.recall().hnsw_graph().empty()) b.hnsw_graph_path = Join(dir, m.recall().hnsw_graph());
   const int d = m.features().embedding_dim(), f = m.features().item_dense_dim();
   ASSIGN_OR_RETURN(b.mlp, ReadOnnxMlp(Join(dir, kRankerFile)));
   const std::vector<int> sizes = b.mlp.LayerSizes();
@@ -238,7 +242,9 @@ absl::Status WriteBundle(BundleContents c, const std::string& dir) {
     w.AddI64("groups", {cal.rows}, cal.groups);
     RETURN_IF_ERROR(w.WriteFile(Join(dir, kCalibrationFile)));
   }
-  for (const char* name : {kRankerFile, kItemsFile, kCovisitFile, kCalibrationFile}) {
+  std::vector<std::string> listed = {kRankerFile, kItemsFile, kCovisitFile, kCalibrationFile};
+  if (!m.recall().hnsw_graph().empty()) listed.push_back(m.recall().hnsw_graph());
+  for (const std::string& name : listed) {
     ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(Join(dir, name)));
     v1::FileEntry* e = m.add_files();
     e->set_name(name);

@@ -47,6 +47,9 @@ struct BundleContents {
   CatalogData items;
   CovisitData covisit;
   CalibrationSet calibration;
+  // Path of the checked hnsw graph file when the manifest names one (recall.hnsw_graph).
+  // WriteBundle expects the file already in the version directory under that name.
+  std::string hnsw_graph_path;
 };
 
 // Checks the manifest on its own: schema version, feature spec, layer sizes, policy and

@@ -9,6 +9,8 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/status_macros.h"
 #include "engine/cpu_dispatch.h"
 
 namespace recserve {
@@ -101,24 +103,67 @@ class ExactInt8Index : public EmbeddingIndex {
 
 class HnswIndex : public EmbeddingIndex {
  public:
-  HnswIndex(const Catalog* catalog, const EmbeddingIndexOptions& o)
-      : catalog_(catalog), space_(catalog->dim()),
-        graph_(&space_, catalog->size(), o.hnsw_m, o.hnsw_ef_construction), ef_(o.hnsw_ef_search) {
+  // Builds the graph over every catalog item (label = item index).
+  static std::unique_ptr<HnswIndex> Build(const Catalog* catalog, const EmbeddingIndexOptions& o) {
+    std::unique_ptr<HnswIndex> index(new HnswIndex(catalog, o.hnsw_ef_search, /*prebuilt=*/false));
+    index->graph_ = std::make_unique<hnswlib::HierarchicalNSW<float>>(&index->space_, catalog->size(), o.hnsw_m,
+                                                                      o.hnsw_ef_construction);
     const int n = catalog->size();
     const int threads = std::max(1, o.build_threads);
     std::vector<std::thread> workers;
     for (int t = 0; t < threads; ++t) {
       workers.emplace_back([&, t] {
-        for (int i = t; i < n; i += threads) graph_.addPoint(catalog->embedding(i), static_cast<size_t>(i));
+        for (int i = t; i < n; i += threads) index->graph_->addPoint(catalog->embedding(i), static_cast<size_t>(i));
       });
     }
     for (auto& w : workers) w.join();
-    graph_.setEf(ef_);
+    index->graph_->setEf(index->ef_);
+    return index;
   }
+
+  // Loads a graph saved by SaveHnswGraph for this catalog, and checks that it is one:
+  // same item count and dimension, every item once, and the stored vectors of a sample
+  // of items equal to the catalog's (a graph of another catalog is refused).
+  static absl::StatusOr<std::unique_ptr<HnswIndex>> Load(const Catalog* catalog, const EmbeddingIndexOptions& o) {
+    std::unique_ptr<HnswIndex> index(new HnswIndex(catalog, o.hnsw_ef_search, /*prebuilt=*/true));
+    const std::string& path = o.hnsw_graph_path;
+    try {
+      index->graph_ = std::make_unique<hnswlib::HierarchicalNSW<float>>(&index->space_, path, false, catalog->size());
+    } catch (const std::exception& e) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": not an hnsw graph for this catalog: ", e.what()));
+    }
+    hnswlib::HierarchicalNSW<float>& g = *index->graph_;
+    const size_t n = static_cast<size_t>(catalog->size());
+    if (g.cur_element_count != n || g.data_size_ != catalog->dim() * sizeof(float)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: the graph holds %d vectors of %d bytes; the catalog has %d items of dimension %d", path,
+          g.cur_element_count, g.data_size_, n, catalog->dim()));
+    }
+    std::vector<char> seen(n, 0);
+    for (size_t i = 0; i < n; ++i) {
+      const hnswlib::labeltype label = g.getExternalLabel(static_cast<hnswlib::tableint>(i));
+      if (label >= n || seen[label]++) {
+        return absl::InvalidArgumentError(absl::StrFormat("%s: item label %d is out of range or repeated", path, label));
+      }
+    }
+    std::mt19937_64 rng(7);
+    for (int t = 0; t < 64; ++t) {
+      const size_t item = rng() % n;
+      const std::vector<float> stored = g.getDataByLabel<float>(item);
+      if (!std::equal(stored.begin(), stored.end(), catalog->embedding(static_cast<int>(item)))) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: the graph's vector of item %d differs from the catalog's; it was built for another catalog", path,
+            item));
+      }
+    }
+    g.setEf(index->ef_);
+    return index;
+  }
+
   void TopK(const float* query, int k, IndexScratch*, std::vector<ScoredItem>* out) const override {
     out->clear();
     // hnswlib's search is safe to run from many threads at once.
-    auto result = graph_.searchKnn(query, std::max(1, k));
+    auto result = graph_->searchKnn(query, std::max(1, k));
     while (!result.empty()) {
       const auto& [dist, label] = result.top();
       out->push_back({static_cast<int32_t>(label), 1.f - dist});  // inner-product space: 1 - ip
@@ -126,16 +171,30 @@ class HnswIndex : public EmbeddingIndex {
     }
     std::reverse(out->begin(), out->end());  // best first
   }
-  std::string name() const override { return absl::StrCat("hnsw(M=", graph_.M_, ",ef=", ef_, ")"); }
+  std::string name() const override {
+    return absl::StrCat("hnsw(M=", graph_->M_, ",ef=", ef_, prebuilt_ ? ",prebuilt)" : ")");
+  }
   int64_t memory_bytes() const override {
-    return static_cast<int64_t>(graph_.max_elements_) * graph_.size_data_per_element_;
+    return static_cast<int64_t>(graph_->max_elements_) * graph_->size_data_per_element_;
+  }
+  absl::Status Save(const std::string& path) const {
+    try {
+      graph_->saveIndex(path);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat("writing ", path, ": ", e.what()));
+    }
+    return absl::OkStatus();
   }
 
  private:
+  HnswIndex(const Catalog* catalog, int ef, bool prebuilt)
+      : catalog_(catalog), space_(catalog->dim()), ef_(ef), prebuilt_(prebuilt) {}
+
   const Catalog* catalog_;
   hnswlib::InnerProductSpace space_;
-  hnswlib::HierarchicalNSW<float> graph_;
+  std::unique_ptr<hnswlib::HierarchicalNSW<float>> graph_;
   int ef_;
+  bool prebuilt_;
 };
 
 }  // namespace
@@ -153,10 +212,22 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> BuildEmbeddingIndex(const Catalo
                                                      " ef_construction=", o.hnsw_ef_construction,
                                                      " ef_search=", o.hnsw_ef_search));
     }
-    return std::unique_ptr<EmbeddingIndex>(new HnswIndex(catalog, o));
+    if (!o.hnsw_graph_path.empty()) {
+      ASSIGN_OR_RETURN(std::unique_ptr<HnswIndex> loaded, HnswIndex::Load(catalog, o));
+      return std::unique_ptr<EmbeddingIndex>(std::move(loaded));
+    }
+    return std::unique_ptr<EmbeddingIndex>(HnswIndex::Build(catalog, o));
   }
   return absl::InvalidArgumentError(
       absl::StrCat("embedding index '", o.kind, "' is not exact, exact-int8 or hnsw"));
+}
+
+absl::Status SaveHnswGraph(const Catalog* catalog, const EmbeddingIndexOptions& options, const std::string& path) {
+  EmbeddingIndexOptions o = options;
+  o.kind = "hnsw";
+  o.hnsw_graph_path.clear();
+  ASSIGN_OR_RETURN(std::unique_ptr<EmbeddingIndex> index, BuildEmbeddingIndex(catalog, o));
+  return static_cast<const HnswIndex&>(*index).Save(path);
 }
 
 double MeasureIndexRecall(const Catalog& catalog, const EmbeddingIndex& index, int k, int queries,

@@ -19,13 +19,20 @@ struct EmbeddingIndexOptions {
   std::string kind = "exact";
   int hnsw_m = 16;                 // graph degree
   int hnsw_ef_construction = 200;  // build-time beam
-  int hnsw_ef_search = 200;        // query-time beam (>= k)
+  int hnsw_ef_search = 300;        // query-time beam (>= k)
   int build_threads = 1;           // hnsw: threads used to add points
+  // hnsw: a graph saved by SaveHnswGraph for this catalog (the bundle's hnsw_graph file);
+  // loaded and checked instead of built. Empty: build at load.
+  std::string hnsw_graph_path;
 };
 
 // Builds the index over `catalog` (which must outlive it).
 absl::StatusOr<std::unique_ptr<EmbeddingIndex>> BuildEmbeddingIndex(const Catalog* catalog,
                                                                    const EmbeddingIndexOptions& options);
+
+// Builds the hnsw graph of `catalog` with `options` (M, ef_construction, threads) and
+// writes it to `path` in hnswlib's format, for a bundle to ship (train/index_main.cc).
+absl::Status SaveHnswGraph(const Catalog* catalog, const EmbeddingIndexOptions& options, const std::string& path);
 
 // Mean recall@k of `index` against the exact fp32 scan over `queries` user-like vectors
 // (means of a few catalog embeddings, seeded).

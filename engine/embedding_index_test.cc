@@ -1,5 +1,7 @@
 #include "engine/embedding_index.h"
 
+#include "engine/bundle.h"
+#include "engine/file_util.h"
 #include "engine/model.h"
 #include "engine/test_util.h"
 #include "gmock/gmock.h"
@@ -7,6 +9,12 @@
 
 namespace recserve {
 namespace {
+
+EmbeddingIndexOptions Kind(const std::string& kind) {
+  EmbeddingIndexOptions o;
+  o.kind = kind;
+  return o;
+}
 
 class EmbeddingIndexTest : public ::testing::Test {
  protected:
@@ -20,7 +28,7 @@ class EmbeddingIndexTest : public ::testing::Test {
 };
 
 TEST_F(EmbeddingIndexTest, ExactInt8FindsNearlyTheSameTopItemsAsFp32) {
-  auto index = BuildEmbeddingIndex(catalog_.get(), {"exact-int8"});
+  auto index = BuildEmbeddingIndex(catalog_.get(), Kind("exact-int8"));
   ASSERT_TRUE(index.ok()) << index.status();
   EXPECT_EQ((*index)->name(), "exact-int8");
   EXPECT_GE(MeasureIndexRecall(*catalog_, **index, 100, 50), 0.95);
@@ -46,9 +54,85 @@ TEST_F(EmbeddingIndexTest, HnswReachesHighRecallAndReturnsBestFirst) {
 }
 
 TEST_F(EmbeddingIndexTest, UnknownKindIsRefusedByName) {
-  auto index = BuildEmbeddingIndex(catalog_.get(), {"faiss"});
+  auto index = BuildEmbeddingIndex(catalog_.get(), Kind("faiss"));
   EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(index.status().message(), ::testing::HasSubstr("'faiss'"));
+}
+
+TEST_F(EmbeddingIndexTest, SavedHnswGraphLoadsAndAnswersLikeTheBuiltOne) {
+  const std::string path = testing::TempDir("hnsw_saved") + "/hnsw.bin";
+  EmbeddingIndexOptions o;
+  o.kind = "hnsw";
+  o.build_threads = 1;  // one thread: the saved graph is the one a fresh build makes
+  ASSERT_TRUE(SaveHnswGraph(catalog_.get(), o, path).ok());
+  auto built = BuildEmbeddingIndex(catalog_.get(), o);
+  o.hnsw_graph_path = path;
+  auto loaded = BuildEmbeddingIndex(catalog_.get(), o);
+  ASSERT_TRUE(built.ok() && loaded.ok()) << loaded.status();
+  EXPECT_EQ((*loaded)->name(), "hnsw(M=16,ef=300,prebuilt)");
+  std::vector<ScoredItem> a, b;
+  for (int item : {3, 99, 4000}) {
+    (*built)->TopK(catalog_->embedding(item), 20, nullptr, &a);
+    (*loaded)->TopK(catalog_->embedding(item), 20, nullptr, &b);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].item, b[i].item) << item << " rank " << i;
+  }
+}
+
+TEST_F(EmbeddingIndexTest, HnswGraphOfAnotherCatalogOrCorruptIsRefused) {
+  const std::string dir = testing::TempDir("hnsw_bad");
+  EmbeddingIndexOptions o;
+  o.kind = "hnsw";
+  // Same size and dimension, other embeddings.
+  auto other = Catalog::Create(testing::TinyBundle(5000, 16, 2, {16, 8}, /*seed=*/99).items);
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(SaveHnswGraph(other->get(), o, dir + "/other.bin").ok());
+  o.hnsw_graph_path = dir + "/other.bin";
+  auto index = BuildEmbeddingIndex(catalog_.get(), o);
+  EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(index.status().message(), ::testing::HasSubstr("built for another catalog"));
+  // Another size.
+  auto small = Catalog::Create(testing::TinyBundle(100, 16, 2).items);
+  ASSERT_TRUE(small.ok());
+  ASSERT_TRUE(SaveHnswGraph(small->get(), o, dir + "/small.bin").ok());
+  o.hnsw_graph_path = dir + "/small.bin";
+  index = BuildEmbeddingIndex(catalog_.get(), o);
+  EXPECT_THAT(index.status().message(), ::testing::HasSubstr("the catalog has 5000 items"));
+  // Truncated.
+  {
+    std::string bytes = *ReadFileToString(dir + "/other.bin");
+    ASSERT_TRUE(WriteFileAtomically(dir + "/cut.bin", bytes.substr(0, bytes.size() / 2)).ok());
+  }
+  o.hnsw_graph_path = dir + "/cut.bin";
+  index = BuildEmbeddingIndex(catalog_.get(), o);
+  EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(index.status().message(), ::testing::HasSubstr("not an hnsw graph for this catalog"));
+}
+
+TEST(ModelIndexTest, BundleWithAPrebuiltGraphServesFromIt) {
+  const std::string dir = testing::TempDir("hnsw_bundle") + "/1";
+  BundleContents b = testing::TinyBundle(3000, 16, 2);
+  auto catalog = Catalog::Create(b.items);
+  ASSERT_TRUE(catalog.ok());
+  ASSERT_TRUE(MakeDirs(dir).ok());
+  EmbeddingIndexOptions o;
+  o.kind = "hnsw";
+  ASSERT_TRUE(SaveHnswGraph(catalog->get(), o, dir + "/hnsw.bin").ok());
+  b.manifest.mutable_recall()->set_hnsw_graph("hnsw.bin");
+  b.manifest.mutable_recall()->set_embedding_index("hnsw");
+  ASSERT_TRUE(WriteBundle(std::move(b), dir).ok());
+  auto read = ReadBundle(dir);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->hnsw_graph_path, dir + "/hnsw.bin");
+  auto model = Model::Create(*std::move(read), 1, ModelOptions());
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->index().name(), "hnsw(M=16,ef=300,prebuilt)");
+  EXPECT_GT((*model)->index_recall(), 0.9);
+  // A flipped byte in the graph fails the bundle's checksum before hnswlib reads it.
+  std::string bytes = *ReadFileToString(dir + "/hnsw.bin");
+  bytes[bytes.size() / 2] ^= 1;
+  ASSERT_TRUE(WriteFileAtomically(dir + "/hnsw.bin", bytes).ok());
+  EXPECT_THAT(ReadBundle(dir).status().message(), ::testing::HasSubstr("hnsw.bin: checksum mismatch"));
 }
 
 TEST(ModelIndexTest, ModelReportsItsIndexRecallAtLoad) {

@@ -32,7 +32,11 @@ struct ModelOptions {
   // Recall sizes; fields <= 0 take the manifest's values (then built-in defaults).
   RecallOptions recall = {0, 0, -1, 0, true};
   // Embedding index; an empty kind takes the manifest's recall.embedding_index.
-  EmbeddingIndexOptions index = {""};
+  EmbeddingIndexOptions index = [] {
+    EmbeddingIndexOptions o;
+    o.kind = "";
+    return o;
+  }();
   // Queries used to measure the index's recall@100 against the exact scan at load
   // (0 = skip; the exact fp32 index is not measured).
   int index_recall_queries = 50;

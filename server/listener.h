@@ -1,12 +1,17 @@
 // The Recommender port's listening socket, owned by recserve rather than by gRPC.
 //
 // gRPC 1.51 can only stop listening as part of Server::Shutdown, and a call that reaches
-// a connection after Shutdown began is cancelled, not served. Proxies that open a
-// connection per call (nginx's grpc_pass) hit that window whenever a replica stops. So
-// recserve accepts connections itself and hands each one to gRPC
+// a connection after Shutdown began is cancelled, not served. A balancer that keeps
+// sending new calls to a stopping replica (nginx's grpc_pass, which also opens new
+// upstream connections as its pool needs them) hit that window on every replica stop.
+// So recserve accepts connections itself and hands each one to gRPC
 // (ExternalConnectionAcceptor); draining closes this socket first - new connections are
 // refused, which nginx and gRPC clients retry elsewhere - while calls on connections
 // already accepted are still served, and only then shuts gRPC down.
+//
+// Order matters: Serve() only after the gRPC server has started, Close() before it shuts
+// down (gRPC 1.51 neither serves nor closes a connection handed over outside that window).
+// Wildcard hosts (0.0.0.0, ::) listen on IPv6 and IPv4 alike, as gRPC's listener does.
 #ifndef RECSERVE_SERVER_LISTENER_H_
 #define RECSERVE_SERVER_LISTENER_H_
 
@@ -14,10 +19,13 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 namespace recserve {
 
@@ -28,20 +36,27 @@ class Listener {
   ~Listener();  // Close()
 
   int port() const { return port_; }
-  // Accepts on a thread of its own and passes every connection to `acceptor`.
+  // Accepts on a thread of its own and passes every connection to `acceptor`. Does
+  // nothing after Close().
   void Serve(std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor);
-  // Stops accepting and closes the socket: connections not yet accepted are refused.
-  // Connections already handed to gRPC are not touched. Idempotent.
+  // Stops accepting: hands over the connections the kernel already queued, then closes
+  // the socket, so later connects are refused. Connections already handed to gRPC are not
+  // touched. Idempotent.
   void Close();
   // Connections handed to gRPC so far.
   int64_t accepted() const { return accepted_.load(std::memory_order_relaxed); }
 
  private:
-  Listener(int fd, int port) : fd_(fd), port_(port) {}
+  Listener(int fd, int port);
   void AcceptLoop();
+  // Accepts every queued connection; false when accept failed for lack of resources.
+  bool AcceptAll();
 
   int fd_;
   const int port_;
+  const int wake_fd_;  // eventfd: Close() wakes the accept thread
+  std::mutex mu_;  // Serve and Close
+  absl::Time last_error_log_;  // accept thread only
   std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor_;
   std::thread thread_;
   std::atomic<bool> stop_{false};

@@ -41,7 +41,7 @@ ABSL_FLAG(int, covisit_k, 0, "Candidates from co-visitation (0 = the manifest's)
 ABSL_FLAG(int, popularity_k, -1, "Popular candidates for warm users (-1 = the manifest's)");
 ABSL_FLAG(std::string, embedding_index, "",
           "Embedding recall index: exact | exact-int8 | hnsw (default: the manifest's)");
-ABSL_FLAG(int, hnsw_ef, 200, "hnsw: query-time beam width");
+ABSL_FLAG(int, hnsw_ef, 300, "hnsw: query-time beam width (300: recall@100 ~0.96 on 1M items)");
 ABSL_FLAG(bool, exclude_purchased, true, "Drop items the user purchased unless the request keeps them");
 ABSL_FLAG(absl::Duration, max_clock_skew, absl::Hours(1), "How far in the future event times may be");
 ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),

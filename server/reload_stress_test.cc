@@ -119,7 +119,8 @@ TEST(ReloadStressTest, TwentyReloadsAndARollbackUnderConcurrentCallsFailNoCall) 
   auto newest = (*manager)->SetServingVersion(0);
   ASSERT_TRUE(newest.ok()) << newest.status();
   EXPECT_EQ(*newest, 21);
-  while (ok.load() < 200) absl::SleepFor(absl::Milliseconds(2));  // traffic on the final version
+  const absl::Time traffic_deadline = absl::Now() + absl::Seconds(60);
+  while (ok.load() < 200 && absl::Now() < traffic_deadline) absl::SleepFor(absl::Milliseconds(2));
   stop = true;
   for (auto& c : clients) c.join();
 

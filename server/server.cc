@@ -129,7 +129,8 @@ void RecserveServer::Drain(absl::Duration drain_delay, absl::Duration grace) {
   // gRPC channel reconnects elsewhere.
   if (listener_) listener_->Close();
   // 2. Keep serving the connections already accepted until no call has arrived for a
-  // short while: a proxy that opens a connection per call has sent its last one by then.
+  // short while: a balancer that was refused a new connection has moved its traffic by
+  // then (nginx marks the replica failed and retries elsewhere).
   // Bounded, because a client holding a long-lived connection may never go quiet; it
   // leaves at step 3.
   if (recommender_) {

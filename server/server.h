@@ -4,8 +4,9 @@
 //
 // Lifecycle: Create() starts listening (ports may be 0: the chosen ports are reported);
 // readiness turns SERVING when a model version serves. Drain() flips health to
-// NOT_SERVING, stops accepting calls and waits up to the grace period for in-flight
-// ones. Not copyable; methods are thread-safe.
+// NOT_SERVING, keeps serving for the drain delay, closes the listener, and shuts gRPC
+// down once the open connections go quiet, waiting up to the grace period for in-flight
+// calls. Not copyable; methods are thread-safe.
 #ifndef RECSERVE_SERVER_SERVER_H_
 #define RECSERVE_SERVER_SERVER_H_
 

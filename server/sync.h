@@ -6,8 +6,11 @@
 // absl itself is compiled with it) and reports every access the mutex guards as a race.
 // The TSAN build therefore gets the same interface over std::mutex and
 // std::condition_variable, which TSAN understands through pthreads. Both forms are
-// semantically the same for our use: Await re-checks its condition whenever the mutex is
-// released, which the TSAN form gets by notifying on every Unlock.
+// the same for how we use them: Await re-checks its condition whenever another thread
+// Unlocks (the TSAN form notifies on every Unlock). Differences, none of which our code
+// relies on: the TSAN form does not wake waiters when a thread changes state and then
+// Awaits in the same critical section, and its Notification and BlockingCounter do not
+// abort on a second Notify or an extra decrement as absl's do.
 #ifndef RECSERVE_SERVER_SYNC_H_
 #define RECSERVE_SERVER_SYNC_H_
 

@@ -220,12 +220,15 @@ TEST_F(BalancerTest, SpreadsLoadSurvivesSigtermAndRollsOutNewVersionToEveryRepli
         }
       });
     }
-    while (tally.ok.load() < 100) absl::SleepFor(absl::Milliseconds(5));
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (tally.ok.load() < 100 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
     replicas_[1]->Signal(SIGTERM);
     const int exit_code = replicas_[1]->WaitExit(absl::Seconds(30));
     const int64_t ok_at_exit = tally.ok.load();
     // Keep sending until well after the exit, so nginx meets the closed port many times.
-    while (tally.ok.load() < ok_at_exit + 300) absl::SleepFor(absl::Milliseconds(5));
+    while (tally.ok.load() < ok_at_exit + 300 && absl::Now() < deadline + absl::Seconds(60)) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
     stop = true;
     for (auto& c : clients) c.join();
     EXPECT_EQ(exit_code, 0) << replicas_[1]->Log();
