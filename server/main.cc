@@ -51,6 +51,9 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
 ABSL_FLAG(absl::Duration, max_connection_age, absl::ZeroDuration(),
           "Send GOAWAY to a client connection this old (0 = never), so clients that hold "
           "one connection re-resolve and reach replicas added since");
+ABSL_FLAG(bool, idle_loader, false,
+          "Load new versions only on CPU time nothing else wants (SCHED_IDLE; p99 during reloads "
+          "closer to steady, but a saturated machine may never finish a load); default: nice 10");
 ABSL_FLAG(int, warmup_requests, 64, "Requests run on a new version before it serves");
 ABSL_FLAG(std::string, compression, "",
           "Ranker compression at load: none | int8 | prune+int8 (default: the manifest's, int8 "
@@ -99,6 +102,7 @@ int Run() {
   m.pinned_version = absl::GetFlag(FLAGS_pin_version);
   m.keep_previous = absl::GetFlag(FLAGS_keep_previous);
   m.warmup_requests = absl::GetFlag(FLAGS_warmup_requests);
+  m.load_thread_idle = absl::GetFlag(FLAGS_idle_loader);
   m.model_options.recall.max_candidates = absl::GetFlag(FLAGS_max_candidates);
   m.model_options.recall.embedding_k = absl::GetFlag(FLAGS_embedding_k);
   m.model_options.recall.covisit_k = absl::GetFlag(FLAGS_covisit_k);

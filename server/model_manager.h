@@ -66,8 +66,12 @@ struct ModelManagerOptions {
   std::function<void(const Model&, const v1::ModelFigures&)> on_published;
   // Called on the load thread right after a replaced version has been destroyed.
   std::function<void(int64_t version)> on_unloaded;
-  // Nice value of the load thread (Linux: per thread), so loading yields the CPU to
-  // request workers. 0 leaves it alone.
+  // How the load thread yields the CPU to request workers (Linux: per thread). Idle: the
+  // SCHED_IDLE policy, so it runs only on CPU time the workers (and every other process)
+  // leave: p99 while reloading stays nearer steady, but a saturated machine may not load
+  // a new version at all. Otherwise, or if SCHED_IDLE is refused, the nice value (0
+  // leaves it alone).
+  bool load_thread_idle = false;
   int load_thread_nice = 10;
   // Create() does not start the load thread; Start() does (so callbacks may refer to
   // objects built after the manager).
