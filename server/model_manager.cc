@@ -8,8 +8,12 @@
 #include <unistd.h>
 
 #include <climits>
+#include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -217,14 +221,73 @@ std::vector<v1::VersionStatus> ModelManager::Versions() const {
   return out;
 }
 
+namespace {
+
+// One scan-and-load cycle on the SCHED_IDLE policy: the load thread runs only on CPU time
+// nothing else wants. If the cycle is still running after `patience` (the workers, or
+// other processes, leave it no CPU), the watchdog moves it, and every thread it started
+// (they inherit the policy), back to the normal policy, so a busy machine delays a
+// reload instead of starving it. The destructor ends the watch and puts the load thread
+// back to the normal policy, where it waits for the next scan (a wake-up is never
+// starved, and the next watchdog, which it starts, is not idle either).
+class IdleCycle {
+ public:
+  IdleCycle(pid_t tid, absl::Duration patience, std::atomic<int>* escalations) : tid_(tid) {
+    // The watchdog starts first, so it inherits the normal policy, not SCHED_IDLE.
+    watchdog_ = std::thread([this, patience, escalations] {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (cv_.wait_for(lock, absl::ToChronoNanoseconds(patience), [this] { return done_; })) return;
+      // Every SCHED_IDLE thread of the process is the loader or was started by it (its
+      // OpenMP team, HNSW build threads inherit the policy): move them all.
+      std::error_code ec;
+      for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+        int64_t id = 0;
+        if (absl::SimpleAtoi(task.path().filename().string(), &id) &&
+            ::sched_getscheduler(static_cast<pid_t>(id)) == SCHED_IDLE) {
+          ToNormal(static_cast<pid_t>(id));
+        }
+      }
+      escalations->fetch_add(1, std::memory_order_relaxed);
+      std::fprintf(stderr, "recserve: a model load was still running after %s at idle priority; continuing at normal priority\n",
+                   absl::FormatDuration(patience).c_str());
+    });
+    sched_param idle{};
+    ::sched_setscheduler(tid_, SCHED_IDLE, &idle);  // if refused, the cycle runs at nice
+  }
+  ~IdleCycle() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    watchdog_.join();
+    ToNormal(tid_);
+  }
+
+ private:
+  static void ToNormal(pid_t tid) {
+    sched_param normal{};
+    ::sched_setscheduler(tid, SCHED_OTHER, &normal);
+  }
+
+  const pid_t tid_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread watchdog_;
+};
+
+}  // namespace
+
 void ModelManager::LoadLoop() {
   // Loading competes with request workers for the same cores: on Linux a thread has its
   // own scheduling policy and nice value, so the loader yields to them (p99 during
-  // reloads: 1.3-1.4x steady with SCHED_IDLE, 1.7-1.9x with nice 10; docs/benchmarks.md).
+  // reloads: 1.3-1.4x steady with SCHED_IDLE, 1.7x with nice 10; docs/benchmarks.md).
+  // With load_thread_idle each cycle runs under SCHED_IDLE, and a watchdog moves a
+  // starved cycle back to the normal policy (IdleCycle); otherwise the thread runs at
+  // load_thread_nice.
   const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
-  sched_param idle{};
-  const bool idle_set = options_.load_thread_idle && ::sched_setscheduler(tid, SCHED_IDLE, &idle) == 0;
-  if (!idle_set && options_.load_thread_nice != 0) {
+  if (!options_.load_thread_idle && options_.load_thread_nice != 0) {
     ::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), options_.load_thread_nice);
   }
   uint64_t handled = 0;
@@ -250,7 +313,12 @@ void ModelManager::LoadLoop() {
       target = requested_;
     }
     next_poll = absl::Now() + options_.poll_interval;
-    absl::Status result = RunCycle();
+    absl::Status result;
+    {
+      std::optional<IdleCycle> idle;
+      if (options_.load_thread_idle) idle.emplace(tid, options_.idle_load_patience, &idle_escalations_);
+      result = RunCycle();
+    }
     MutexLock lock(&mu_);
     for (uint64_t t = handled + 1; t <= target; ++t) {
       if (!result.ok()) cycle_results_[t] = result;

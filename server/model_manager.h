@@ -20,6 +20,8 @@
 #ifndef RECSERVE_SERVER_MODEL_MANAGER_H_
 #define RECSERVE_SERVER_MODEL_MANAGER_H_
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -66,12 +68,13 @@ struct ModelManagerOptions {
   std::function<void(const Model&, const v1::ModelFigures&)> on_published;
   // Called on the load thread right after a replaced version has been destroyed.
   std::function<void(int64_t version)> on_unloaded;
-  // How the load thread yields the CPU to request workers (Linux: per thread). Idle: the
-  // SCHED_IDLE policy, so it runs only on CPU time the workers (and every other process)
-  // leave: p99 while reloading stays nearer steady, but a saturated machine may not load
-  // a new version at all. Otherwise, or if SCHED_IDLE is refused, the nice value (0
-  // leaves it alone).
-  bool load_thread_idle = false;
+  // How the load thread yields the CPU to request workers (Linux: per thread). Idle: each
+  // scan-and-load cycle runs under SCHED_IDLE, only on CPU time the workers (and every
+  // other process) leave, which keeps p99 while reloading near steady; a cycle still
+  // running after `idle_load_patience` (a saturated machine) continues at the normal
+  // policy. Not idle: the thread runs at `load_thread_nice` (0 leaves it alone).
+  bool load_thread_idle = true;
+  absl::Duration idle_load_patience = absl::Seconds(2);
   int load_thread_nice = 10;
   // Create() does not start the load thread; Start() does (so callbacks may refer to
   // objects built after the manager).
@@ -107,6 +110,8 @@ class ModelManager {
   int64_t pinned_version() const ABSL_LOCKS_EXCLUDED(mu_);
   // Versions loaded right now (serving, previous, retired but still in use).
   int loaded_count() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Loads the idle-loader watchdog moved to the normal policy (starved loads).
+  int idle_escalations() const { return idle_escalations_.load(std::memory_order_relaxed); }
 
   // Stops the load thread; the serving version stays pinnable. Idempotent.
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
@@ -151,6 +156,7 @@ class ModelManager {
   std::map<uint64_t, absl::Status> cycle_results_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> stopping_{false};  // read by long loads without the lock
+  std::atomic<int> idle_escalations_{0};
   std::thread load_thread_;
 };
 

@@ -2,8 +2,10 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "engine/file_util.h"
 #include "engine/test_util.h"
@@ -220,6 +222,38 @@ int64_t ResidentBytes() {
   int64_t pages = 0, resident = 0;
   statm >> pages >> resident;
   return resident * ::sysconf(_SC_PAGESIZE);
+}
+
+TEST_F(ModelManagerTest, IdleLoaderStillLoadsWhileEveryCoreIsBusy) {
+  // Busy threads at normal priority on every core leave a SCHED_IDLE loader next to no
+  // CPU (weight 3 against 1024 each): such a load took 20 s here without the watchdog.
+  // The watchdog moves the cycle back to the normal policy after the patience.
+  Write(1, 64);
+  ModelManagerOptions o;
+  o.load_thread_idle = true;
+  o.idle_load_patience = absl::Milliseconds(1);  // shorter than any load: the watchdog always acts
+  auto m = Start(o);
+  ASSERT_TRUE(m->WaitUntilServing(absl::Seconds(60)));
+  Write(2, 30000);  // long enough a load that the watchdog, however late it wakes, finds it running
+  const int escalations_before = m->idle_escalations();  // the first load may have been slow too
+  std::atomic<bool> stop{false};
+  std::atomic<unsigned> spinning{0};
+  std::vector<std::thread> busy;
+  const unsigned cores = std::max(2u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < cores; ++i) {
+    busy.emplace_back([&] {
+      spinning.fetch_add(1);
+      volatile uint64_t x = 0;
+      while (!stop.load(std::memory_order_relaxed)) x = x + 1;
+    });
+  }
+  while (spinning.load() < cores) std::this_thread::yield();
+  auto serving = m->ReloadNow();
+  stop = true;
+  for (auto& t : busy) t.join();
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  EXPECT_EQ(*serving, 2);
+  EXPECT_EQ(m->idle_escalations() - escalations_before, 1);  // the watchdog moved the starved cycle
 }
 
 TEST_F(ModelManagerTest, HundredLoadUnloadCyclesLeaveResidentMemoryFlat) {
