@@ -230,6 +230,20 @@ namespace {
 // reload instead of starving it. The destructor ends the watch and puts the load thread
 // back to the normal policy, where it waits for the next scan (a wake-up is never
 // starved, and the next watchdog, which it starts, is not idle either).
+// Whether a thread here may go back from SCHED_IDLE to the normal policy, which the
+// watchdog needs: Linux allows it only with CAP_SYS_NICE or an RLIMIT_NICE of 20
+// (root usually; a non-root container usually not). Tried on a throwaway thread.
+bool CanLeaveSchedIdle() {
+  bool ok = false;
+  std::thread([&ok] {
+    const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    sched_param param{};
+    if (::sched_setscheduler(tid, SCHED_IDLE, &param) != 0) return;
+    ok = ::sched_setscheduler(tid, SCHED_OTHER, &param) == 0;
+  }).join();
+  return ok;
+}
+
 class IdleCycle {
  public:
   IdleCycle(pid_t tid, absl::Duration patience, std::atomic<int>* escalations) : tid_(tid) {
@@ -287,7 +301,14 @@ void ModelManager::LoadLoop() {
   // starved cycle back to the normal policy (IdleCycle); otherwise the thread runs at
   // load_thread_nice.
   const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
-  if (!options_.load_thread_idle && options_.load_thread_nice != 0) {
+  // Idle cycles only where the watchdog can undo SCHED_IDLE; otherwise a starved load
+  // could never finish, so fall back to the nice value.
+  const bool idle = options_.load_thread_idle && CanLeaveSchedIdle();
+  if (options_.load_thread_idle && !idle) {
+    std::fprintf(stderr, "recserve: the idle loader needs CAP_SYS_NICE or RLIMIT_NICE >= 20 to recover a "
+                         "starved load; loading at nice %d instead\n", options_.load_thread_nice);
+  }
+  if (!idle && options_.load_thread_nice != 0) {
     ::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), options_.load_thread_nice);
   }
   uint64_t handled = 0;
@@ -315,8 +336,8 @@ void ModelManager::LoadLoop() {
     next_poll = absl::Now() + options_.poll_interval;
     absl::Status result;
     {
-      std::optional<IdleCycle> idle;
-      if (options_.load_thread_idle) idle.emplace(tid, options_.idle_load_patience, &idle_escalations_);
+      std::optional<IdleCycle> idle_cycle;
+      if (idle) idle_cycle.emplace(tid, options_.idle_load_patience, &idle_escalations_);
       result = RunCycle();
     }
     MutexLock lock(&mu_);

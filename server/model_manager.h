@@ -72,7 +72,8 @@ struct ModelManagerOptions {
   // scan-and-load cycle runs under SCHED_IDLE, only on CPU time the workers (and every
   // other process) leave, which keeps p99 while reloading near steady; a cycle still
   // running after `idle_load_patience` (a saturated machine) continues at the normal
-  // policy. Not idle: the thread runs at `load_thread_nice` (0 leaves it alone).
+  // policy. Leaving SCHED_IDLE needs CAP_SYS_NICE or RLIMIT_NICE >= 20; without either,
+  // and when not idle, the thread runs at `load_thread_nice` (0 leaves it alone).
   bool load_thread_idle = true;
   absl::Duration idle_load_patience = absl::Seconds(2);
   int load_thread_nice = 10;
