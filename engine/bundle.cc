@@ -3,7 +3,10 @@
 #include <openssl/evp.h>
 
 #include <cmath>
+#include <fstream>
+#include <memory>
 #include <set>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -34,12 +37,7 @@ std::string Join(const std::string& dir, const std::string& file) {
   return dir.empty() || dir.back() == '/' ? dir + file : dir + "/" + file;
 }
 
-}  // namespace
-
-std::string Sha256Hex(absl::string_view bytes) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha256(), nullptr);
+std::string Hex(const unsigned char* digest, unsigned int len) {
   static const char* kHex = "0123456789abcdef";
   std::string hex;
   for (unsigned int i = 0; i < len; ++i) {
@@ -47,6 +45,37 @@ std::string Sha256Hex(absl::string_view bytes) {
     hex.push_back(kHex[digest[i] & 15]);
   }
   return hex;
+}
+
+// SHA-256 of a file read in 1 MiB chunks (a large graph file is never held whole).
+absl::StatusOr<std::string> Sha256OfFile(const std::string& path, uint64_t* size) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) return absl::InternalError("sha256 init");
+  std::vector<char> buffer(1 << 20);
+  *size = 0;
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    const std::streamsize got = in.gcount();
+    if (got <= 0) break;
+    EVP_DigestUpdate(ctx.get(), buffer.data(), static_cast<size_t>(got));
+    *size += static_cast<uint64_t>(got);
+  }
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx.get(), digest, &len);
+  return Hex(digest, len);
+}
+
+}  // namespace
+
+std::string Sha256Hex(absl::string_view bytes) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha256(), nullptr);
+  return Hex(digest, len);
 }
 
 absl::Status ValidateManifest(const v1::Manifest& m) {
@@ -142,12 +171,12 @@ absl::StatusOr<BundleContents> ReadBundle(const std::string& dir) {
   // Sizes and checksums before anything parses a byte of the data files.
   for (const v1::FileEntry& e : b.manifest.files()) {
     const std::string path = Join(dir, e.name());
-    ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
-    if (bytes.size() != e.size()) {
+    uint64_t size = 0;
+    ASSIGN_OR_RETURN(const std::string sha, Sha256OfFile(path, &size));
+    if (size != e.size()) {
       return absl::DataLossError(absl::StrFormat("%s: size %d but the manifest says %d", e.name(),
-                                                 bytes.size(), e.size()));
+                                                 size, e.size()));
     }
-    const std::string sha = Sha256Hex(bytes);
     if (sha != e.sha256()) {
       return absl::DataLossError(absl::StrFormat(
           "%s: checksum mismatch: sha256 %s, manifest says %s", e.name(), sha, e.sha256()));

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -125,38 +126,17 @@ class HnswIndex : public EmbeddingIndex {
   // same item count and dimension, every item once, and the stored vectors of a sample
   // of items equal to the catalog's (a graph of another catalog is refused).
   static absl::StatusOr<std::unique_ptr<HnswIndex>> Load(const Catalog* catalog, const EmbeddingIndexOptions& o) {
-    std::unique_ptr<HnswIndex> index(new HnswIndex(catalog, o.hnsw_ef_search, /*prebuilt=*/true));
     const std::string& path = o.hnsw_graph_path;
+    // hnswlib trusts its file's header; check it against this catalog first.
+    RETURN_IF_ERROR(CheckHeader(path, catalog));
+    std::unique_ptr<HnswIndex> index(new HnswIndex(catalog, o.hnsw_ef_search, /*prebuilt=*/true));
     try {
       index->graph_ = std::make_unique<hnswlib::HierarchicalNSW<float>>(&index->space_, path, false, catalog->size());
+      RETURN_IF_ERROR(index->CheckGraph(path));
     } catch (const std::exception& e) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": not an hnsw graph for this catalog: ", e.what()));
     }
-    hnswlib::HierarchicalNSW<float>& g = *index->graph_;
-    const size_t n = static_cast<size_t>(catalog->size());
-    if (g.cur_element_count != n || g.data_size_ != catalog->dim() * sizeof(float)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: the graph holds %d vectors of %d bytes; the catalog has %d items of dimension %d", path,
-          g.cur_element_count, g.data_size_, n, catalog->dim()));
-    }
-    std::vector<char> seen(n, 0);
-    for (size_t i = 0; i < n; ++i) {
-      const hnswlib::labeltype label = g.getExternalLabel(static_cast<hnswlib::tableint>(i));
-      if (label >= n || seen[label]++) {
-        return absl::InvalidArgumentError(absl::StrFormat("%s: item label %d is out of range or repeated", path, label));
-      }
-    }
-    std::mt19937_64 rng(7);
-    for (int t = 0; t < 64; ++t) {
-      const size_t item = rng() % n;
-      const std::vector<float> stored = g.getDataByLabel<float>(item);
-      if (!std::equal(stored.begin(), stored.end(), catalog->embedding(static_cast<int>(item)))) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: the graph's vector of item %d differs from the catalog's; it was built for another catalog", path,
-            item));
-      }
-    }
-    g.setEf(index->ef_);
+    index->graph_->setEf(index->ef_);
     return index;
   }
 
@@ -189,6 +169,75 @@ class HnswIndex : public EmbeddingIndex {
  private:
   HnswIndex(const Catalog* catalog, int ef, bool prebuilt)
       : catalog_(catalog), space_(catalog->dim()), ef_(ef), prebuilt_(prebuilt) {}
+
+  // The layout hnswlib 0.6 writes (saveIndex), checked field by field.
+  static absl::Status CheckHeader(const std::string& path, const Catalog* catalog) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+    struct {
+      size_t offset_level0, max_elements, count, size_per_element, label_offset, offset_data;
+      int max_level;
+      uint32_t entry;
+      size_t max_m, max_m0, m;
+    } h{};
+    auto read = [&in](auto* v) { in.read(reinterpret_cast<char*>(v), sizeof(*v)); };
+    read(&h.offset_level0), read(&h.max_elements), read(&h.count), read(&h.size_per_element);
+    read(&h.label_offset), read(&h.offset_data), read(&h.max_level), read(&h.entry);
+    read(&h.max_m), read(&h.max_m0), read(&h.m);
+    const size_t n = static_cast<size_t>(catalog->size()), vector_bytes = catalog->dim() * sizeof(float);
+    const size_t links0 = h.max_m0 * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
+    const bool ok = in && h.offset_level0 == 0 && h.count == n && h.max_elements >= n && h.m >= 2 && h.m <= 128 &&
+                    h.max_m == h.m && h.max_m0 == 2 * h.m && h.offset_data == links0 &&
+                    h.label_offset == h.offset_data + vector_bytes &&
+                    h.size_per_element == h.label_offset + sizeof(hnswlib::labeltype) && h.max_level >= 0 &&
+                    h.max_level < 64 && h.entry < n;
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: the graph's header does not fit this catalog (%d items of dimension %d): %d vectors, %d bytes per "
+          "element, M=%d",
+          path, n, catalog->dim(), h.count, h.size_per_element, h.m));
+    }
+    return absl::OkStatus();
+  }
+
+  // After loading: every item once, no deleted marks, every link in range, and the
+  // stored vectors of a sample of items equal to the catalog's.
+  absl::Status CheckGraph(const std::string& path) const {
+    const hnswlib::HierarchicalNSW<float>& g = *graph_;
+    const size_t n = static_cast<size_t>(catalog_->size());
+    std::vector<char> seen(n, 0);
+    for (size_t i = 0; i < n; ++i) {
+      const hnswlib::tableint id = static_cast<hnswlib::tableint>(i);
+      const hnswlib::labeltype label = g.getExternalLabel(id);
+      if (label >= n || seen[label]++ || g.isMarkedDeleted(id)) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: item label %d is out of range, repeated or deleted", path, label));
+      }
+      for (int level = 0; level <= g.element_levels_[i]; ++level) {
+        if (level > g.maxlevel_) return absl::InvalidArgumentError(absl::StrCat(path, ": an element above the top level"));
+        hnswlib::linklistsizeint* list = level == 0 ? g.get_linklist0(id) : g.get_linklist(id, level);
+        const size_t count = g.getListCount(list);
+        if (count > (level == 0 ? g.maxM0_ : g.maxM_)) {
+          return absl::InvalidArgumentError(absl::StrCat(path, ": a link list longer than the graph allows"));
+        }
+        const hnswlib::tableint* links = reinterpret_cast<const hnswlib::tableint*>(list + 1);
+        for (size_t k = 0; k < count; ++k) {
+          if (links[k] >= n) return absl::InvalidArgumentError(absl::StrCat(path, ": a link points past the last item"));
+        }
+      }
+    }
+    std::mt19937_64 rng(7);
+    for (int t = 0; t < 64; ++t) {
+      const size_t item = rng() % n;
+      const std::vector<float> stored = g.getDataByLabel<float>(item);
+      if (!std::equal(stored.begin(), stored.end(), catalog_->embedding(static_cast<int>(item)))) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: the graph's vector of item %d differs from the catalog's; it was built for another catalog", path,
+            item));
+      }
+    }
+    return absl::OkStatus();
+  }
 
   const Catalog* catalog_;
   hnswlib::InnerProductSpace space_;

@@ -94,10 +94,19 @@ TEST_F(EmbeddingIndexTest, HnswGraphOfAnotherCatalogOrCorruptIsRefused) {
   // Another size.
   auto small = Catalog::Create(testing::TinyBundle(100, 16, 2).items);
   ASSERT_TRUE(small.ok());
+  o.hnsw_graph_path.clear();
   ASSERT_TRUE(SaveHnswGraph(small->get(), o, dir + "/small.bin").ok());
   o.hnsw_graph_path = dir + "/small.bin";
   index = BuildEmbeddingIndex(catalog_.get(), o);
-  EXPECT_THAT(index.status().message(), ::testing::HasSubstr("the catalog has 5000 items"));
+  EXPECT_THAT(index.status().message(), ::testing::HasSubstr("does not fit this catalog (5000 items of dimension 16)"));
+  // Same size, another dimension: refused from the header, before hnswlib reads vectors.
+  auto narrow = Catalog::Create(testing::TinyBundle(5000, 8, 2).items);
+  ASSERT_TRUE(narrow.ok());
+  o.hnsw_graph_path.clear();
+  ASSERT_TRUE(SaveHnswGraph(narrow->get(), o, dir + "/narrow.bin").ok());
+  o.hnsw_graph_path = dir + "/narrow.bin";
+  index = BuildEmbeddingIndex(catalog_.get(), o);
+  EXPECT_THAT(index.status().message(), ::testing::HasSubstr("does not fit this catalog"));
   // Truncated.
   {
     std::string bytes = *ReadFileToString(dir + "/other.bin");

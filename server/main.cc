@@ -51,9 +51,10 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
 ABSL_FLAG(absl::Duration, max_connection_age, absl::ZeroDuration(),
           "Send GOAWAY to a client connection this old (0 = never), so clients that hold "
           "one connection re-resolve and reach replicas added since");
-ABSL_FLAG(bool, idle_loader, true,
-          "Load new versions on CPU time nothing else wants (SCHED_IDLE: p99 during reloads stays "
-          "near steady); a load still running after 2 s continues at normal priority. false: nice 10");
+ABSL_FLAG(bool, idle_loader, false,
+          "Load new versions on CPU time nothing else wants (SCHED_IDLE: p99 during reloads nearer "
+          "steady); a load still running after 2 s continues at normal priority. Needs CAP_SYS_NICE "
+          "or RLIMIT_NICE >= 20, else nice 10. Default: nice 10");
 ABSL_FLAG(int, warmup_requests, 64, "Requests run on a new version before it serves");
 ABSL_FLAG(std::string, compression, "",
           "Ranker compression at load: none | int8 | prune+int8 (default: the manifest's, int8 "

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <mutex>
 #include <optional>
+#include <system_error>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -226,47 +227,42 @@ namespace {
 // One scan-and-load cycle on the SCHED_IDLE policy: the load thread runs only on CPU time
 // nothing else wants. If the cycle is still running after `patience` (the workers, or
 // other processes, leave it no CPU), the watchdog moves it, and every thread it started
-// (they inherit the policy), back to the normal policy, so a busy machine delays a
-// reload instead of starving it. The destructor ends the watch and puts the load thread
-// back to the normal policy, where it waits for the next scan (a wake-up is never
-// starved, and the next watchdog, which it starts, is not idle either).
-// Whether a thread here may go back from SCHED_IDLE to the normal policy, which the
-// watchdog needs: Linux allows it only with CAP_SYS_NICE or an RLIMIT_NICE of 20
-// (root usually; a non-root container usually not). Tried on a throwaway thread.
-bool CanLeaveSchedIdle() {
-  bool ok = false;
-  std::thread([&ok] {
-    const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
-    sched_param param{};
-    if (::sched_setscheduler(tid, SCHED_IDLE, &param) != 0) return;
-    ok = ::sched_setscheduler(tid, SCHED_OTHER, &param) == 0;
-  }).join();
-  return ok;
-}
-
+// (they inherit the policy: its OpenMP team, HNSW build threads), back to the normal
+// policy, so a busy machine delays a reload instead of starving it. Threads moved so are
+// recorded in `moved` and made idle again at the next cycle's start. The destructor ends
+// the watch and puts the load thread back to the normal policy, where it waits for the
+// next scan (a wake-up is never starved, and the next watchdog is not idle either).
+// Used only where CanLeaveSchedIdle(); the constructor throws std::system_error when no
+// thread can be made.
 class IdleCycle {
  public:
-  IdleCycle(pid_t tid, absl::Duration patience, std::atomic<int>* escalations) : tid_(tid) {
+  IdleCycle(pid_t tid, absl::Duration patience, std::atomic<int>* escalations, std::vector<pid_t>* moved)
+      : tid_(tid) {
     // The watchdog starts first, so it inherits the normal policy, not SCHED_IDLE.
-    watchdog_ = std::thread([this, patience, escalations] {
+    watchdog_ = std::thread([this, patience, escalations, moved] {
       std::unique_lock<std::mutex> lock(mu_);
       if (cv_.wait_for(lock, absl::ToChronoNanoseconds(patience), [this] { return done_; })) return;
-      // Every SCHED_IDLE thread of the process is the loader or was started by it (its
-      // OpenMP team, HNSW build threads inherit the policy): move them all.
+      int count = 0;
       std::error_code ec;
-      for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+      std::filesystem::directory_iterator it("/proc/self/task", ec), end;
+      for (; !ec && it != end; it.increment(ec)) {
         int64_t id = 0;
-        if (absl::SimpleAtoi(task.path().filename().string(), &id) &&
-            ::sched_getscheduler(static_cast<pid_t>(id)) == SCHED_IDLE) {
-          ToNormal(static_cast<pid_t>(id));
+        if (absl::SimpleAtoi(it->path().filename().string(), &id) &&
+            ::sched_getscheduler(static_cast<pid_t>(id)) == SCHED_IDLE && ToNormal(static_cast<pid_t>(id))) {
+          if (id != tid_) moved->push_back(static_cast<pid_t>(id));  // read by the load thread after join
+          ++count;
         }
       }
+      if (count == 0) return;
       escalations->fetch_add(1, std::memory_order_relaxed);
-      std::fprintf(stderr, "recserve: a model load was still running after %s at idle priority; continuing at normal priority\n",
-                   absl::FormatDuration(patience).c_str());
+      std::fprintf(stderr, "recserve: a model load was still running after %s at idle priority; "
+                           "continuing at normal priority (%d threads)\n",
+                   absl::FormatDuration(patience).c_str(), count);
     });
     sched_param idle{};
-    ::sched_setscheduler(tid_, SCHED_IDLE, &idle);  // if refused, the cycle runs at nice
+    ::sched_setscheduler(tid_, SCHED_IDLE, &idle);
+    for (pid_t t : *moved) ::sched_setscheduler(t, SCHED_IDLE, &idle);  // always allowed
+    moved->clear();
   }
   ~IdleCycle() {
     {
@@ -279,9 +275,9 @@ class IdleCycle {
   }
 
  private:
-  static void ToNormal(pid_t tid) {
+  static bool ToNormal(pid_t tid) {
     sched_param normal{};
-    ::sched_setscheduler(tid, SCHED_OTHER, &normal);
+    return ::sched_setscheduler(tid, SCHED_OTHER, &normal) == 0;
   }
 
   const pid_t tid_;
@@ -292,6 +288,21 @@ class IdleCycle {
 };
 
 }  // namespace
+
+bool CanLeaveSchedIdle() {
+  bool ok = false;
+  try {
+    std::thread([&ok] {
+      const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+      sched_param param{};
+      if (::sched_setscheduler(tid, SCHED_IDLE, &param) != 0) return;
+      ok = ::sched_setscheduler(tid, SCHED_OTHER, &param) == 0;
+    }).join();
+  } catch (const std::system_error&) {
+    return false;
+  }
+  return ok;
+}
 
 void ModelManager::LoadLoop() {
   // Loading competes with request workers for the same cores: on Linux a thread has its
@@ -337,7 +348,13 @@ void ModelManager::LoadLoop() {
     absl::Status result;
     {
       std::optional<IdleCycle> idle_cycle;
-      if (idle) idle_cycle.emplace(tid, options_.idle_load_patience, &idle_escalations_);
+      if (idle) {
+        try {
+          idle_cycle.emplace(tid, options_.idle_load_patience, &idle_escalations_, &idle_moved_);
+        } catch (const std::system_error&) {
+          // No thread for the watchdog (a pids limit): this cycle runs at normal priority.
+        }
+      }
       result = RunCycle();
     }
     MutexLock lock(&mu_);

@@ -74,13 +74,19 @@ struct ModelManagerOptions {
   // running after `idle_load_patience` (a saturated machine) continues at the normal
   // policy. Leaving SCHED_IDLE needs CAP_SYS_NICE or RLIMIT_NICE >= 20; without either,
   // and when not idle, the thread runs at `load_thread_nice` (0 leaves it alone).
-  bool load_thread_idle = true;
+  bool load_thread_idle = false;
   absl::Duration idle_load_patience = absl::Seconds(2);
   int load_thread_nice = 10;
   // Create() does not start the load thread; Start() does (so callbacks may refer to
   // objects built after the manager).
   bool start_paused = false;
 };
+
+// Whether a thread of this process may go back from SCHED_IDLE to the normal policy, as
+// the idle loader's watchdog must: Linux allows it only with CAP_SYS_NICE or an
+// RLIMIT_NICE of 20, which root in a default container and non-root users lack. Tried on
+// a throwaway thread.
+bool CanLeaveSchedIdle();
 
 class ModelManager {
  public:
@@ -158,6 +164,7 @@ class ModelManager {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> stopping_{false};  // read by long loads without the lock
   std::atomic<int> idle_escalations_{0};
+  std::vector<pid_t> idle_moved_;  // load thread (and its watchdog, joined before reading)
   std::thread load_thread_;
 };
 
