@@ -238,11 +238,15 @@ class IdleCycle {
  public:
   IdleCycle(pid_t tid, absl::Duration patience, std::atomic<int>* escalations, std::vector<pid_t>* moved)
       : tid_(tid) {
-    // The watchdog starts first, so it inherits the normal policy, not SCHED_IDLE.
+    // The watchdog starts first, so it inherits the normal policy, not SCHED_IDLE. Its
+    // patience starts once the load thread is idle (armed_): a watchdog that woke before
+    // that would find nothing to move and leave the cycle starved.
     watchdog_ = std::thread([this, patience, escalations, moved] {
       std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return armed_; });
       if (cv_.wait_for(lock, absl::ToChronoNanoseconds(patience), [this] { return done_; })) return;
       int count = 0;
+      bool load_thread_moved = false;
       std::error_code ec;
       std::filesystem::directory_iterator it("/proc/self/task", ec), end;
       for (; !ec && it != end; it.increment(ec)) {
@@ -250,11 +254,13 @@ class IdleCycle {
         if (absl::SimpleAtoi(it->path().filename().string(), &id) &&
             ::sched_getscheduler(static_cast<pid_t>(id)) == SCHED_IDLE && ToNormal(static_cast<pid_t>(id))) {
           if (id != tid_) moved->push_back(static_cast<pid_t>(id));  // read by the load thread after join
+          load_thread_moved |= id == tid_;
           ++count;
         }
       }
       if (count == 0) return;
-      escalations->fetch_add(1, std::memory_order_relaxed);
+      // Counted only when the load thread itself was moved: that is the cycle escaping.
+      if (load_thread_moved) escalations->fetch_add(1, std::memory_order_relaxed);
       std::fprintf(stderr, "recserve: a model load was still running after %s at idle priority; "
                            "continuing at normal priority (%d threads)\n",
                    absl::FormatDuration(patience).c_str(), count);
@@ -263,6 +269,11 @@ class IdleCycle {
     ::sched_setscheduler(tid_, SCHED_IDLE, &idle);
     for (pid_t t : *moved) ::sched_setscheduler(t, SCHED_IDLE, &idle);  // always allowed
     moved->clear();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      armed_ = true;
+    }
+    cv_.notify_all();
   }
   ~IdleCycle() {
     {
@@ -283,6 +294,7 @@ class IdleCycle {
   const pid_t tid_;
   std::mutex mu_;
   std::condition_variable cv_;
+  bool armed_ = false;
   bool done_ = false;
   std::thread watchdog_;
 };
