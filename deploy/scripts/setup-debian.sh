@@ -10,6 +10,8 @@ build_packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libdnnl-dev libabsl-dev prometheus-cpp-dev libssl-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libonnx-dev libhnswlib-dev
+  # libdnnl-dev only recommends it, but its CMake config (GPU runtime OCL) requires OpenCL.
+  ocl-icd-opencl-dev
 )
 test_packages=(
   python3-grpcio python3-protobuf python3-torch python3-yaml python3-kubernetes
