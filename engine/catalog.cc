@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_format.h"
+#include "engine/huge_pages.h"
 
 namespace recserve {
 namespace {
@@ -86,6 +87,11 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Create(CatalogData data,
   catalog->category_items_.resize(n);
   std::vector<int64_t> fill(catalog->category_offsets_.begin(), catalog->category_offsets_.end() - 1);
   for (int32_t item : catalog->by_popularity_) catalog->category_items_[fill[d.category[item]]++] = item;
+  // Requests read rows of these at random.
+  AdviseHugePages(d.embeddings);
+  AdviseHugePages(d.dense);
+  AdviseHugePages(d.category);
+  AdviseHugePages(catalog->popularity_feature_);
   return catalog;
 }
 
@@ -124,7 +130,11 @@ absl::StatusOr<std::unique_ptr<CovisitIndex>> CovisitIndex::Create(CovisitData d
           absl::StrFormat("%s: 'weights'[%d] is %g", name, e, data.weights[e]));
     }
   }
-  return std::unique_ptr<CovisitIndex>(new CovisitIndex(std::move(data)));
+  std::unique_ptr<CovisitIndex> index(new CovisitIndex(std::move(data)));
+  AdviseHugePages(index->data_.offsets);
+  AdviseHugePages(index->data_.neighbors);
+  AdviseHugePages(index->data_.weights);
+  return index;
 }
 
 }  // namespace recserve

@@ -1,5 +1,9 @@
 #include "engine/embedding_index.h"
 
+#include <algorithm>
+#include <cmath>
+#include <random>
+
 #include "engine/bundle.h"
 #include "engine/file_util.h"
 #include "engine/model.h"
@@ -37,6 +41,57 @@ TEST_F(EmbeddingIndexTest, ExactInt8FindsNearlyTheSameTopItemsAsFp32) {
   (*index)->TopK(q.data(), 10, nullptr, &top);
   ASSERT_EQ(top.size(), 10u);
   for (size_t i = 1; i < top.size(); ++i) EXPECT_GE(top[i - 1].score, top[i].score);
+}
+
+TEST(ExactInt8IndexTest, ScoresAreTheQuantizedDotProductsForOddShapes) {
+  // 1003 items (the last block of 16 is partly padding) of 30 dimensions (the last group
+  // of 4 is padded): every score equals the quantized dot product, every item can win.
+  constexpr int kItems = 1003, kDim = 30;
+  CatalogData d;
+  d.dim = kDim;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  for (int i = 0; i < kItems; ++i) {
+    d.ids.push_back(100 + i);
+    for (int k = 0; k < kDim; ++k) d.embeddings.push_back(normal(rng));
+    d.category.push_back(i % 3);
+    d.popularity.push_back(1.f);
+  }
+  auto catalog = Catalog::Create(std::move(d));
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  auto index = BuildEmbeddingIndex(catalog->get(), Kind("exact-int8"));
+  ASSERT_TRUE(index.ok()) << index.status();
+  auto quantize = [](const float* v, int8_t* codes) {
+    float max_abs = 0;
+    for (int k = 0; k < kDim; ++k) max_abs = std::max(max_abs, std::abs(v[k]));
+    const float scale = max_abs / 127.f;
+    for (int k = 0; k < kDim; ++k) codes[k] = static_cast<int8_t>(std::nearbyint(v[k] / scale));
+    return scale;
+  };
+  for (int query_item : {0, 500, kItems - 1}) {
+    const float* query = (*catalog)->embedding(query_item);
+    int8_t qc[kDim], ec[kDim];
+    const float qs = quantize(query, qc);
+    std::vector<std::pair<float, int32_t>> want;
+    for (int i = 0; i < kItems; ++i) {
+      const float es = quantize((*catalog)->embedding(i), ec);
+      int32_t dot = 0;
+      for (int k = 0; k < kDim; ++k) dot += int32_t{qc[k]} * int32_t{ec[k]};
+      want.push_back({-(qs * es * static_cast<float>(dot)), i});
+    }
+    std::sort(want.begin(), want.end());
+    std::vector<ScoredItem> top;
+    (*index)->TopK(query, kItems, nullptr, &top);
+    ASSERT_EQ(top.size(), static_cast<size_t>(kItems));
+    std::vector<std::pair<float, int32_t>> got;
+    for (const ScoredItem& s : top) got.push_back({-s.score, s.item});
+    std::sort(got.begin(), got.end());
+    for (int i = 0; i < kItems; ++i) {
+      ASSERT_EQ(got[i].second, want[i].second) << "rank " << i;
+      ASSERT_NEAR(got[i].first, want[i].first, 1e-4f * std::max(1.f, std::abs(want[i].first)));
+    }
+    EXPECT_EQ(top[0].item, query_item);  // an item is its own best match
+  }
 }
 
 TEST_F(EmbeddingIndexTest, HnswReachesHighRecallAndReturnsBestFirst) {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_format.h"
+#include "engine/huge_pages.h"
 
 namespace recserve {
 namespace {
@@ -78,6 +79,8 @@ void UserState::Prepare(const Catalog& catalog) {
   categories_.clear();
   covisit_score_.assign(catalog.size(), 0.f);
   flags_.assign(catalog.size(), 0);
+  AdviseHugePages(covisit_score_);  // read and written at random, per request
+  AdviseHugePages(flags_);
   covisited_.clear();
   history_.clear();
   has_vector_ = false;
@@ -215,8 +218,21 @@ void FeatureBuilder::Build(const Catalog& catalog, const UserState& user,
     context_block[4] = std::sin(2 * kPi * context.hour / 24.f);
     context_block[5] = std::cos(2 * kPi * context.hour / 24.f);
   }
+  // Candidates are scattered over the catalog: fetch a few rows ahead so the copies below
+  // do not each wait for memory (a third of this stage's time on the 1M catalog).
+  constexpr size_t kAhead = 8;
+  const size_t emb_bytes = sizeof(float) * dim_, dense_bytes = sizeof(float) * dense_dim_;
+  auto prefetch = [&](int32_t item) {
+    const char* e = reinterpret_cast<const char*>(catalog.embedding(item));
+    for (size_t b = 0; b < emb_bytes; b += 64) __builtin_prefetch(e + b);
+    const char* d = reinterpret_cast<const char*>(catalog.dense(item));
+    for (size_t b = 0; b < dense_bytes; b += 64) __builtin_prefetch(d + b);
+    __builtin_prefetch(user.covisit_scores() + item);
+  };
+  for (size_t r = 0; r < std::min(kAhead, items.size()); ++r) prefetch(items[r]);
   for (size_t r = 0; r < items.size(); ++r) {
     const int32_t item = items[r];
+    if (r + kAhead < items.size()) prefetch(items[r + kAhead]);
     const float* e = catalog.embedding(item);
     float* out = rows + r * static_cast<size_t>(width_);
     for (v1::FeatureBlockKind kind : blocks_) {

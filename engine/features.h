@@ -56,6 +56,7 @@ class UserState {
   // Items co-visited with the user's events, with accumulated weights (unordered).
   const std::vector<int32_t>& covisited() const { return covisited_; }
   float covisit_score(int32_t item) const { return covisit_score_[item]; }
+  const float* covisit_scores() const { return covisit_score_.data(); }  // [catalog size]
   bool purchased(int32_t item) const { return flags_[item] & kPurchased; }
   bool in_history(int32_t item) const { return flags_[item] & kHistory; }
   // Distinct items of the used events, newest first.

@@ -1,6 +1,7 @@
 #include "engine/recall.h"
 
 #include "engine/cpu_dispatch.h"
+#include "engine/huge_pages.h"
 
 #include <algorithm>
 
@@ -121,6 +122,8 @@ void Recaller::Recall(const UserState& user, const RecallOptions& options, Recal
   if (scratch->prepared_for != this) {
     scratch->stamp.assign(catalog.size(), 0);
     scratch->slot.assign(catalog.size(), 0);
+    AdviseHugePages(scratch->stamp);  // read and written at random, per request
+    AdviseHugePages(scratch->slot);
     scratch->generation = 0;
     scratch->index = index().NewScratch();
     scratch->prepared_for = this;
@@ -147,14 +150,21 @@ void Recaller::Recall(const UserState& user, const RecallOptions& options, Recal
   };
 
   const bool warm = user.has_vector();
+  // The embedding index goes first: it is the one source whose cost grows with the k it
+  // is asked for (an HNSW search widens its beam to k), and first it needs no slack for
+  // overlaps, only for the purchased items the merge drops.
   const std::pair<const RecallSource*, int> plan[] = {
-      {&covisit_, options.covisit_k},
       {&embedding_, options.embedding_k},
+      {&covisit_, options.covisit_k},
       {&popularity_, warm ? options.popularity_k : options.max_candidates}};
+  int purchased = 0;
+  if (options.exclude_purchased) {
+    for (int32_t item : user.history()) purchased += user.purchased(item);
+  }
   for (const auto& [source, quota] : plan) {
     if (quota <= 0) continue;
     // Ask for more than the quota: overlaps and purchased items do not count toward it.
-    const int slack = static_cast<int>(candidates->size() + user.history().size());
+    const int slack = static_cast<int>(candidates->size()) + purchased;
     source->Propose(user, quota + slack, scratch, &scratch->scored);
     int added = 0;
     for (const ScoredItem& s : scratch->scored) {

@@ -160,7 +160,7 @@ class Recaller {
   Recaller(const Catalog* catalog, const EmbeddingIndex* index)
       : catalog_(catalog), index_(index), embedding_(index), popularity_(catalog) {}
 
-  // Fills `candidates` (cleared first): co-visitation, then embedding, then popularity,
+  // Fills `candidates` (cleared first): embedding, then co-visitation, then popularity,
   // each adding at most its quota of new items (a cold user gets popularity up to
   // max_candidates); duplicates merge their source bits; purchased items are dropped
   // when asked; at most max_candidates in all.

@@ -71,7 +71,30 @@ TEST_F(RecallTest, WarmUserGetsCovisitNeighboursDedupedWithSources) {
     ASSERT_NE(it, items.end()) << want;
     EXPECT_TRUE(candidates_[it - items.begin()].sources & kFromCovisit);
   }
-  EXPECT_EQ(candidates_[0].item, 12);  // strongest accumulated score first
+  // The co-visitation source proposes the strongest accumulated score first.
+  CovisitSource covisit;
+  std::vector<ScoredItem> proposed;
+  covisit.Propose(user_, 3, &scratch_, &proposed);
+  ASSERT_FALSE(proposed.empty());
+  EXPECT_EQ(proposed[0].item, 12);
+}
+
+TEST_F(RecallTest, EmbeddingSourceIsAskedOnlyForItsQuotaPlusPurchasedItems) {
+  // The embedding index runs first, so it needs slack only for purchased items the merge
+  // drops: an HNSW search widens its beam to the k it is asked for.
+  Build({{10, EventType::kPurchase, 1000}, {11, EventType::kView, 2000}});
+  RecallOptions options = model_->recall_options();
+  options.embedding_k = 5;
+  options.covisit_k = 0;
+  options.popularity_k = 0;
+  options.max_candidates = 100;
+  model_->recaller().Recall(user_, options, &scratch_, &candidates_);
+  EXPECT_EQ(scratch_.scored.size(), 6u);  // 5 + one purchased item
+  EXPECT_EQ(candidates_.size(), 5u);
+  for (const Candidate& c : candidates_) {
+    EXPECT_EQ(c.sources & kFromEmbedding, kFromEmbedding);
+    EXPECT_NE(c.item, 10);
+  }
 }
 
 TEST_F(RecallTest, PurchasedItemsAreDroppedUnlessKept) {
