@@ -3,11 +3,13 @@
 // default feature layout's 156 inputs, 54 of them request-constant (user and context
 // blocks); each batch is one request's rows, so int8 takes those 54 in fp32 once per
 // batch and quantizes the other 102 ("int8"). "int8_allq" quantizes all 156 (the form
-// before that change), for comparison. Reports rows/s,
-// GMAC/s and the fraction of the VNNI limit, computed as
-//   GMAC/s / (2 FMA ports x 64 int8 MAC per cycle x 2.8 GHz = 358.4 GMAC/s per core),
-// the Ice Lake figure of shared/design/targets.md (override the clock with
-// RECSERVE_BENCH_GHZ).
+// before that change), for comparison. Reports rows/s, GMAC/s and two fractions:
+//   VNNI% = GMAC/s / (2 FMA ports x 64 int8 MAC per cycle x 2.8 GHz = 358.4 GMAC/s per
+//           core), the Ice Lake figure of shared/design/targets.md;
+//   ISA%  = GMAC/s / (int8 MACs per cycle of the ISA oneDNN runs here x the clock):
+//           1024 with AMX (TDPBUSD), 128 with AVX-512 VNNI; the context lines name it.
+// The clock is 2.8 GHz unless RECSERVE_BENCH_GHZ says otherwise. On an AMX machine,
+// ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI runs the same kernels on VNNI for comparison.
 //
 //   OMP_NUM_THREADS=1 build/bench/recserve-ranker-bench
 #include <benchmark/benchmark.h>
@@ -16,9 +18,11 @@
 #include <map>
 #include <random>
 
+#include "absl/strings/str_format.h"
 #include "compression/compress.h"
 #include "compression/prune.h"
 #include "engine/features.h"
+#include "engine/onednn_util.h"
 #include "engine/test_util.h"
 
 namespace recserve {
@@ -26,10 +30,12 @@ namespace {
 
 const std::vector<int> kSizes = {156, 256, 128, 64, 1};
 
-double VnniLimitGmacs() {
+double BenchGhz() {
   const char* ghz = std::getenv("RECSERVE_BENCH_GHZ");
-  return 2 * 64 * (ghz ? std::atof(ghz) : 2.8);
+  return ghz ? std::atof(ghz) : 2.8;
 }
+double VnniLimitGmacs() { return 2 * 64 * BenchGhz(); }
+double IsaLimitGmacs() { return Int8MacsPerCycle() * BenchGhz(); }
 
 CalibrationSet RandomRows(int rows, int width) {
   std::mt19937_64 rng(1);
@@ -76,6 +82,10 @@ void BM_Ranker(benchmark::State& state, const std::string& kind) {
   state.counters["GMAC/s"] = benchmark::Counter(rows_done * ranker->macs_per_row() / 1e9, benchmark::Counter::kIsRate);
   state.counters["VNNI%"] = benchmark::Counter(rows_done * ranker->macs_per_row() / 1e9 / VnniLimitGmacs() * 100,
                                                benchmark::Counter::kIsRate);
+  if (IsaLimitGmacs() > 0) {
+    state.counters["ISA%"] = benchmark::Counter(rows_done * ranker->macs_per_row() / 1e9 / IsaLimitGmacs() * 100,
+                                                benchmark::Counter::kIsRate);
+  }
 }
 
 BENCHMARK_CAPTURE(BM_Ranker, fp32, std::string("fp32"))->Arg(1)->Arg(64)->Arg(256)->Arg(1000);
@@ -86,4 +96,13 @@ BENCHMARK_CAPTURE(BM_Ranker, int8_pruned30, std::string("int8_pruned30"))->Arg(1
 }  // namespace
 }  // namespace recserve
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("onednn_isa", recserve::CpuIsaName());
+  benchmark::AddCustomContext("int8_limit_gmacs_per_core",
+                              absl::StrFormat("%.1f (%d MAC/cycle x %.2f GHz)", recserve::IsaLimitGmacs(),
+                                              recserve::Int8MacsPerCycle(), recserve::BenchGhz()));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

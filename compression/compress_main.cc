@@ -17,6 +17,7 @@
 #include "compression/prune.h"
 #include "absl/strings/str_format.h"
 #include "engine/bundle.h"
+#include "engine/onednn_util.h"
 
 ABSL_FLAG(std::string, bundle, "", "Model version directory (models/<name>/<version>)");
 ABSL_FLAG(std::string, compression, "", "none | int8 | prune+int8 (default: the manifest's)");
@@ -116,7 +117,8 @@ int Run() {
 
   const double seconds = absl::GetFlag(FLAGS_seconds_per_bucket);
   if (seconds > 0) {
-    std::printf("\n%6s %14s %14s %8s %12s\n", "batch", "fp32 rows/s", "served rows/s", "ratio", "served GMAC/s");
+    std::printf("\none thread; oneDNN ISA %s\n", CpuIsaName().c_str());
+    std::printf("%6s %14s %14s %8s %12s\n", "batch", "fp32 rows/s", "served rows/s", "ratio", "served GMAC/s");
     for (int b : {1, 64, 256, 1000}) {
       const double f = RowsPerSecond(**fp32, b, seconds, policy->quantize.constant_columns);
       const double s = RowsPerSecond(**served, b, seconds, policy->quantize.constant_columns);
