@@ -55,6 +55,9 @@ ABSL_FLAG(bool, idle_loader, false,
           "Load new versions on CPU time nothing else wants (SCHED_IDLE: p99 during reloads nearer "
           "steady); a load still running after 2 s continues at normal priority. Needs CAP_SYS_NICE "
           "or RLIMIT_NICE >= 20, else nice 10. Default: nice 10");
+ABSL_FLAG(int, load_threads, 1,
+          "OpenMP threads a model load may use (calibration and gate scoring on oneDNN); 1 keeps a "
+          "load to one core and no spinning OpenMP team beside the request workers; 0 = one per core");
 ABSL_FLAG(int, warmup_requests, 64, "Requests run on a new version before it serves");
 ABSL_FLAG(std::string, compression, "",
           "Ranker compression at load: none | int8 | prune+int8 (default: the manifest's, int8 "
@@ -104,6 +107,7 @@ int Run() {
   m.keep_previous = absl::GetFlag(FLAGS_keep_previous);
   m.warmup_requests = absl::GetFlag(FLAGS_warmup_requests);
   m.load_thread_idle = absl::GetFlag(FLAGS_idle_loader);
+  m.load_threads = absl::GetFlag(FLAGS_load_threads);
   m.model_options.recall.max_candidates = absl::GetFlag(FLAGS_max_candidates);
   m.model_options.recall.embedding_k = absl::GetFlag(FLAGS_embedding_k);
   m.model_options.recall.covisit_k = absl::GetFlag(FLAGS_covisit_k);
@@ -146,6 +150,11 @@ int Run() {
       options.max_message_bytes < 1024) {
     std::fprintf(stderr, "recserve: limits must be positive (--max_n, --max_inflight, "
                          "--max_message_bytes >= 1024)\n");
+    return 2;
+  }
+  if (m.load_threads < 0 || m.load_threads > 1024) {
+    std::fprintf(stderr, "recserve: --load_threads must be between 0 (one per core) and 1024, not %d\n",
+                 m.load_threads);
     return 2;
   }
   if (options.max_connection_age < absl::ZeroDuration() || options.max_connection_age > absl::Hours(24 * 20)) {

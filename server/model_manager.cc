@@ -1,5 +1,6 @@
 #include "server/model_manager.h"
 
+#include <omp.h>
 #include <sched.h>
 
 #include <sys/resource.h>
@@ -319,7 +320,8 @@ bool CanLeaveSchedIdle() {
 void ModelManager::LoadLoop() {
   // Loading competes with request workers for the same cores: on Linux a thread has its
   // own scheduling policy and nice value, so the loader yields to them (p99 during
-  // reloads: 1.3-1.4x steady with SCHED_IDLE, 1.7x with nice 10; docs/benchmarks.md).
+  // reloads on the 2-core VM: 1.4x steady with SCHED_IDLE, 1.4-1.6x with nice 10 and one
+  // OpenMP thread, 2.0x with nice 10 and an OpenMP team per core; docs/benchmarks.md).
   // With load_thread_idle each cycle runs under SCHED_IDLE, and a watchdog moves a
   // starved cycle back to the normal policy (IdleCycle); otherwise the thread runs at
   // load_thread_nice.
@@ -334,6 +336,7 @@ void ModelManager::LoadLoop() {
   if (!idle && options_.load_thread_nice != 0) {
     ::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), options_.load_thread_nice);
   }
+  if (options_.load_threads > 0) omp_set_num_threads(options_.load_threads);
   uint64_t handled = 0;
   const bool polling = options_.poll_interval > absl::ZeroDuration();
   absl::Time next_poll = absl::Now() + options_.poll_interval;
