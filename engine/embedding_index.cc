@@ -3,6 +3,8 @@
 #include <hnswlib/hnswlib.h>
 #include <immintrin.h>
 
+#include <oneapi/dnnl/dnnl.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -348,27 +350,53 @@ absl::Status SaveHnswGraph(const Catalog* catalog, const EmbeddingIndexOptions& 
 
 double MeasureIndexRecall(const Catalog& catalog, const EmbeddingIndex& index, int k, int queries,
                           uint64_t seed) {
-  ExactFp32Index exact(&catalog);
+  if (queries <= 0) return 1.0;
+  const int n = catalog.size(), dim = catalog.dim();
   std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> pick(0, catalog.size() - 1);
-  std::vector<float> q(catalog.dim());
-  std::vector<ScoredItem> want, got;
-  double total = 0;
+  std::uniform_int_distribution<int> pick(0, n - 1);
+  std::vector<float> q(static_cast<size_t>(queries) * dim, 0.f);  // [queries x dim]
   for (int t = 0; t < queries; ++t) {
-    std::fill(q.begin(), q.end(), 0.f);
     for (int j = 0; j < 5; ++j) {
       const float* e = catalog.embedding(pick(rng));
-      for (int d = 0; d < catalog.dim(); ++d) q[d] += e[d] / 5;
+      for (int d = 0; d < dim; ++d) q[static_cast<size_t>(t) * dim + d] += e[d] / 5;
     }
-    exact.TopK(q.data(), k, nullptr, &want);
-    index.TopK(q.data(), k, nullptr, &got);
+  }
+  // The exact answers for all queries in one pass over the catalog: a block of items
+  // against every query is one sgemm, so the catalog is read once, not once per query
+  // (50 separate fp32 scans of a 1M-item catalog were a third of its load time).
+  constexpr int kBlock = 4096;
+  std::vector<float> scores(static_cast<size_t>(queries) * kBlock);
+  std::vector<std::vector<ScoredItem>> want(queries);
+  std::vector<TopKCollector> exact;
+  exact.reserve(queries);
+  for (int t = 0; t < queries; ++t) exact.emplace_back(k, &want[t]);
+  for (int start = 0; start < n; start += kBlock) {
+    const int len = std::min(kBlock, n - start);
+    dnnl::sgemm('N', 'T', queries, len, dim, 1.f, q.data(), dim, catalog.embedding(start), dim, 0.f,
+                scores.data(), len);
+    for (int t = 0; t < queries; ++t) {
+      const float* row = &scores[static_cast<size_t>(t) * len];
+      float threshold = exact[t].threshold();
+      for (int i = 0; i < len; ++i) {
+        if (row[i] >= threshold) {
+          exact[t].Push(start + i, row[i]);
+          threshold = exact[t].threshold();
+        }
+      }
+    }
+  }
+  std::vector<ScoredItem> got;
+  double total = 0;
+  for (int t = 0; t < queries; ++t) {
+    exact[t].Finish();
+    index.TopK(&q[static_cast<size_t>(t) * dim], k, nullptr, &got);
     absl::flat_hash_set<int32_t> truth;
-    for (const ScoredItem& s : want) truth.insert(s.item);
+    for (const ScoredItem& s : want[t]) truth.insert(s.item);
     int hits = 0;
     for (const ScoredItem& s : got) hits += truth.contains(s.item);
-    total += want.empty() ? 1.0 : static_cast<double>(hits) / want.size();
+    total += want[t].empty() ? 1.0 : static_cast<double>(hits) / want[t].size();
   }
-  return queries > 0 ? total / queries : 1.0;
+  return total / queries;
 }
 
 }  // namespace recserve
