@@ -2,7 +2,6 @@
 
 #include <algorithm>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
 #include "engine/status_macros.h"
 
@@ -22,6 +21,7 @@ void PrepareScratch(const Model& model, PipelineScratch* s) {
   s->candidates.reserve(max_candidates);
   s->items.reserve(max_candidates);
   s->order.reserve(max_candidates);
+  s->per_category.assign(model.catalog().num_categories(), 0);
   s->events.reserve(model.manifest().user_model().max_events() * 4 + 64);
   s->ranker = model.ranker().NewScratch();
   s->user.Prepare(model.catalog());
@@ -100,15 +100,17 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
     std::sort(s->order.begin(), s->order.end(), better);
   }
   result->items.reserve(want);
-  absl::flat_hash_map<int32_t, int> per_category;
   for (int32_t i : s->order) {
     if (static_cast<int>(result->items.size()) >= want) break;
     const int32_t item = s->candidates[i].item;
-    if (query.per_category_cap > 0 && ++per_category[catalog.category(item)] > query.per_category_cap) {
+    if (query.per_category_cap > 0 && ++s->per_category[catalog.category(item)] > query.per_category_cap) {
       continue;
     }
     result->items.push_back({catalog.id(item), s->scores[i], s->candidates[i].sources,
                              catalog.category(item)});
+  }
+  if (query.per_category_cap > 0) {
+    for (int32_t i : s->order) s->per_category[catalog.category(s->candidates[i].item)] = 0;
   }
   result->seconds.total = absl::ToDoubleSeconds(absl::Now() - t0);
   return absl::OkStatus();

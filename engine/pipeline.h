@@ -64,6 +64,7 @@ class PipelineScratch {
   std::vector<float> rows;
   std::vector<float> scores;
   std::vector<int32_t> order;
+  std::vector<int32_t> per_category;  // [categories] items taken, for per_category_cap; zero between calls
   std::unique_ptr<RankerScratch> ranker;
   uint64_t model_id = 0;
 };

@@ -65,6 +65,11 @@ TEST_F(PipelineTest, PerCategoryCapLimitsEachCategory) {
   std::map<int, int> per;
   for (const auto& it : result_.items) ++per[it.category];
   for (auto& [cat, count] : per) EXPECT_LE(count, 2) << "category " << cat;
+  // The counts live in the scratch: the next call starts from zero again.
+  const std::vector<RecommendedItem> first = result_.items;
+  ASSERT_TRUE(Recommend(*model_, q, &scratch_, &result_).ok());
+  ASSERT_EQ(result_.items.size(), first.size());
+  for (size_t i = 0; i < first.size(); ++i) EXPECT_EQ(result_.items[i].item_id, first[i].item_id) << i;
 }
 
 TEST_F(PipelineTest, ExpiredDeadlineStopsWithDeadlineExceeded) {
