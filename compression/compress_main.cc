@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <random>
 
+#include <omp.h>
+
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -117,7 +119,8 @@ int Run() {
 
   const double seconds = absl::GetFlag(FLAGS_seconds_per_bucket);
   if (seconds > 0) {
-    std::printf("\none thread; oneDNN ISA %s\n", CpuIsaName().c_str());
+    std::printf("\n%d OpenMP thread(s) (OMP_NUM_THREADS); oneDNN ISA %s\n", omp_get_max_threads(),
+                CpuIsaName().c_str());
     std::printf("%6s %14s %14s %8s %12s\n", "batch", "fp32 rows/s", "served rows/s", "ratio", "served GMAC/s");
     for (int b : {1, 64, 256, 1000}) {
       const double f = RowsPerSecond(**fp32, b, seconds, policy->quantize.constant_columns);

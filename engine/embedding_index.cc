@@ -27,17 +27,22 @@ namespace {
 // and the 16 scores of a block are compared with the top-k threshold in one instruction.
 constexpr int kLanes = 16;
 
-// Adds the items of `blocks` blocks starting at item `first` whose score reaches the
-// collector's threshold; scores past `n` (the last block's padding) are skipped.
-// `q` holds the query's codes, `groups` * 4 of them (zero padded).
+// The quantized catalog as the scan reads it. A scan function (ScanInt8Fn) pushes into
+// the collector every item of blocks [first_block, first_block + blocks) whose score,
+// query_scale x item scale x (query codes . item codes), reaches its threshold; items
+// past `n` (the last block's padding) are skipped. `q` holds the query's codes,
+// `groups` * 4 of them (zero padded).
 struct Int8Scan {
   const int8_t* codes;   // [blocks x groups x 64]
   const int32_t* sums;   // [blocks x 16] sum of each item's codes
-  const float* scales;   // [blocks x 16] item scale x query scale
+  const float* scales;   // [blocks x 16] item scale (the query's is passed apart)
   int groups;
   int n;
 };
 
+// Without VNNI (AVX2, AVX-512 without VNNI) the compiler vectorizes this across the 16
+// lanes of a block.
+RECSERVE_VECTOR_CLONES
 void ScanInt8Generic(const Int8Scan& s, const int8_t* q, float query_scale, int first_block, int blocks,
                      TopKCollector* top) {
   for (int b = first_block; b < first_block + blocks; ++b) {

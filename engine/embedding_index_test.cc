@@ -91,6 +91,14 @@ TEST(ExactInt8IndexTest, ScoresAreTheQuantizedDotProductsForOddShapes) {
       ASSERT_NEAR(got[i].first, want[i].first, 1e-4f * std::max(1.f, std::abs(want[i].first)));
     }
     EXPECT_EQ(top[0].item, query_item);  // an item is its own best match
+    // A small k: the threshold rises and most blocks are skipped whole; the answer is
+    // still the best 10 of the full ranking.
+    std::vector<ScoredItem> top10;
+    (*index)->TopK(query, 10, nullptr, &top10);
+    ASSERT_EQ(top10.size(), 10u);
+    for (int i = 0; i < 10; ++i) {
+      EXPECT_NEAR(-top10[i].score, want[i].first, 1e-4f * std::max(1.f, std::abs(want[i].first))) << "rank " << i;
+    }
   }
 }
 

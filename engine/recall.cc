@@ -120,10 +120,9 @@ void Recaller::Recall(const UserState& user, const RecallOptions& options, Recal
   candidates->clear();
   const Catalog& catalog = *catalog_;
   if (scratch->prepared_for != this) {
-    scratch->stamp.assign(catalog.size(), 0);
-    scratch->slot.assign(catalog.size(), 0);
-    AdviseHugePages(scratch->stamp);  // read and written at random, per request
-    AdviseHugePages(scratch->slot);
+    // Read and written at random, per request.
+    AssignOnHugePages(&scratch->stamp, catalog.size(), uint32_t{0});
+    AssignOnHugePages(&scratch->slot, catalog.size(), int32_t{0});
     scratch->generation = 0;
     scratch->index = index().NewScratch();
     scratch->prepared_for = this;

@@ -57,7 +57,8 @@ ABSL_FLAG(bool, idle_loader, false,
           "or RLIMIT_NICE >= 20, else nice 10. Default: nice 10");
 ABSL_FLAG(int, load_threads, 1,
           "OpenMP threads a model load may use (calibration and gate scoring on oneDNN); 1 keeps a "
-          "load to one core and no spinning OpenMP team beside the request workers; 0 = one per core");
+          "load to one core and no spinning OpenMP team beside the request workers; 0 = OpenMP's own "
+          "default (OMP_NUM_THREADS, else one per core)");
 ABSL_FLAG(int, warmup_requests, 64, "Requests run on a new version before it serves");
 ABSL_FLAG(std::string, compression, "",
           "Ranker compression at load: none | int8 | prune+int8 (default: the manifest's, int8 "

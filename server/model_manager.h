@@ -79,7 +79,7 @@ struct ModelManagerOptions {
   int load_thread_nice = 10;
   // OpenMP threads the load thread's oneDNN calls (calibration, gate scoring) may use.
   // 1: a load takes one core at most and leaves no OpenMP team spinning beside the
-  // request workers; 0 leaves OpenMP's default (one per core).
+  // request workers; 0 leaves OpenMP's default (OMP_NUM_THREADS, else one per core).
   int load_threads = 1;
   // Create() does not start the load thread; Start() does (so callbacks may refer to
   // objects built after the manager).
