@@ -220,6 +220,7 @@ class HnswIndex : public EmbeddingIndex {
     }
     std::reverse(out->begin(), out->end());  // best first
   }
+  bool cost_grows_with_k() const override { return true; }
   std::string name() const override {
     return absl::StrCat("hnsw(M=", graph_->M_, ",ef=", ef_, prebuilt_ ? ",prebuilt)" : ")");
   }

@@ -149,12 +149,14 @@ void Recaller::Recall(const UserState& user, const RecallOptions& options, Recal
   };
 
   const bool warm = user.has_vector();
-  // The embedding index goes first: it is the one source whose cost grows with the k it
-  // is asked for (an HNSW search widens its beam to k), and first it needs no slack for
-  // overlaps, only for the purchased items the merge drops.
+  // Co-visitation first, then embedding items that are new, unless the index's cost
+  // grows with its k: then the embedding index goes first, where it needs no slack for
+  // overlaps (header comment).
+  const std::pair<const RecallSource*, int> covisit{&covisit_, options.covisit_k};
+  const std::pair<const RecallSource*, int> embedding{&embedding_, options.embedding_k};
+  const bool embedding_first = index_->cost_grows_with_k();
   const std::pair<const RecallSource*, int> plan[] = {
-      {&embedding_, options.embedding_k},
-      {&covisit_, options.covisit_k},
+      embedding_first ? embedding : covisit, embedding_first ? covisit : embedding,
       {&popularity_, warm ? options.popularity_k : options.max_candidates}};
   int purchased = 0;
   if (options.exclude_purchased) {

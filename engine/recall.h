@@ -58,6 +58,10 @@ class EmbeddingIndex {
   virtual std::string name() const = 0;
   // Bytes this index holds beyond the catalog.
   virtual int64_t memory_bytes() const { return 0; }
+  // Whether a query costs more the larger its k (an HNSW search widens its beam to k);
+  // an exact scan reads the whole catalog whatever k is. The recall merge asks such an
+  // index first and for no more than it needs.
+  virtual bool cost_grows_with_k() const { return false; }
 };
 
 // Exact scan of the fp32 embeddings; the reference the others are measured against.
@@ -160,10 +164,14 @@ class Recaller {
   Recaller(const Catalog* catalog, const EmbeddingIndex* index)
       : catalog_(catalog), index_(index), embedding_(index), popularity_(catalog) {}
 
-  // Fills `candidates` (cleared first): embedding, then co-visitation, then popularity,
+  // Fills `candidates` (cleared first): co-visitation, then embedding, then popularity,
   // each adding at most its quota of new items (a cold user gets popularity up to
   // max_candidates); duplicates merge their source bits; purchased items are dropped
-  // when asked; at most max_candidates in all.
+  // when asked; at most max_candidates in all. With an index whose cost grows with k
+  // (HNSW) the embedding source goes first instead: then it needs slack only for the
+  // purchased items the merge drops, not for overlaps with co-visitation, but items
+  // both sources propose count against the embedding quota, so a warm user may get
+  // fewer candidates than the quotas add up to.
   void Recall(const UserState& user, const RecallOptions& options, RecallScratch* scratch,
               std::vector<Candidate>* candidates) const;
   const EmbeddingIndex& index() const { return *index_; }

@@ -97,6 +97,25 @@ TEST_F(RecallTest, EmbeddingSourceIsAskedOnlyForItsQuotaPlusPurchasedItems) {
   }
 }
 
+TEST_F(RecallTest, WithAnExactIndexOverlapsDoNotCountAgainstTheEmbeddingQuota) {
+  // Co-visitation goes first; the embedding source then adds its quota of items that
+  // are new, so the candidates are every co-visited item plus embedding_k more.
+  Build({{10, EventType::kClick, 1000}, {11, EventType::kClick, 2000}});
+  ASSERT_FALSE(model_->index().cost_grows_with_k());
+  RecallOptions options = model_->recall_options();
+  options.covisit_k = 1000;
+  options.embedding_k = 5;
+  options.popularity_k = 0;
+  options.max_candidates = 1000;
+  model_->recaller().Recall(user_, options, &scratch_, &candidates_);
+  const size_t covisited = user_.covisited().size();
+  ASSERT_GT(covisited, 0u);
+  EXPECT_EQ(candidates_.size(), covisited + 5);
+  int embedding_only = 0;
+  for (const Candidate& c : candidates_) embedding_only += c.sources == kFromEmbedding;
+  EXPECT_EQ(embedding_only, 5);
+}
+
 TEST_F(RecallTest, PurchasedItemsAreDroppedUnlessKept) {
   Build({{10, EventType::kPurchase, 1000}, {12, EventType::kPurchase, 1500}, {11, EventType::kView, 2000}});
   RecallOptions options = model_->recall_options();
