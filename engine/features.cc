@@ -126,7 +126,7 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
     uint8_t& flags = state->flags_[e.item];
     if (!(flags & UserState::kHistory)) state->history_.push_back(e.item);
     flags |= UserState::kHistory;
-    if (e.type == EventType::kPurchase) flags |= UserState::kPurchased;
+    flags |= static_cast<uint8_t>(EventTypeBit(e.type));
     if (w <= 0) continue;
     total_weight += w;
     const float* emb = catalog.embedding(e.item);
@@ -155,6 +155,23 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
                      [&share](int32_t a, int32_t b) { return share[a] > share[b]; });
     state->has_vector_ = true;
   }
+}
+
+absl::StatusOr<uint32_t> ConsumedTypesMask(const v1::RecallSpec& recall) {
+  if (recall.exclude_event_types().empty()) return kPurchasesOnly;
+  uint32_t mask = 0;
+  for (const std::string& name : recall.exclude_event_types()) {
+    if (name == "view") mask |= EventTypeBit(EventType::kView);
+    else if (name == "click") mask |= EventTypeBit(EventType::kClick);
+    else if (name == "cart") mask |= EventTypeBit(EventType::kCart);
+    else if (name == "purchase") mask |= EventTypeBit(EventType::kPurchase);
+    else if (name != "none") {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "recall.exclude_event_types: unknown event type '%s' (view, click, cart, purchase or none)",
+          name));
+    }
+  }
+  return mask;
 }
 
 std::vector<int> RequestConstantColumns(const v1::FeatureSpec& spec) {

@@ -21,6 +21,14 @@ namespace recserve {
 // Event types, numbered as recserve.v1.EventType.
 enum class EventType : int32_t { kView = 1, kClick = 2, kCart = 3, kPurchase = 4 };
 
+// Sets of event types as bit masks: bit (1 << type). Used to say which items count as
+// consumed (and are dropped from answers): an item with an event of a type in the set.
+constexpr uint32_t EventTypeBit(EventType type) { return 1u << static_cast<int>(type); }
+inline constexpr uint32_t kAllEventTypes = 0x1E;
+inline constexpr uint32_t kPurchasesOnly = 1u << 4;
+// The mask of a manifest's recall.exclude_event_types (names as there; empty: purchases).
+absl::StatusOr<uint32_t> ConsumedTypesMask(const v1::RecallSpec& recall);
+
 struct UserEvent {
   int32_t item;  // catalog index
   EventType type;
@@ -57,15 +65,18 @@ class UserState {
   const std::vector<int32_t>& covisited() const { return covisited_; }
   float covisit_score(int32_t item) const { return covisit_score_[item]; }
   const float* covisit_scores() const { return covisit_score_.data(); }  // [catalog size]
-  bool purchased(int32_t item) const { return flags_[item] & kPurchased; }
+  bool purchased(int32_t item) const { return flags_[item] & EventTypeBit(EventType::kPurchase); }
   bool in_history(int32_t item) const { return flags_[item] & kHistory; }
+  // Whether the user has an event of a type in `types` (EventTypeBit mask) on `item`.
+  bool consumed(int32_t item, uint32_t types) const { return flags_[item] & types; }
   // Distinct items of the used events, newest first.
   const std::vector<int32_t>& history() const { return history_; }
 
  private:
   friend void BuildUserState(const Catalog&, const CovisitIndex&, const v1::UserModelSpec&,
                              absl::Span<const UserEvent>, UserState*);
-  static constexpr uint8_t kPurchased = 1, kHistory = 2;
+  // flags_ bits: kHistory, and EventTypeBit(type) for every type the item was seen with.
+  static constexpr uint8_t kHistory = 1;
   const Catalog* catalog_ = nullptr;
   bool has_vector_ = false;
   std::vector<float> vector_;

@@ -60,7 +60,7 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::Create(BundleContents conten
   m->recall_.popularity_k = o.popularity_k >= 0 ? o.popularity_k
                             : r.popularity_k() > 0 ? r.popularity_k() : 50;
   m->recall_.max_candidates = Pick(o.max_candidates, r.max_candidates(), 500);
-  m->recall_.exclude_purchased = o.exclude_purchased;
+  ASSIGN_OR_RETURN(m->recall_.exclude_types, ConsumedTypesMask(r));
   return std::shared_ptr<const Model>(std::move(m));
 }
 

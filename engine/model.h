@@ -30,7 +30,8 @@ struct ModelOptions {
                                                        const CalibrationSet&)>
       ranker_factory;
   // Recall sizes; fields <= 0 take the manifest's values (then built-in defaults).
-  RecallOptions recall = {0, 0, -1, 0, true};
+  // exclude_types always comes from the manifest (requests may override it).
+  RecallOptions recall = {0, 0, -1, 0, kPurchasesOnly};
   // Embedding index; an empty kind takes the manifest's recall.embedding_index.
   EmbeddingIndexOptions index = [] {
     EmbeddingIndexOptions o;

@@ -60,8 +60,13 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
   }
   BuildUserState(catalog, model.covisit(), model.manifest().user_model(), s->events, &s->user);
   RecallOptions recall = model.recall_options();
-  recall.exclude_purchased = query.exclude_purchased;
-  model.recaller().Recall(s->user, recall, &s->recall, &s->candidates);
+  if (query.exclude_types >= 0) recall.exclude_types = static_cast<uint32_t>(query.exclude_types);
+  s->excluded.clear();
+  for (uint64_t id : query.exclude_items) {
+    const int32_t item = catalog.Find(id);
+    if (item >= 0) s->excluded.push_back(item);
+  }
+  model.recaller().Recall(s->user, recall, &s->recall, &s->candidates, s->excluded);
   const int n = static_cast<int>(s->candidates.size());
   result->candidates = n;
   for (int i = 0; i < 3; ++i) result->candidates_by_source[i] = 0;

@@ -28,7 +28,11 @@ struct RecommendQuery {
   absl::Span<const QueryEvent> events;
   RequestContext context;
   int n = 10;
-  bool exclude_purchased = true;
+  // Consumed items to drop: those with an event in `events` of a type in this
+  // EventTypeBit mask; -1 takes the model's default (manifest recall.exclude_event_types).
+  int64_t exclude_types = -1;
+  // External ids never to return (e.g. already shown); unknown ids are ignored.
+  absl::Span<const uint64_t> exclude_items;
   int per_category_cap = 0;  // 0 = none
   // Checked between stages; past it the request stops with DEADLINE_EXCEEDED.
   absl::Time deadline = absl::InfiniteFuture();
@@ -64,6 +68,7 @@ class PipelineScratch {
   std::vector<float> rows;
   std::vector<float> scores;
   std::vector<int32_t> order;
+  std::vector<int32_t> excluded;      // catalog indices of query.exclude_items
   std::vector<int32_t> per_category;  // [categories] items taken, for per_category_cap; zero between calls
   std::unique_ptr<RankerScratch> ranker;
   uint64_t model_id = 0;

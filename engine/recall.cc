@@ -116,7 +116,7 @@ void PopularitySource::Propose(const UserState& user, int k, RecallScratch*,
 }
 
 void Recaller::Recall(const UserState& user, const RecallOptions& options, RecallScratch* scratch,
-                      std::vector<Candidate>* candidates) const {
+                      std::vector<Candidate>* candidates, absl::Span<const int32_t> excluded) const {
   candidates->clear();
   const Catalog& catalog = *catalog_;
   if (scratch->prepared_for != this) {
@@ -134,14 +134,20 @@ void Recaller::Recall(const UserState& user, const RecallOptions& options, Recal
   const uint32_t gen = scratch->generation;
   const size_t cap = static_cast<size_t>(std::max(0, options.max_candidates));
 
+  // Excluded items are stamped with slot -1: never added, never merged.
+  for (int32_t item : excluded) {
+    scratch->stamp[item] = gen;
+    scratch->slot[item] = -1;
+  }
+  const uint32_t exclude_types = options.exclude_types;
   // Adds `item` from `source`; true if it was new.
   auto add = [&](int32_t item, uint32_t source) {
     if (scratch->stamp[item] == gen) {
-      (*candidates)[scratch->slot[item]].sources |= source;
+      if (scratch->slot[item] >= 0) (*candidates)[scratch->slot[item]].sources |= source;
       return false;
     }
     if (candidates->size() >= cap) return false;
-    if (options.exclude_purchased && user.purchased(item)) return false;
+    if (user.consumed(item, exclude_types)) return false;
     scratch->stamp[item] = gen;
     scratch->slot[item] = static_cast<int32_t>(candidates->size());
     candidates->push_back({item, source});
@@ -158,20 +164,22 @@ void Recaller::Recall(const UserState& user, const RecallOptions& options, Recal
   const std::pair<const RecallSource*, int> plan[] = {
       embedding_first ? embedding : covisit, embedding_first ? covisit : embedding,
       {&popularity_, warm ? options.popularity_k : options.max_candidates}};
-  int purchased = 0;
-  if (options.exclude_purchased) {
-    for (int32_t item : user.history()) purchased += user.purchased(item);
+  int dropped = static_cast<int>(excluded.size());
+  if (exclude_types != 0) {
+    for (int32_t item : user.history()) dropped += user.consumed(item, exclude_types) ? 1 : 0;
   }
   for (const auto& [source, quota] : plan) {
     if (quota <= 0) continue;
-    // Ask for more than the quota: overlaps and purchased items do not count toward it.
-    const int slack = static_cast<int>(candidates->size()) + purchased;
+    // Ask for more than the quota: overlaps and dropped items do not count toward it.
+    const int slack = static_cast<int>(candidates->size()) + dropped;
     source->Propose(user, quota + slack, scratch, &scratch->scored);
     int added = 0;
     for (const ScoredItem& s : scratch->scored) {
       if (added >= quota) {
         // Past the quota, still record overlaps so every candidate's sources are true.
-        if (scratch->stamp[s.item] == gen) (*candidates)[scratch->slot[s.item]].sources |= source->bit();
+        if (scratch->stamp[s.item] == gen && scratch->slot[s.item] >= 0) {
+          (*candidates)[scratch->slot[s.item]].sources |= source->bit();
+        }
         continue;
       }
       if (add(s.item, source->bit())) ++added;

@@ -9,7 +9,8 @@
 //                proportion to the user's category shares), then globally (all a cold
 //                user gets).
 // Recall() merges them with per-source quotas, dedupes (a candidate remembers every
-// source that proposed it), drops purchased items when asked and caps the total.
+// source that proposed it), drops consumed items (the user's events of the excluded
+// types) and items the caller excludes, and caps the total.
 //
 // Indexes are immutable and shared by all threads of a model version; RecallScratch is
 // per-thread working memory reused across requests.
@@ -96,7 +97,9 @@ struct RecallOptions {
   int covisit_k = 200;
   int popularity_k = 50;   // for users with history; cold users get max_candidates
   int max_candidates = 500;
-  bool exclude_purchased = true;
+  // Items the user has an event of one of these types on are dropped (EventTypeBit mask;
+  // 0 keeps everything, kAllEventTypes drops every item of the history).
+  uint32_t exclude_types = kPurchasesOnly;
 };
 
 class RecallScratch {
@@ -166,14 +169,16 @@ class Recaller {
 
   // Fills `candidates` (cleared first): co-visitation, then embedding, then popularity,
   // each adding at most its quota of new items (a cold user gets popularity up to
-  // max_candidates); duplicates merge their source bits; purchased items are dropped
-  // when asked; at most max_candidates in all. With an index whose cost grows with k
+  // max_candidates); duplicates merge their source bits; consumed items
+  // (options.exclude_types) and the catalog indices in `excluded` are dropped; at most
+  // max_candidates in all. With an index whose cost grows with k
   // (HNSW) the embedding source goes first instead: then it needs slack only for the
-  // purchased items the merge drops, not for overlaps with co-visitation, but items
+  // consumed items the merge drops, not for overlaps with co-visitation, but items
   // both sources propose count against the embedding quota, so a warm user may get
   // fewer candidates than the quotas add up to.
   void Recall(const UserState& user, const RecallOptions& options, RecallScratch* scratch,
-              std::vector<Candidate>* candidates) const;
+              std::vector<Candidate>* candidates,
+              absl::Span<const int32_t> excluded = {}) const;
   const EmbeddingIndex& index() const { return *index_; }
 
  private:

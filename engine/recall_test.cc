@@ -124,9 +124,37 @@ TEST_F(RecallTest, PurchasedItemsAreDroppedUnlessKept) {
     EXPECT_NE(c.item, 10);
     EXPECT_NE(c.item, 12);
   }
-  options.exclude_purchased = false;
+  options.exclude_types = 0;
   model_->recaller().Recall(user_, options, &scratch_, &candidates_);
   EXPECT_TRUE(std::any_of(candidates_.begin(), candidates_.end(), [](const Candidate& c) { return c.item == 12; }));
+}
+
+TEST_F(RecallTest, EveryConsumedTypeAndExplicitExclusionsAreDropped) {
+  Build({{10, EventType::kPurchase, 1000}, {12, EventType::kView, 1500}, {11, EventType::kClick, 2000}});
+  RecallOptions options = model_->recall_options();
+  options.max_candidates = 1000;
+  options.popularity_k = 1000;
+  // Purchases only: the viewed and clicked items may come back.
+  model_->recaller().Recall(user_, options, &scratch_, &candidates_);
+  auto has = [&](int32_t item) {
+    return std::any_of(candidates_.begin(), candidates_.end(), [item](const Candidate& c) { return c.item == item; });
+  };
+  EXPECT_FALSE(has(10));
+  EXPECT_TRUE(has(12) || has(11));
+  // Every type: nothing of the history comes back.
+  options.exclude_types = kAllEventTypes;
+  model_->recaller().Recall(user_, options, &scratch_, &candidates_);
+  EXPECT_FALSE(has(10));
+  EXPECT_FALSE(has(11));
+  EXPECT_FALSE(has(12));
+  // Explicit exclusions drop items no event names, and only for this call.
+  ASSERT_FALSE(candidates_.empty());
+  const int32_t shown = candidates_.front().item;
+  const int32_t excluded[] = {shown};
+  model_->recaller().Recall(user_, options, &scratch_, &candidates_, excluded);
+  EXPECT_FALSE(has(shown));
+  model_->recaller().Recall(user_, options, &scratch_, &candidates_);
+  EXPECT_TRUE(has(shown));
 }
 
 TEST_F(RecallTest, QuotasAndCapAreRespected) {

@@ -211,7 +211,6 @@ absl::StatusOr<RecallEvaluation> EvaluateRecall(const BundleContents& bundle, co
   options.embedding_k = k * 2 / 5;
   options.popularity_k = k - options.covisit_k - options.embedding_k;
   options.max_candidates = k;
-  options.exclude_purchased = true;
   std::vector<char> popular(catalog.size(), 0);
   for (int i = 0; i < std::min(k, catalog.size()); ++i) popular[catalog.by_popularity()[i]] = 1;
 
