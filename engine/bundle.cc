@@ -11,7 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/escaping.h"
 #include "engine/file_util.h"
+#include "engine/item_key.h"
 #include "engine/onnx_mlp.h"
 #include "engine/safetensors.h"
 #include "engine/status_macros.h"
@@ -67,6 +69,59 @@ absl::StatusOr<std::string> Sha256OfFile(const std::string& path, uint64_t* size
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx.get(), digest, &len);
   return Hex(digest, len);
+}
+
+// The optional item keys of items.safetensors (see bundle.h) into items->keys; the ids
+// must already be read. Checks every offset before it slices a byte.
+absl::Status ReadItemKeys(const SafetensorsFile& file, CatalogData* items) {
+  const bool has_offsets = file.tensors().count("key_offsets") > 0;
+  const bool has_bytes = file.tensors().count("key_bytes") > 0;
+  if (!has_offsets && !has_bytes) return absl::OkStatus();  // numeric catalog
+  if (has_offsets != has_bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: tensor '%s' without '%s': item keys need both", kItemsFile,
+        has_offsets ? "key_offsets" : "key_bytes", has_offsets ? "key_bytes" : "key_offsets"));
+  }
+  const int64_t n = static_cast<int64_t>(items->ids.size());
+  ASSIGN_OR_RETURN(const std::vector<int64_t> offsets, file.GetI64("key_offsets", {n + 1}));
+  ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, file.GetU8("key_bytes", {-1}));
+  const int64_t total = static_cast<int64_t>(bytes.size());
+  if (offsets[0] != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: 'key_offsets'[0] is %d, want 0", kItemsFile, offsets[0]));
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (offsets[i + 1] < offsets[i]) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: 'key_offsets' decreases at %d (%d -> %d)", kItemsFile, i, offsets[i], offsets[i + 1]));
+    }
+    if (offsets[i + 1] > total) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: 'key_offsets'[%d] is %d, past the %d bytes of 'key_bytes'", kItemsFile, i + 1,
+          offsets[i + 1], total));
+    }
+  }
+  if (offsets[n] != total) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: 'key_offsets'[%d] is %d but 'key_bytes' has %d bytes", kItemsFile, n, offsets[n],
+        total));
+  }
+  items->keys.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const absl::string_view key(reinterpret_cast<const char*>(bytes.data()) + offsets[i],
+                                static_cast<size_t>(offsets[i + 1] - offsets[i]));
+    if (absl::Status s = CheckItemKey(key); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: 'key_bytes': key of item %d (id %d) %s", kItemsFile, i, items->ids[i], s.message()));
+    }
+    if (ItemIdFromKey(key) != items->ids[i]) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: 'key_bytes': key '%s' of item %d has id %d, but 'ids' says %d", kItemsFile,
+          absl::CHexEscape(key), i, ItemIdFromKey(key), items->ids[i]));
+    }
+    items->keys[i].assign(key.data(), key.size());
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -202,6 +257,7 @@ absl::StatusOr<BundleContents> ReadBundle(const std::string& dir) {
     ASSIGN_OR_RETURN(b.items.dense, items->GetF32("dense", {n, f}));
     ASSIGN_OR_RETURN(b.items.category, items->GetI32("category", {n}));
     ASSIGN_OR_RETURN(b.items.popularity, items->GetF32("popularity", {n}));
+    RETURN_IF_ERROR(ReadItemKeys(*items, &b.items));
     b.items.dim = d;
     b.items.dense_dim = f;
   }
@@ -245,8 +301,12 @@ absl::Status WriteBundle(BundleContents c, const std::string& dir) {
   for (int s : c.mlp.LayerSizes()) m.add_layer_sizes(s);
   m.clear_files();
 
-  RETURN_IF_ERROR(WriteOnnxMlp(c.mlp, Join(dir, kRankerFile)));
   const int64_t n = static_cast<int64_t>(c.items.ids.size());
+  if (!c.items.keys.empty() && c.items.keys.size() != c.items.ids.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: %d keys for %d items", kItemsFile, c.items.keys.size(), c.items.ids.size()));
+  }
+  RETURN_IF_ERROR(WriteOnnxMlp(c.mlp, Join(dir, kRankerFile)));
   {
     SafetensorsWriter w;
     w.AddU64("ids", {n}, c.items.ids);
@@ -254,6 +314,17 @@ absl::Status WriteBundle(BundleContents c, const std::string& dir) {
     w.AddF32("dense", {n, c.items.dense_dim}, c.items.dense);
     w.AddI32("category", {n}, c.items.category);
     w.AddF32("popularity", {n}, c.items.popularity);
+    if (!c.items.keys.empty()) {
+      std::vector<int64_t> offsets = {0};
+      std::string bytes;
+      for (const std::string& key : c.items.keys) {
+        bytes += key;
+        offsets.push_back(static_cast<int64_t>(bytes.size()));
+      }
+      w.AddI64("key_offsets", {n + 1}, offsets);
+      w.AddU8("key_bytes", {static_cast<int64_t>(bytes.size())},
+              absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    }
     RETURN_IF_ERROR(w.WriteFile(Join(dir, kItemsFile)));
   }
   {

@@ -2,7 +2,11 @@
 //   manifest.textproto        recserve.v1.Manifest (text format), with a SHA-256 per file
 //   ranker.onnx               the MLP
 //   items.safetensors         ids U64 [N], embeddings F32 [N x d], dense F32 [N x f],
-//                             category I32 [N], popularity F32 [N]
+//                             category I32 [N], popularity F32 [N]; string item keys
+//                             (engine/item_key.h) optionally as key_offsets I64 [N + 1]
+//                             and key_bytes U8 [total]: key i is
+//                             key_bytes[key_offsets[i] .. key_offsets[i + 1]). Both
+//                             absent: a numeric catalog
 //   covisit.safetensors       offsets I64 [N + 1], neighbors I32 [E], weights F32 [E]
 //   calibration.safetensors   features F32 [M x K], labels F32 [M], groups I64 [M]
 //                             (rows held out from training; groups = impression slates)

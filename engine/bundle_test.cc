@@ -3,7 +3,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "engine/file_util.h"
+#include "engine/item_key.h"
 #include "engine/model.h"
 #include "engine/safetensors.h"
 #include "engine/test_util.h"
@@ -16,6 +18,44 @@ namespace recserve {
 namespace {
 
 using ::testing::HasSubstr;
+
+// Gives every item of `b` a key and the id derived from it: SKU-like strings for even
+// items, canonical decimals (their own ids) for odd ones.
+void GiveKeys(BundleContents* b) {
+  CatalogData& d = b->items;
+  d.keys.clear();
+  for (size_t i = 0; i < d.ids.size(); ++i) {
+    d.keys.push_back(i % 2 == 0 ? absl::StrCat("SKU-", 85000 + i, "A") : absl::StrCat(1000 + i));
+    d.ids[i] = ItemIdFromKey(d.keys[i]);
+  }
+}
+
+// items.safetensors of `d` with the key tensors given as raw offsets and bytes.
+std::string ItemsWithKeyTensors(const CatalogData& d, const std::vector<int64_t>& offsets,
+                                const std::string& bytes) {
+  const int64_t n = d.ids.size();
+  SafetensorsWriter w;
+  w.AddU64("ids", {n}, d.ids);
+  w.AddF32("embeddings", {n, d.dim}, d.embeddings);
+  w.AddF32("dense", {n, d.dense_dim}, d.dense);
+  w.AddI32("category", {n}, d.category);
+  w.AddF32("popularity", {n}, d.popularity);
+  w.AddI64("key_offsets", {static_cast<int64_t>(offsets.size())}, offsets);
+  w.AddU8("key_bytes", {static_cast<int64_t>(bytes.size())},
+          absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+  return w.Serialize();
+}
+
+// The well-formed key tensors of `keys`.
+void KeyTensors(const std::vector<std::string>& keys, std::vector<int64_t>* offsets,
+                std::string* bytes) {
+  offsets->assign(1, 0);
+  bytes->clear();
+  for (const std::string& k : keys) {
+    *bytes += k;
+    offsets->push_back(static_cast<int64_t>(bytes->size()));
+  }
+}
 
 class BundleTest : public ::testing::Test {
  protected:
@@ -192,6 +232,187 @@ TEST_F(BundleTest, DuplicateItemIdIsRefusedAtModelCreation) {
   auto model = Model::Create(*std::move(b), 1);
   EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(model.status().message(), HasSubstr("items.safetensors: 'ids' has item id 1002 twice"));
+}
+
+TEST_F(BundleTest, NumericCatalogStoresNoKeys) {
+  auto file = SafetensorsFile::Open(Path(kItemsFile));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->tensors().count("key_offsets"), 0u);
+  EXPECT_EQ((*file)->tensors().count("key_bytes"), 0u);
+  auto read = ReadBundle(dir_);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(read->items.keys.empty());
+  auto model = Model::Create(*std::move(read), 1);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const Catalog& c = (*model)->catalog();
+  EXPECT_FALSE(c.has_keys());
+  EXPECT_EQ(c.key(0), "");
+  EXPECT_EQ(c.FindKey("1005"), 5);
+  EXPECT_EQ(c.FindKey("01005"), -1);  // not canonical: not the key of item 1005
+  EXPECT_EQ(c.FindKey("SKU-1"), -1);
+}
+
+TEST_F(BundleTest, ItemKeysRoundTripAndFindTheirItems) {
+  BundleContents keyed = contents_;
+  GiveKeys(&keyed);
+  const std::string dir = dir_ + "/keyed";
+  ASSERT_TRUE(WriteBundle(keyed, dir).ok());
+  auto file = SafetensorsFile::Open(dir + "/" + kItemsFile);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->tensors().at("key_offsets").dtype, DType::kI64);
+  EXPECT_EQ((*file)->tensors().at("key_bytes").dtype, DType::kU8);
+  auto read = ReadBundle(dir);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->items.keys, keyed.items.keys);
+  EXPECT_EQ(read->items.ids, keyed.items.ids);
+  auto model = Model::Create(*std::move(read), 1);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const Catalog& c = (*model)->catalog();
+  EXPECT_TRUE(c.has_keys());
+  EXPECT_EQ(c.key(4), "SKU-85004A");
+  EXPECT_EQ(c.key(5), "1005");
+  EXPECT_EQ(c.FindKey("SKU-85004A"), 4);
+  EXPECT_EQ(c.Find(ItemIdFromKey("SKU-85004A")), 4);
+  EXPECT_EQ(c.FindKey("1005"), 5);
+  EXPECT_EQ(c.Find(1005), 5);
+  EXPECT_EQ(c.FindKey("SKU-85005A"), -1);
+  EXPECT_EQ(c.FindKey(""), -1);
+}
+
+TEST_F(BundleTest, ItemKeyTensorsAreCheckedBeforeUse) {
+  CatalogData d = contents_.items;
+  BundleContents keyed = contents_;
+  GiveKeys(&keyed);
+  d.ids = keyed.items.ids;
+  std::vector<int64_t> good_offsets;
+  std::string good_bytes;
+  KeyTensors(keyed.items.keys, &good_offsets, &good_bytes);
+  ReplaceFile(kItemsFile, ItemsWithKeyTensors(d, good_offsets, good_bytes));
+  ASSERT_TRUE(Read().ok()) << Read();
+
+  struct Case {
+    std::string what;
+    std::function<void(std::vector<int64_t>*, std::string*)> edit;
+    std::string want;
+  } cases[] = {
+      {"offsets decrease", [](std::vector<int64_t>* o, std::string*) { (*o)[3] = (*o)[2] - 1; },
+       "'key_offsets' decreases at 2"},
+      {"offset past the bytes",
+       [](std::vector<int64_t>* o, std::string* b) { (*o)[5] = static_cast<int64_t>(b->size()) + 100; },
+       "'key_offsets'[5] is"},
+      {"negative first offset", [](std::vector<int64_t>* o, std::string*) { (*o)[0] = -1; },
+       "'key_offsets'[0] is -1, want 0"},
+      {"bytes left over", [](std::vector<int64_t>*, std::string* b) { *b += "xyz"; },
+       "but 'key_bytes' has"},
+      {"too few offsets", [](std::vector<int64_t>* o, std::string*) { o->pop_back(); },
+       "tensor 'key_offsets': shape"},
+      {"empty key", [](std::vector<int64_t>* o, std::string*) { (*o)[1] = 0; },
+       "key of item 0 (id"},
+      {"control byte", [](std::vector<int64_t>*, std::string* b) { (*b)[2] = '\x07'; },
+       "has control byte 0x07 at offset 2"},
+      {"DEL byte", [](std::vector<int64_t>*, std::string* b) { (*b)[0] = '\x7f'; },
+       "has control byte 0x7f at offset 0"},
+      {"key not matching its id", [](std::vector<int64_t>*, std::string* b) { (*b)[0] = 'T'; },
+       "'key_bytes': key 'TKU-85000A' of item 0 has id"},
+  };
+  for (const Case& c : cases) {
+    std::vector<int64_t> offsets = good_offsets;
+    std::string bytes = good_bytes;
+    c.edit(&offsets, &bytes);
+    ReplaceFile(kItemsFile, ItemsWithKeyTensors(d, offsets, bytes));
+    const absl::Status s = Read();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.what << ": " << s;
+    EXPECT_THAT(s.message(), HasSubstr("items.safetensors")) << c.what;
+    EXPECT_THAT(s.message(), HasSubstr(c.want)) << c.what;
+  }
+}
+
+TEST_F(BundleTest, TooLongItemKeyIsRefused) {
+  CatalogData d = contents_.items;
+  std::vector<std::string> keys;
+  for (size_t i = 0; i < d.ids.size(); ++i) keys.push_back(absl::StrCat(d.ids[i]));
+  keys[1] = std::string(kMaxItemKeyBytes + 1, 'k');
+  d.ids[1] = ItemIdFromKey(keys[1]);
+  std::vector<int64_t> offsets;
+  std::string bytes;
+  KeyTensors(keys, &offsets, &bytes);
+  ReplaceFile(kItemsFile, ItemsWithKeyTensors(d, offsets, bytes));
+  EXPECT_THAT(Read().message(), HasSubstr("key of item 1 (id"));
+  EXPECT_THAT(Read().message(), HasSubstr("has 257 bytes, more than the limit of 256"));
+}
+
+TEST_F(BundleTest, OneKeyTensorWithoutTheOtherIsRefused) {
+  CatalogData d = contents_.items;
+  const int64_t n = d.ids.size();
+  SafetensorsWriter w;
+  w.AddU64("ids", {n}, d.ids);
+  w.AddF32("embeddings", {n, d.dim}, d.embeddings);
+  w.AddF32("dense", {n, d.dense_dim}, d.dense);
+  w.AddI32("category", {n}, d.category);
+  w.AddF32("popularity", {n}, d.popularity);
+  w.AddI64("key_offsets", {n + 1}, std::vector<int64_t>(n + 1, 0));
+  ReplaceFile(kItemsFile, w.Serialize());
+  EXPECT_EQ(Read().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Read().message(), HasSubstr("'key_offsets' without 'key_bytes'"));
+}
+
+TEST_F(BundleTest, KeyOffsetsOfAnotherDtypeAreRefused) {
+  CatalogData d = contents_.items;
+  const int64_t n = d.ids.size();
+  SafetensorsWriter w;
+  w.AddU64("ids", {n}, d.ids);
+  w.AddF32("embeddings", {n, d.dim}, d.embeddings);
+  w.AddF32("dense", {n, d.dense_dim}, d.dense);
+  w.AddI32("category", {n}, d.category);
+  w.AddF32("popularity", {n}, d.popularity);
+  w.AddI32("key_offsets", {n + 1}, std::vector<int32_t>(n + 1, 0));
+  w.AddU8("key_bytes", {0}, {});
+  ReplaceFile(kItemsFile, w.Serialize());
+  EXPECT_THAT(Read().message(), HasSubstr("tensor 'key_offsets': dtype is I32, want I64"));
+}
+
+TEST(CatalogKeysTest, EachKeyMustDeriveItsId) {
+  BundleContents b = testing::TinyBundle(8);
+  GiveKeys(&b);
+  ASSERT_TRUE(Catalog::Create(b.items).ok());
+  CatalogData wrong = b.items;
+  wrong.ids[2] = 77;  // key "SKU-85002A" derives another id
+  auto c = Catalog::Create(wrong, "items.safetensors");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("item 2 has key 'SKU-85002A', whose id is"));
+  EXPECT_THAT(c.status().message(), HasSubstr(absl::StrCat(ItemIdFromKey("SKU-85002A"))));
+  EXPECT_THAT(c.status().message(), HasSubstr("but 'ids' says 77"));
+  // A numeric key is its own id; "01001" is not canonical and hashes.
+  CatalogData padded = b.items;
+  padded.keys[1] = "01001";
+  EXPECT_THAT(Catalog::Create(padded).status().message(), HasSubstr("but 'ids' says 1001"));
+}
+
+TEST(CatalogKeysTest, KeysMustBeOnePerItemAndValid) {
+  BundleContents b = testing::TinyBundle(8);
+  GiveKeys(&b);
+  CatalogData short_keys = b.items;
+  short_keys.keys.pop_back();
+  EXPECT_THAT(Catalog::Create(short_keys).status().message(), HasSubstr("'keys' has 7 values, want 8"));
+  CatalogData empty_key = b.items;
+  empty_key.keys[3] = "";
+  empty_key.ids[3] = ItemIdFromKey("");
+  EXPECT_THAT(Catalog::Create(empty_key).status().message(), HasSubstr("'keys' of item 3 (id"));
+  EXPECT_THAT(Catalog::Create(empty_key).status().message(), HasSubstr("is empty"));
+  CatalogData tab = b.items;
+  tab.keys[4] = "SKU\t4";
+  tab.ids[4] = ItemIdFromKey(tab.keys[4]);
+  EXPECT_THAT(Catalog::Create(tab).status().message(), HasSubstr("control byte 0x09 at offset 3"));
+}
+
+TEST(CatalogKeysTest, TheSameKeyTwiceIsADuplicateId) {
+  BundleContents b = testing::TinyBundle(8);
+  GiveKeys(&b);
+  b.items.keys[6] = b.items.keys[4];
+  b.items.ids[6] = b.items.ids[4];
+  auto c = Catalog::Create(b.items, "items.safetensors");
+  EXPECT_THAT(c.status().message(),
+              HasSubstr(absl::StrCat("'ids' has item id ", ItemIdFromKey("SKU-85004A"), " twice")));
 }
 
 TEST_F(BundleTest, CovisitNeighbourOutOfRangeIsRefused) {

@@ -4,8 +4,10 @@
 #include <cmath>
 #include <numeric>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "engine/huge_pages.h"
+#include "engine/item_key.h"
 
 namespace recserve {
 namespace {
@@ -16,6 +18,30 @@ absl::Status SizeError(const std::string& name, const char* field, size_t got, s
 }
 
 }  // namespace
+
+absl::Status CheckItemKey(absl::string_view key) {
+  if (key.empty()) return absl::InvalidArgumentError("is empty");
+  if (key.size() > kMaxItemKeyBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("has %d bytes, more than the limit of %d", key.size(), kMaxItemKeyBytes));
+  }
+  for (size_t i = 0; i < key.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(key[i]);
+    if (c < 0x20 || c == 0x7f) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("has control byte 0x%02x at offset %d", c, i));
+    }
+  }
+  return absl::OkStatus();
+}
+
+int32_t Catalog::FindKey(absl::string_view key) const {
+  const int32_t item = Find(ItemIdFromKey(key));
+  if (item < 0) return -1;
+  if (has_keys()) return data_.keys[item] == key ? item : -1;
+  uint64_t id;
+  return CanonicalNumericKey(key, &id) ? item : -1;
+}
 
 absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Create(CatalogData data,
                                                          const std::string& name) {
@@ -41,6 +67,21 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Create(CatalogData data,
   if (data.popularity.size() != n) {
     return SizeError(name, "popularity", data.popularity.size(), n);
   }
+  if (!data.keys.empty() && data.keys.size() != n) {
+    return SizeError(name, "keys", data.keys.size(), n);
+  }
+  for (size_t i = 0; i < data.keys.size(); ++i) {
+    if (absl::Status s = CheckItemKey(data.keys[i]); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: 'keys' of item %d (id %d) %s", name, i, data.ids[i], s.message()));
+    }
+    const uint64_t derived = ItemIdFromKey(data.keys[i]);
+    if (derived != data.ids[i]) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: item %d has key '%s', whose id is %d, but 'ids' says %d", name, i,
+          absl::CHexEscape(data.keys[i]), derived, data.ids[i]));
+    }
+  }
   for (size_t i = 0; i < n; ++i) {
     if (data.category[i] < 0 || data.category[i] >= (1 << 20)) {
       return absl::InvalidArgumentError(absl::StrFormat(
@@ -63,9 +104,16 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Create(CatalogData data,
   const CatalogData& d = catalog->data_;
   catalog->index_.reserve(n);
   for (size_t i = 0; i < n; ++i) {
-    if (!catalog->index_.emplace(d.ids[i], static_cast<int32_t>(i)).second) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s: 'ids' has item id %d twice", name, d.ids[i]));
+    const auto [it, inserted] = catalog->index_.emplace(d.ids[i], static_cast<int32_t>(i));
+    if (!inserted) {
+      if (d.keys.empty() || d.keys[it->second] == d.keys[i]) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: 'ids' has item id %d twice", name, d.ids[i]));
+      }
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: 'ids' has item id %d twice: keys '%s' (item %d) and '%s' (item %d) hash to it",
+          name, d.ids[i], absl::CHexEscape(d.keys[it->second]), it->second,
+          absl::CHexEscape(d.keys[i]), i));
     }
   }
   const float max_pop = *std::max_element(d.popularity.begin(), d.popularity.end());

@@ -5,6 +5,11 @@
 // addressed by dense index everywhere inside the engine; external ids appear only at
 // the edges (requests, responses, bundle files).
 //
+// A catalog may also hold every item's string key (engine/item_key.h): then each id is
+// ItemIdFromKey(key), checked at Create, so two keys with one id (a hash collision) are
+// refused as a duplicate id. A numeric catalog holds no keys; its items' keys are their
+// ids in decimal.
+//
 // Both classes are immutable after Create and safe to share between threads; they are
 // owned by the model version that loaded them.
 #ifndef RECSERVE_ENGINE_CATALOG_H_
@@ -12,10 +17,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 namespace recserve {
@@ -27,13 +34,20 @@ struct CatalogData {
   std::vector<float> dense;          // [N x dense_dim]
   std::vector<int32_t> category;     // [N], in [0, 2^20)
   std::vector<float> popularity;     // [N], >= 0 (interaction counts, possibly decayed)
+  // [N] or empty (numeric catalog). Each valid by CheckItemKey, ids[i] == ItemIdFromKey(keys[i]).
+  std::vector<std::string> keys;
   int dim = 0;
   int dense_dim = 0;
 };
 
+// OK when `key` may name an item: 1 to kMaxItemKeyBytes bytes, no control bytes (< 0x20,
+// 0x7f). Otherwise InvalidArgument saying what is wrong (without the field's name, which
+// the caller prefixes).
+absl::Status CheckItemKey(absl::string_view key);
+
 class Catalog {
  public:
-  // Validates sizes, id uniqueness, finiteness and ranges; `name` prefixes errors.
+  // Validates sizes, id uniqueness, keys, finiteness and ranges; `name` prefixes errors.
   static absl::StatusOr<std::unique_ptr<Catalog>> Create(CatalogData data,
                                                         const std::string& name = "catalog");
 
@@ -47,6 +61,17 @@ class Catalog {
     return it == index_.end() ? -1 : it->second;
   }
   uint64_t id(int32_t item) const { return data_.ids[item]; }
+  // Whether the catalog holds string keys (else it is numeric: keys are decimal ids).
+  bool has_keys() const { return !data_.keys.empty(); }
+  // The key of `item` when has_keys(); empty for a numeric catalog (whose keys are the
+  // ids in decimal: format id(item) where text is needed).
+  absl::string_view key(int32_t item) const {
+    return has_keys() ? absl::string_view(data_.keys[item]) : absl::string_view();
+  }
+  // Dense index of the item whose key is `key`, or -1. In a numeric catalog only a
+  // canonical decimal key (item_key.h) names an item. Exact: a key that merely hashes to
+  // a catalog id is not found.
+  int32_t FindKey(absl::string_view key) const;
   const float* embedding(int32_t item) const {
     return &data_.embeddings[static_cast<size_t>(item) * data_.dim];
   }

@@ -430,6 +430,12 @@ absl::StatusOr<std::vector<uint64_t>> SafetensorsFile::GetU64(
   return CopyOut<uint64_t>(data_, *info);
 }
 
+absl::StatusOr<std::vector<uint8_t>> SafetensorsFile::GetU8(
+    const std::string& tensor, const std::vector<int64_t>& shape) const {
+  ASSIGN_OR_RETURN(const TensorInfo* info, Find(tensor, DType::kU8, shape));
+  return CopyOut<uint8_t>(data_, *info);
+}
+
 absl::StatusOr<std::vector<int64_t>> SafetensorsFile::Shape(const std::string& tensor) const {
   auto it = tensors_.find(tensor);
   if (it == tensors_.end()) {
@@ -485,6 +491,11 @@ void SafetensorsWriter::AddI64(const std::string& name, std::vector<int64_t> sha
 void SafetensorsWriter::AddU64(const std::string& name, std::vector<int64_t> shape,
                                absl::Span<const uint64_t> v) {
   Add(name, DType::kU64, std::move(shape), v.data(), v.size() * sizeof(uint64_t));
+}
+
+void SafetensorsWriter::AddU8(const std::string& name, std::vector<int64_t> shape,
+                              absl::Span<const uint8_t> v) {
+  Add(name, DType::kU8, std::move(shape), v.data(), v.size());
 }
 
 void SafetensorsWriter::SetMetadata(const std::string& key, const std::string& value) {

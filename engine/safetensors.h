@@ -65,6 +65,8 @@ class SafetensorsFile {
                                               const std::vector<int64_t>& shape) const;
   absl::StatusOr<std::vector<uint64_t>> GetU64(const std::string& tensor,
                                                const std::vector<int64_t>& shape) const;
+  absl::StatusOr<std::vector<uint8_t>> GetU8(const std::string& tensor,
+                                             const std::vector<int64_t>& shape) const;
   // The shape of `tensor`, or NotFound naming it.
   absl::StatusOr<std::vector<int64_t>> Shape(const std::string& tensor) const;
 
@@ -93,6 +95,7 @@ class SafetensorsWriter {
   void AddI32(const std::string& name, std::vector<int64_t> shape, absl::Span<const int32_t> v);
   void AddI64(const std::string& name, std::vector<int64_t> shape, absl::Span<const int64_t> v);
   void AddU64(const std::string& name, std::vector<int64_t> shape, absl::Span<const uint64_t> v);
+  void AddU8(const std::string& name, std::vector<int64_t> shape, absl::Span<const uint8_t> v);
   void SetMetadata(const std::string& key, const std::string& value);
 
   std::string Serialize() const;

@@ -271,6 +271,27 @@ TEST(SafetensorsReaderTest, GetWithWrongDtypeIsRefused) {
               {"tensor 'w'", "dtype"});
   ExpectError(f->GetU64("w", {2, 3}).status(), absl::StatusCode::kInvalidArgument,
               {"tensor 'w'", "dtype"});
+  ExpectError(f->GetU8("w", {2, 3}).status(), absl::StatusCode::kInvalidArgument,
+              {"tensor 'w'", "dtype is F32, want U8"});
+}
+
+TEST(SafetensorsReaderTest, U8TensorFromHandBuiltBytesIsCopiedOut) {
+  auto f = MustOpen(Assemble(R"({"b":{"dtype":"U8","shape":[5],"data_offsets":[0,5]}})",
+                             std::string("\x00\x01\x7f\x80\xff", 5)));
+  ASSERT_NE(f, nullptr);
+  absl::StatusOr<std::vector<uint8_t>> v = f->GetU8("b", {5});
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(*v, (std::vector<uint8_t>{0, 1, 0x7f, 0x80, 0xff}));
+  ExpectError(f->GetU8("b", {4}).status(), absl::StatusCode::kInvalidArgument,
+              {"tensor 'b'", "shape is [5], want [4]"});
+  ExpectError(f->GetI64("b", {5}).status(), absl::StatusCode::kInvalidArgument,
+              {"tensor 'b'", "dtype is U8, want I64"});
+}
+
+TEST(SafetensorsReaderTest, U8ByteSizeNotMatchingShapeIsRefused) {
+  ExpectError(OpenStatus(Assemble(R"({"b":{"dtype":"U8","shape":[5],"data_offsets":[0,4]}})",
+                                  std::string(4, 'x'))),
+              absl::StatusCode::kInvalidArgument, {"'b'", "data_offsets"});
 }
 
 TEST(SafetensorsReaderTest, GetWithWrongShapeIsRefused) {
@@ -343,11 +364,14 @@ TEST(SafetensorsRoundTripTest, WriterThenReaderIsBitExactForEveryDtype) {
                                     std::numeric_limits<int64_t>::max()};
   const std::vector<uint64_t> u64 = {0, 1, 0xdeadbeefcafef00dull,
                                      std::numeric_limits<uint64_t>::max()};
+  const std::vector<uint8_t> u8 = {0, 1, 0x7f, 0x80, 0xfe, 0xff, 42};  // 7: pads the next tensor
   SafetensorsWriter w;
   w.AddF32("f32", {7}, f32);
   w.AddI32("i32", {5, 1}, i32);
   w.AddI64("i64", {2, 3}, i64);
   w.AddU64("u64", {2, 2}, u64);
+  w.AddU8("u8", {7}, u8);
+  w.AddU8("empty_u8", {0}, {});
   w.AddF32("empty", {0, 4}, {});
   w.SetMetadata("version", "12");
   auto f = MustOpen(w.Serialize());
@@ -366,6 +390,12 @@ TEST(SafetensorsRoundTripTest, WriterThenReaderIsBitExactForEveryDtype) {
   absl::StatusOr<std::vector<uint64_t>> ru = f->GetU64("u64", {2, 2});
   ASSERT_TRUE(ru.ok()) << ru.status();
   EXPECT_EQ(*ru, u64);
+  absl::StatusOr<std::vector<uint8_t>> rb = f->GetU8("u8", {7});
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  EXPECT_EQ(*rb, u8);
+  absl::StatusOr<std::vector<uint8_t>> reb = f->GetU8("empty_u8", {0});
+  ASSERT_TRUE(reb.ok()) << reb.status();
+  EXPECT_TRUE(reb->empty());
   absl::StatusOr<std::vector<float>> re = f->GetF32("empty", {0, 4});
   ASSERT_TRUE(re.ok()) << re.status();
   EXPECT_TRUE(re->empty());

@@ -1,14 +1,17 @@
 // recserve-cli: talk to a running recserve.
 //
 //   recserve-cli recommend --events=1017:click,2044:view,3001:purchase@1700000000000 --n=10
+//   recserve-cli recommend --events=85123A:purchase,71053:view --exclude_types=view,click
 //   recserve-cli status
 //   recserve-cli health [--service=recserve.v1.Recommender]
 //   recserve-cli reload                 (scan the model directory now; waits for the load)
 //   recserve-cli pin --version=N        (serve version N; --version=0 returns to the newest)
 //
-// Events are item[:type][@unix_ms], comma-separated, oldest first; type is view, click
-// (default), cart or purchase; without @time the events are spaced one minute apart
-// ending now.
+// Events are item[:type][@unix_ms], comma-separated, oldest first; item is the item's
+// key (a SKU such as 85123A, sent as Event.item) or a canonical number (sent as
+// item_id); type is view, click (default), cart or purchase; without @time the events
+// are spaced one minute apart ending now. Keys holding ',' cannot be given here; in a
+// key holding ':' or '@', the last one separates.
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -37,6 +40,11 @@ ABSL_FLAG(std::string, device, "", "mobile, desktop or tablet");
 ABSL_FLAG(int, hour, -1, "Hour of day 0..23");
 ABSL_FLAG(int, per_category_cap, 0, "At most this many items per category (0 = no cap)");
 ABSL_FLAG(bool, keep_purchased, false, "Keep items the user purchased");
+ABSL_FLAG(std::string, exclude_types, "",
+          "recommend: drop items the user has events of these types on: view,click,cart,purchase "
+          "(empty: the model's default)");
+ABSL_FLAG(std::string, exclude_items, "",
+          "recommend: never return these items, comma-separated keys or ids (e.g. already shown)");
 ABSL_FLAG(std::string, service, "recserve.v1.Recommender", "health: service to check (\"\" = liveness)");
 ABSL_FLAG(int, timeout_ms, 0, "Deadline of the call (0: 5000, or 120000 for reload and pin, which wait for a load)");
 ABSL_FLAG(int64_t, version, -1, "pin: version to serve (0 = back to the newest)");
@@ -54,6 +62,16 @@ bool ParseType(absl::string_view s, EventType* type) {
   return true;
 }
 
+// A canonical decimal item id ("71053", not "071053"): CanonicalNumericKey of
+// engine/item_key.h, repeated here because the CLI links only the protos.
+bool CanonicalId(absl::string_view s, uint64_t* id) {
+  if (s.empty() || s.size() > 19 || (s.size() > 1 && s[0] == '0')) return false;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+  }
+  return absl::SimpleAtoi(s, id) && (*id >> 63) == 0;
+}
+
 bool ParseEvents(const std::string& text, recserve::v1::RecommendRequest* request, std::string* error) {
   std::vector<std::string> parts = absl::StrSplit(text, ',', absl::SkipWhitespace());
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
@@ -61,7 +79,7 @@ bool ParseEvents(const std::string& text, recserve::v1::RecommendRequest* reques
     std::string part = parts[i];
     recserve::v1::Event* e = request->add_events();
     int64_t ts = now_ms - static_cast<int64_t>(parts.size() - 1 - i) * 60000;
-    if (auto at = part.find('@'); at != std::string::npos) {
+    if (auto at = part.rfind('@'); at != std::string::npos) {
       if (!absl::SimpleAtoi(part.substr(at + 1), &ts)) {
         *error = absl::StrFormat("event %d '%s': time '%s' is not unix milliseconds", i + 1, parts[i],
                                  part.substr(at + 1));
@@ -70,7 +88,7 @@ bool ParseEvents(const std::string& text, recserve::v1::RecommendRequest* reques
       part = part.substr(0, at);
     }
     EventType type = recserve::v1::CLICK;
-    if (auto colon = part.find(':'); colon != std::string::npos) {
+    if (auto colon = part.rfind(':'); colon != std::string::npos) {
       if (!ParseType(part.substr(colon + 1), &type)) {
         *error = absl::StrFormat("event %d '%s': type '%s' is not view, click, cart or purchase", i + 1,
                                  parts[i], part.substr(colon + 1));
@@ -79,11 +97,15 @@ bool ParseEvents(const std::string& text, recserve::v1::RecommendRequest* reques
       part = part.substr(0, colon);
     }
     uint64_t item = 0;
-    if (!absl::SimpleAtoi(part, &item)) {
-      *error = absl::StrFormat("event %d '%s': item '%s' is not a number", i + 1, parts[i], part);
+    if (part.empty()) {
+      *error = absl::StrFormat("event %d '%s': no item", i + 1, parts[i]);
       return false;
     }
-    e->set_item_id(item);
+    if (CanonicalId(part, &item)) {
+      e->set_item_id(item);
+    } else {
+      e->set_item(part);  // a key; the server checks it
+    }
     e->set_type(type);
     e->set_timestamp_ms(ts);
   }
@@ -136,6 +158,23 @@ int Recommend() {
   request.mutable_options()->set_per_category_cap(absl::GetFlag(FLAGS_per_category_cap));
   request.mutable_options()->set_keep_purchased(absl::GetFlag(FLAGS_keep_purchased));
   request.mutable_options()->set_include_timings(true);
+  for (absl::string_view name : absl::StrSplit(absl::GetFlag(FLAGS_exclude_types), ',', absl::SkipWhitespace())) {
+    EventType type;
+    if (!ParseType(name, &type)) {
+      std::fprintf(stderr, "recserve-cli: --exclude_types: '%s' is not view, click, cart or purchase\n",
+                   std::string(name).c_str());
+      return 2;
+    }
+    request.mutable_options()->add_exclude_event_types(type);
+  }
+  for (absl::string_view item : absl::StrSplit(absl::GetFlag(FLAGS_exclude_items), ',', absl::SkipWhitespace())) {
+    uint64_t id = 0;
+    if (CanonicalId(item, &id)) {
+      request.mutable_options()->add_exclude_item_ids(id);
+    } else {
+      request.mutable_options()->add_exclude_items(std::string(item));
+    }
+  }
 
   const std::string address = absl::GetFlag(FLAGS_address);
   auto stub = recserve::v1::Recommender::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
@@ -150,8 +189,10 @@ int Recommend() {
   std::printf("%4s  %12s  %8s  %8s  %s\n", "rank", "item", "score", "category", "sources");
   for (int i = 0; i < response.items_size(); ++i) {
     const auto& it = response.items(i);
-    std::printf("%4d  %12llu  %8.4f  %8d  %s\n", i + 1, static_cast<unsigned long long>(it.item_id()),
-                it.score(), it.category(), Sources(it.sources()).c_str());
+    // The key (servers before keys existed send none: the id then).
+    const std::string item = it.item().empty() ? std::to_string(it.item_id()) : it.item();
+    std::printf("%4d  %12s  %8.4f  %8d  %s\n", i + 1, item.c_str(), it.score(), it.category(),
+                Sources(it.sources()).c_str());
   }
   const auto& t = response.timings();
   std::printf("timings: recall %.2f ms, features %.2f ms, rank %.2f ms, total %.2f ms\n", t.recall_ms(),
@@ -233,7 +274,8 @@ int Health() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "recserve-cli recommend|status|health|reload|pin [flags]\n"
-      "  recommend --events=1017:click,2044:view@1700000000000 --n=10\n"
+      "  recommend --events=1017:click,85123A:view@1700000000000 --n=10 [--exclude_types=view]\n"
+      "            [--exclude_items=85123A,2044]\n"
       "  status    (admin listener)\n"
       "  health    [--service=recserve.v1.Recommender | --service=]\n"
       "  reload    (admin listener: scan the model directory now)\n"

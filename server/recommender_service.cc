@@ -1,7 +1,9 @@
 #include "server/recommender_service.h"
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/item_key.h"
 #include "server/grpc_status.h"
 
 namespace recserve {
@@ -16,6 +18,7 @@ struct WorkerState {
   uint64_t last_used[2] = {0, 0};
   uint64_t uses = 0;
   std::vector<QueryEvent> events;
+  std::vector<uint64_t> exclude_ids;  // options.exclude_item_ids + the ids of exclude_items
   RecommendResult result;
 
   PipelineScratch* ScratchFor(const Model& model) {
@@ -63,6 +66,16 @@ absl::Status ValidateRequest(const v1::RecommendRequest& r, const RequestLimits&
           "events[%d].timestamp_ms: %d is in the future (server time %d ms, allowed skew %s)", i,
           e.timestamp_ms(), absl::ToUnixMillis(now), absl::FormatDuration(limits.max_clock_skew)));
     }
+    if (!e.item().empty()) {
+      if (absl::Status key = CheckItemKey(e.item()); !key.ok()) {
+        return Invalid(absl::StrFormat("events[%d].item: the key %s", i, key.message()));
+      }
+      if (e.item_id() != 0 && ItemIdFromKey(e.item()) != e.item_id()) {
+        return Invalid(absl::StrFormat(
+            "events[%d].item: key '%s' has id %d, but events[%d].item_id is %d (set one, or both "
+            "agreeing)", i, absl::CHexEscape(e.item()), ItemIdFromKey(e.item()), i, e.item_id()));
+      }
+    }
   }
   const v1::Context& c = r.context();
   if (c.device() < v1::DEVICE_UNSPECIFIED || c.device() > v1::TABLET) {
@@ -71,16 +84,38 @@ absl::Status ValidateRequest(const v1::RecommendRequest& r, const RequestLimits&
   if (c.hour() < -1 || c.hour() > 23) {
     return Invalid(absl::StrFormat("context.hour: %d is outside [0, 23] (or -1 for unknown)", c.hour()));
   }
-  if (r.options().per_category_cap() < 0) {
+  const v1::RecommendOptions& o = r.options();
+  if (o.per_category_cap() < 0) {
     return Invalid(absl::StrFormat("options.per_category_cap: %d is negative",
-                                   r.options().per_category_cap()));
+                                   o.per_category_cap()));
+  }
+  for (int i = 0; i < o.exclude_event_types_size(); ++i) {
+    if (o.exclude_event_types(i) < v1::VIEW || o.exclude_event_types(i) > v1::PURCHASE) {
+      return Invalid(absl::StrFormat(
+          "options.exclude_event_types[%d]: %d is not an event type (VIEW=1 .. PURCHASE=4)", i,
+          static_cast<int>(o.exclude_event_types(i))));
+    }
+  }
+  if (o.exclude_item_ids_size() > limits.max_exclude_items) {
+    return Invalid(absl::StrFormat("options.exclude_item_ids: %d ids, more than the limit of %d",
+                                   o.exclude_item_ids_size(), limits.max_exclude_items));
+  }
+  if (o.exclude_items_size() > limits.max_exclude_items) {
+    return Invalid(absl::StrFormat("options.exclude_items: %d keys, more than the limit of %d",
+                                   o.exclude_items_size(), limits.max_exclude_items));
+  }
+  for (int i = 0; i < o.exclude_items_size(); ++i) {
+    if (absl::Status key = CheckItemKey(o.exclude_items(i)); !key.ok()) {
+      return Invalid(absl::StrFormat("options.exclude_items[%d]: the key %s", i, key.message()));
+    }
   }
   return absl::OkStatus();
 }
 
 void RecommenderService::WarmWorkers(const Model& model) {
-  pool_->RunOnEveryWorker([&model] {
+  pool_->RunOnEveryWorker([this, &model] {
     WorkerState& worker = ThisWorker();
+    worker.exclude_ids.reserve(2 * static_cast<size_t>(limits_.max_exclude_items));
     RecommendQuery query;
     std::vector<QueryEvent> events;
     const std::vector<int32_t>& popular = model.catalog().by_popularity();
@@ -160,19 +195,49 @@ absl::Status RecommenderService::Handle(const RecommendCall& call, RecommendResu
   if (!model) return absl::UnavailableError("no model version is serving yet");
 
   WorkerState& worker = ThisWorker();
+  const Catalog& catalog = model->catalog();
+  // Keys are looked up exactly (FindKey), so a key that only hashes to a catalog id
+  // counts as unknown; the engine counts unknown ids.
+  int unknown_keys = 0;
   worker.events.clear();
   for (const v1::Event& e : request.events()) {
-    worker.events.push_back({e.item_id(), static_cast<EventType>(e.type()), e.timestamp_ms()});
+    uint64_t id = e.item_id();
+    if (!e.item().empty()) {
+      const int32_t item = catalog.FindKey(e.item());
+      if (item < 0) {
+        ++unknown_keys;
+        continue;
+      }
+      id = catalog.id(item);
+    }
+    worker.events.push_back({id, static_cast<EventType>(e.type()), e.timestamp_ms()});
+  }
+  const v1::RecommendOptions& options = request.options();
+  worker.exclude_ids.assign(options.exclude_item_ids().begin(), options.exclude_item_ids().end());
+  for (const std::string& key : options.exclude_items()) {
+    const int32_t item = catalog.FindKey(key);
+    if (item >= 0) worker.exclude_ids.push_back(catalog.id(item));
   }
   RecommendQuery query;
   query.events = worker.events;
   query.context = {static_cast<int32_t>(request.context().device()), request.context().hour()};
   query.n = request.n();
-  query.exclude_purchased = limits_.exclude_purchased && !request.options().keep_purchased();
-  query.per_category_cap = request.options().per_category_cap();
+  if (options.keep_purchased()) {
+    query.exclude_types = 0;  // keep everything, as before exclude_event_types existed
+  } else if (options.exclude_event_types_size() > 0) {
+    query.exclude_types = 0;
+    for (int type : options.exclude_event_types()) {
+      query.exclude_types |= EventTypeBit(static_cast<EventType>(type));
+    }
+  } else if (!limits_.exclude_purchased) {
+    query.exclude_types = 0;
+  }  // else -1: the model's default
+  query.exclude_items = worker.exclude_ids;
+  query.per_category_cap = options.per_category_cap();
   query.deadline = call.deadline;
   absl::Status status = recserve::Recommend(*model, query, worker.ScratchFor(*model), result);
   if (!status.ok()) return status;
+  result->unknown_items += unknown_keys;
 
   for (const RecommendedItem& item : result->items) {
     v1::RecommendedItem* out = response->add_items();
@@ -180,6 +245,12 @@ absl::Status RecommenderService::Handle(const RecommendCall& call, RecommendResu
     out->set_score(item.score);
     out->set_sources(item.sources);
     out->set_category(item.category);
+    if (catalog.has_keys()) {
+      const absl::string_view key = catalog.key(catalog.Find(item.item_id));
+      out->mutable_item()->assign(key.data(), key.size());
+    } else {
+      absl::StrAppend(out->mutable_item(), item.item_id);
+    }
   }
   response->set_model_name(model->name());
   response->set_model_version(model->version());

@@ -24,12 +24,16 @@ namespace recserve {
 
 struct RequestLimits {
   int max_events = 1000;          // events per request
+  // Entries in each of options.exclude_item_ids and options.exclude_items.
+  int max_exclude_items = 1000;
   int max_n = 500;                // largest n
   int max_user_id_bytes = 256;
   int max_inflight = 256;         // queued + running Recommend calls
   // Timestamps may be at most this far ahead of the server's clock.
   absl::Duration max_clock_skew = absl::Hours(1);
-  bool exclude_purchased = true;  // default when the request does not say keep_purchased
+  // false: requests that list no options.exclude_event_types drop no consumed items
+  // (true: the model's default, manifest recall.exclude_event_types).
+  bool exclude_purchased = true;
 };
 
 // What one finished request reports (for metrics); called on the worker thread.
@@ -39,7 +43,9 @@ struct RequestOutcome {
   const RecommendResult* result;   // null when the pipeline did not run
 };
 
-// Checks `request` against `limits`; the error names the field and the bad value.
+// Checks `request` against `limits`; the error names the field and the bad value. Item
+// keys (events[i].item, options.exclude_items[i]) must pass CheckItemKey, and an event
+// with both item and item_id must agree (ItemIdFromKey).
 absl::Status ValidateRequest(const v1::RecommendRequest& request, const RequestLimits& limits,
                              absl::Time now);
 

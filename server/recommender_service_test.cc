@@ -2,6 +2,11 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "engine/item_key.h"
 #include "engine/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -11,6 +16,71 @@ namespace recserve {
 namespace {
 
 using ::testing::HasSubstr;
+
+v1::RecommendRequest OneEvent(uint64_t item_id, const std::string& item) {
+  v1::RecommendRequest r;
+  r.set_n(5);
+  v1::Event* e = r.add_events();
+  e->set_item_id(item_id);
+  e->set_item(item);
+  e->set_type(v1::CLICK);
+  e->set_timestamp_ms(1700000000000);
+  return r;
+}
+
+absl::Status Validate(const v1::RecommendRequest& r, RequestLimits limits = RequestLimits()) {
+  return ValidateRequest(r, limits, absl::FromUnixMillis(1700000001000));
+}
+
+TEST(ValidateRequestTest, EventKeyMustBeShortAndPrintable) {
+  EXPECT_TRUE(Validate(OneEvent(0, "85123A")).ok());
+  absl::Status s = Validate(OneEvent(0, std::string(300, 'k')));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("events[0].item: the key has 300 bytes, more than the limit of 256"));
+  s = Validate(OneEvent(0, "851\n23A"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("events[0].item: the key has control byte 0x0a at offset 3"));
+}
+
+TEST(ValidateRequestTest, EventKeyAndIdMustAgreeWhenBothAreSet) {
+  EXPECT_TRUE(Validate(OneEvent(ItemIdFromKey("85123A"), "85123A")).ok());
+  EXPECT_TRUE(Validate(OneEvent(71053, "71053")).ok());  // a numeric key is its own id
+  const absl::Status s = Validate(OneEvent(71053, "85123A"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("events[0].item: key '85123A' has id"));
+  EXPECT_THAT(s.message(), HasSubstr("events[0].item_id is 71053"));
+  EXPECT_FALSE(Validate(OneEvent(71054, "71053")).ok());
+}
+
+TEST(ValidateRequestTest, ExcludeListsAreLimitedAndChecked) {
+  RequestLimits limits;
+  limits.max_exclude_items = 3;
+  v1::RecommendRequest r = OneEvent(5, "");
+  for (int i = 0; i < 3; ++i) r.mutable_options()->add_exclude_item_ids(i);
+  for (int i = 0; i < 3; ++i) r.mutable_options()->add_exclude_items(absl::StrCat("SKU", i));
+  EXPECT_TRUE(Validate(r, limits).ok());
+  r.mutable_options()->add_exclude_item_ids(9);
+  EXPECT_THAT(Validate(r, limits).message(),
+              HasSubstr("options.exclude_item_ids: 4 ids, more than the limit of 3"));
+  r.mutable_options()->mutable_exclude_item_ids()->RemoveLast();
+  r.mutable_options()->add_exclude_items("SKU9");
+  EXPECT_THAT(Validate(r, limits).message(),
+              HasSubstr("options.exclude_items: 4 keys, more than the limit of 3"));
+  r.mutable_options()->mutable_exclude_items()->RemoveLast();
+  r.mutable_options()->set_exclude_items(1, "");
+  EXPECT_THAT(Validate(r, limits).message(), HasSubstr("options.exclude_items[1]: the key is empty"));
+}
+
+TEST(ValidateRequestTest, ExcludeEventTypesMustBeEventTypes) {
+  v1::RecommendRequest r = OneEvent(5, "");
+  r.mutable_options()->add_exclude_event_types(v1::VIEW);
+  r.mutable_options()->add_exclude_event_types(v1::PURCHASE);
+  EXPECT_TRUE(Validate(r).ok());
+  r.mutable_options()->add_exclude_event_types(v1::EVENT_TYPE_UNSPECIFIED);
+  const absl::Status s = Validate(r);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("options.exclude_event_types[2]: 0 is not an event type"));
+}
 
 TEST(ValidateRequestTest, GoodRequestPasses) {
   v1::RecommendRequest r;
@@ -111,6 +181,245 @@ TEST(RecommenderServiceTest, CallsPastTheInflightCapAreShedWithResourceExhausted
   }
   server->Shutdown();
   pool.Stop();
+}
+
+// A served model (keyed or numeric tiny bundle) and the service over it, called through
+// Submit (no gRPC).
+class ServedModel {
+ public:
+  explicit ServedModel(const std::string& name, bool keys) : pool_(1) {
+    BundleContents b = testing::TinyBundle();
+    if (keys) {
+      // SKU-like keys for even items, canonical decimals (their own ids) for odd ones.
+      for (size_t i = 0; i < b.items.ids.size(); ++i) {
+        b.items.keys.push_back(i % 2 == 0 ? absl::StrCat("SKU-", 85000 + i, "A")
+                                          : absl::StrCat(1000 + i));
+        b.items.ids[i] = ItemIdFromKey(b.items.keys[i]);
+      }
+    }
+    const std::string dir = testing::TempDir(name);
+    EXPECT_TRUE(WriteBundle(b, dir + "/1").ok());
+    ModelManagerOptions mo;
+    mo.base_path = dir;
+    mo.warmup_requests = 1;
+    auto manager = ModelManager::Create(mo);
+    EXPECT_TRUE(manager.ok()) << manager.status();
+    manager_ = std::move(*manager);
+    EXPECT_TRUE(manager_->WaitUntilServing(absl::Seconds(30)));
+    service_ = std::make_unique<RecommenderService>(manager_.get(), &pool_, RequestLimits());
+  }
+  ~ServedModel() { pool_.Stop(); }
+
+  const Catalog& catalog() const { return manager_->Pin()->catalog(); }
+
+  absl::StatusOr<v1::RecommendResponse> Run(const v1::RecommendRequest& request) {
+    v1::RecommendResponse response;
+    absl::Status status;
+    Notification done;
+    RecommendCall call;
+    call.request = &request;
+    call.response = &response;
+    service_->Submit(std::move(call), [&](const absl::Status& s) {
+      status = s;
+      done.Notify();
+    });
+    done.WaitForNotification();
+    if (!status.ok()) return status;
+    return response;
+  }
+
+ private:
+  WorkerPool pool_;
+  std::unique_ptr<ModelManager> manager_;
+  std::unique_ptr<RecommenderService> service_;
+};
+
+// Events on catalog items 4 (key "SKU-85004A"), 7 ("1007") and 10 ("SKU-85010A"), given
+// by key or by id; every candidate is returned (n = max_candidates).
+v1::RecommendRequest ThreeEvents(const Catalog& catalog, bool by_key, v1::EventType type) {
+  v1::RecommendRequest r;
+  r.set_n(20);
+  int64_t t = 1700000000000;
+  for (int32_t item : {4, 7, 10}) {
+    v1::Event* e = r.add_events();
+    if (by_key) {
+      e->set_item(std::string(catalog.key(item)));
+    } else {
+      e->set_item_id(catalog.id(item));
+    }
+    e->set_type(type);
+    e->set_timestamp_ms(t += 1000);
+  }
+  return r;
+}
+
+std::set<uint64_t> Ids(const v1::RecommendResponse& r) {
+  std::set<uint64_t> ids;
+  for (const v1::RecommendedItem& item : r.items()) ids.insert(item.item_id());
+  return ids;
+}
+
+TEST(ItemKeysServiceTest, KeyedCatalogAnswersWithTheItemsKeys) {
+  ServedModel served("keys_answer", /*keys=*/true);
+  auto r = served.Run(ThreeEvents(served.catalog(), /*by_key=*/true, v1::CLICK));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_GT(r->items_size(), 0);
+  bool saw_sku = false;
+  for (const v1::RecommendedItem& item : r->items()) {
+    const int32_t index = served.catalog().Find(item.item_id());
+    ASSERT_GE(index, 0);
+    EXPECT_EQ(item.item(), served.catalog().key(index));
+    EXPECT_EQ(ItemIdFromKey(item.item()), item.item_id());
+    saw_sku |= item.item().rfind("SKU-", 0) == 0;
+  }
+  EXPECT_TRUE(saw_sku);
+  EXPECT_EQ(r->unknown_items(), 0);
+}
+
+TEST(ItemKeysServiceTest, EventByKeyAndEventByIdGiveTheSameAnswer) {
+  ServedModel served("keys_same", /*keys=*/true);
+  auto by_key = served.Run(ThreeEvents(served.catalog(), /*by_key=*/true, v1::CART));
+  auto by_id = served.Run(ThreeEvents(served.catalog(), /*by_key=*/false, v1::CART));
+  ASSERT_TRUE(by_key.ok()) << by_key.status();
+  ASSERT_TRUE(by_id.ok()) << by_id.status();
+  ASSERT_EQ(by_key->items_size(), by_id->items_size());
+  for (int i = 0; i < by_key->items_size(); ++i) {
+    EXPECT_EQ(by_key->items(i).item_id(), by_id->items(i).item_id()) << i;
+    EXPECT_EQ(by_key->items(i).item(), by_id->items(i).item()) << i;
+    EXPECT_EQ(by_key->items(i).score(), by_id->items(i).score()) << i;
+  }
+  // Both set and agreeing: the same again.
+  v1::RecommendRequest both = ThreeEvents(served.catalog(), /*by_key=*/true, v1::CART);
+  for (v1::Event& e : *both.mutable_events()) e.set_item_id(ItemIdFromKey(e.item()));
+  auto r = served.Run(both);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(Ids(*r), Ids(*by_id));
+}
+
+TEST(ItemKeysServiceTest, UnknownKeysAreCountedAsUnknownItems) {
+  ServedModel served("keys_unknown", /*keys=*/true);
+  v1::RecommendRequest r = ThreeEvents(served.catalog(), /*by_key=*/true, v1::CLICK);
+  for (const char* key : {"NOT-IN-CATALOG", "99999", "01007"}) {  // "01007" is not "1007"
+    v1::Event* e = r.add_events();
+    e->set_item(key);
+    e->set_type(v1::VIEW);
+    e->set_timestamp_ms(1700000009000);
+  }
+  r.add_events()->CopyFrom(r.events(0));
+  r.mutable_events()->rbegin()->set_item("");
+  r.mutable_events()->rbegin()->set_item_id(424242);  // unknown id
+  auto answer = served.Run(r);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->unknown_items(), 4);
+}
+
+TEST(ItemKeysServiceTest, BadKeyIsInvalidArgumentNamingTheField) {
+  ServedModel served("keys_bad", /*keys=*/true);
+  v1::RecommendRequest r = ThreeEvents(served.catalog(), /*by_key=*/true, v1::CLICK);
+  r.mutable_events(2)->set_item("SKU\x01");
+  auto answer = served.Run(r);
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(answer.status().message(), HasSubstr("events[2].item"));
+  r.mutable_events(2)->set_item("SKU-85010A");
+  r.mutable_events(2)->set_item_id(1010);
+  answer = served.Run(r);
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(answer.status().message(), HasSubstr("events[2].item"));
+}
+
+TEST(ItemKeysServiceTest, ExcludeEventTypesDropsItemsWithThoseEvents) {
+  ServedModel served("exclude_types", /*keys=*/true);
+  const Catalog& catalog = served.catalog();
+  const std::set<uint64_t> viewed = {catalog.id(4), catalog.id(7), catalog.id(10)};
+  auto in_answer = [&](const v1::RecommendResponse& r) {
+    int n = 0;
+    for (uint64_t id : Ids(r)) n += viewed.count(id);
+    return n;
+  };
+  // The default (purchases) keeps viewed items: the user's own items are recalled.
+  v1::RecommendRequest r = ThreeEvents(catalog, /*by_key=*/true, v1::VIEW);
+  auto kept = served.Run(r);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  ASSERT_GT(in_answer(*kept), 0) << "the test needs viewed items among the candidates";
+  r.mutable_options()->add_exclude_event_types(v1::VIEW);
+  auto dropped = served.Run(r);
+  ASSERT_TRUE(dropped.ok()) << dropped.status();
+  EXPECT_EQ(in_answer(*dropped), 0);
+  EXPECT_GT(dropped->items_size(), 0);
+  // Another type leaves views alone.
+  r.mutable_options()->set_exclude_event_types(0, v1::CART);
+  auto other = served.Run(r);
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(Ids(*other), Ids(*kept));
+  // keep_purchased keeps everything, whatever the types say.
+  r.mutable_options()->set_exclude_event_types(0, v1::VIEW);
+  r.mutable_options()->set_keep_purchased(true);
+  auto keep = served.Run(r);
+  ASSERT_TRUE(keep.ok()) << keep.status();
+  EXPECT_EQ(Ids(*keep), Ids(*kept));
+  // Purchases are dropped by default and kept with keep_purchased.
+  v1::RecommendRequest bought = ThreeEvents(catalog, /*by_key=*/true, v1::PURCHASE);
+  auto default_answer = served.Run(bought);
+  ASSERT_TRUE(default_answer.ok()) << default_answer.status();
+  EXPECT_EQ(in_answer(*default_answer), 0);
+  bought.mutable_options()->set_keep_purchased(true);
+  auto kept_purchases = served.Run(bought);
+  ASSERT_TRUE(kept_purchases.ok()) << kept_purchases.status();
+  EXPECT_GT(in_answer(*kept_purchases), 0);
+}
+
+TEST(ItemKeysServiceTest, ExcludedItemsAreNeverReturned) {
+  ServedModel served("exclude_items", /*keys=*/true);
+  v1::RecommendRequest r = ThreeEvents(served.catalog(), /*by_key=*/true, v1::CLICK);
+  r.set_n(6);
+  auto first = served.Run(r);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->items_size(), 6);
+  std::set<uint64_t> excluded;
+  for (int i = 0; i < 3; ++i) {  // the top three by key, the next two by id
+    r.mutable_options()->add_exclude_items(first->items(i).item());
+    excluded.insert(first->items(i).item_id());
+  }
+  for (int i = 3; i < 5; ++i) {
+    r.mutable_options()->add_exclude_item_ids(first->items(i).item_id());
+    excluded.insert(first->items(i).item_id());
+  }
+  r.mutable_options()->add_exclude_items("NOT-IN-CATALOG");  // ignored
+  r.mutable_options()->add_exclude_item_ids(424242);         // ignored
+  auto second = served.Run(r);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->items_size(), 6);
+  for (const v1::RecommendedItem& item : second->items()) {
+    EXPECT_EQ(excluded.count(item.item_id()), 0u) << item.item();
+  }
+  // Recall fills the freed places; items in both answers keep their scores.
+  for (const v1::RecommendedItem& a : second->items()) {
+    for (const v1::RecommendedItem& b : first->items()) {
+      if (a.item_id() == b.item_id()) EXPECT_EQ(a.score(), b.score()) << a.item();
+    }
+  }
+}
+
+TEST(ItemKeysServiceTest, NumericCatalogAnswersWithDecimalKeysAndTakesThem) {
+  ServedModel served("keys_numeric", /*keys=*/false);
+  auto by_id = served.Run(ThreeEvents(served.catalog(), /*by_key=*/false, v1::CLICK));
+  ASSERT_TRUE(by_id.ok()) << by_id.status();
+  ASSERT_GT(by_id->items_size(), 0);
+  for (const v1::RecommendedItem& item : by_id->items()) {
+    EXPECT_EQ(item.item(), absl::StrCat(item.item_id()));
+  }
+  v1::RecommendRequest r = ThreeEvents(served.catalog(), /*by_key=*/false, v1::CLICK);
+  for (v1::Event& e : *r.mutable_events()) {
+    e.set_item(absl::StrCat(e.item_id()));
+    e.set_item_id(0);
+  }
+  auto by_key = served.Run(r);
+  ASSERT_TRUE(by_key.ok()) << by_key.status();
+  EXPECT_EQ(by_key->unknown_items(), 0);
+  ASSERT_EQ(by_key->items_size(), by_id->items_size());
+  for (int i = 0; i < by_key->items_size(); ++i) {
+    EXPECT_EQ(by_key->items(i).item_id(), by_id->items(i).item_id());
+  }
 }
 
 }  // namespace
