@@ -148,6 +148,9 @@ absl::Status ValidateManifest(const v1::Manifest& m) {
   int width = 0;
   for (const v1::FeatureBlock& b : f.blocks()) {
     if (b.width() <= 0) return Bad("features.blocks.width", absl::StrCat("is ", b.width()));
+    if (b.kind() == v1::CANDIDATE_SIGNALS && !m.user_model().covisit_detail()) {
+      return Bad("user_model.covisit_detail", "must be true when a CANDIDATE_SIGNALS block is used");
+    }
     width += b.width();
   }
   if (m.layer_sizes_size() < 2) return Bad("layer_sizes", "needs input and output sizes");

@@ -13,6 +13,7 @@ namespace {
 constexpr int kSignalWidth = 4;
 constexpr int kContextWidth = 6;
 constexpr int kAffinityWidth = 2;
+constexpr int kCandidateSignalsWidth = 8;
 constexpr float kPi = 3.14159265358979f;
 
 float TypeWeight(const v1::UserModelSpec& spec, EventType type) {
@@ -35,6 +36,7 @@ int BlockWidth(v1::FeatureBlockKind kind, int dim, int dense_dim) {
     case v1::USER_ITEM_DENSE_PRODUCT: return dense_dim;
     case v1::CATEGORY_AFFINITY: return kAffinityWidth;
     case v1::RECALL_SIGNALS: return kSignalWidth;
+    case v1::CANDIDATE_SIGNALS: return kCandidateSignalsWidth;
     case v1::CONTEXT: return kContextWidth;
     default: return -1;
   }
@@ -81,6 +83,8 @@ void UserState::Prepare(const Catalog& catalog) {
   // Read and written at random, per request.
   AssignOnHugePages(&covisit_score_, catalog.size(), 0.f);
   AssignOnHugePages(&flags_, catalog.size(), uint8_t{0});
+  recent_score_.clear();
+  links_.clear();
   covisited_.clear();
   history_.clear();
   has_vector_ = false;
@@ -88,6 +92,10 @@ void UserState::Prepare(const Catalog& catalog) {
 
 void UserState::Reset() {
   for (int32_t item : covisited_) covisit_score_[item] = 0.f;
+  if (!recent_score_.empty()) {
+    for (int32_t item : covisited_) recent_score_[item] = links_[item] = 0.f;
+  }
+  max_covisit_score_ = 0;
   for (int32_t item : history_) flags_[item] = 0;
   for (int32_t c : categories_) category_weight_[c] = 0.f;
   categories_.clear();
@@ -103,15 +111,26 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
                     UserState* state) {
   state->Prepare(catalog);
   state->Reset();
+  if (spec.covisit_detail() && state->recent_score_.empty()) {
+    AssignOnHugePages(&state->recent_score_, catalog.size(), 0.f);
+    AssignOnHugePages(&state->links_, catalog.size(), 0.f);
+  }
+  const bool detail = !state->recent_score_.empty();
   if (events.empty()) return;
 
-  // Newest first, then keep max_events of them.
+  // Newest first, then keep max_events of them. Every event marks its item as seen (and
+  // consumed by its type), also those past max_events.
   std::vector<UserEvent>& sorted = state->sorted_;
   sorted.assign(events.begin(), events.end());
   std::stable_sort(sorted.begin(), sorted.end(), [](const UserEvent& a, const UserEvent& b) {
     return a.timestamp_ms > b.timestamp_ms;
   });
   if (spec.max_events() > 0 && sorted.size() > static_cast<size_t>(spec.max_events())) {
+    for (size_t i = spec.max_events(); i < sorted.size(); ++i) {
+      uint8_t& flags = state->flags_[sorted[i].item];
+      if (!(flags & UserState::kHistory)) state->history_.push_back(sorted[i].item);
+      flags |= UserState::kHistory | static_cast<uint8_t>(EventTypeBit(sorted[i].type));
+    }
     sorted.resize(spec.max_events());
   }
   const int64_t newest = sorted.front().timestamp_ms;
@@ -144,6 +163,16 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
       // Keep the score strictly positive once touched so the list above stays exact.
       score += std::max(w * nw[j], 1e-12f);
     }
+    if (detail) {
+      const bool newest_basket = e.timestamp_ms == newest;
+      for (size_t j = 0; j < nbrs.size(); ++j) {
+        state->links_[nbrs[j]] += 1.f;
+        if (newest_basket) state->recent_score_[nbrs[j]] += w * nw[j];
+      }
+    }
+  }
+  for (int32_t item : state->covisited_) {
+    state->max_covisit_score_ = std::max(state->max_covisit_score_, state->covisit_score_[item]);
   }
   if (total_weight > 0) {
     const float inv = static_cast<float>(1.0 / total_weight);
@@ -235,6 +264,10 @@ void FeatureBuilder::Build(const Catalog& catalog, const UserState& user,
     context_block[4] = std::sin(2 * kPi * context.hour / 24.f);
     context_block[5] = std::cos(2 * kPi * context.hour / 24.f);
   }
+  float user_norm = 0;
+  for (int k = 0; k < dim_; ++k) user_norm += u[k] * u[k];
+  user_norm = std::sqrt(user_norm);
+  const float user_items = std::log1p(static_cast<float>(user.history().size()));
   // Candidates are scattered over the catalog: fetch a few rows ahead so the copies below
   // do not each wait for memory (a third of this stage's time on the 1M catalog).
   constexpr size_t kAhead = 8;
@@ -301,6 +334,24 @@ void FeatureBuilder::Build(const Catalog& catalog, const UserState& user,
           out[2] = cov > 0 ? 1.f : 0.f;
           out[3] = catalog.popularity_feature(item);
           out += kSignalWidth;
+          break;
+        }
+        case v1::CANDIDATE_SIGNALS: {
+          float dot = 0, ee = 0;
+          for (int k = 0; k < dim_; ++k) {
+            dot += u[k] * e[k];
+            ee += e[k] * e[k];
+          }
+          const float cov = user.covisit_score(item);
+          out[0] = user_norm > 0 && ee > 0 ? dot / (user_norm * std::sqrt(ee)) : 0.f;
+          out[1] = std::log1p(cov);
+          out[2] = user.max_covisit_score() > 0 ? cov / user.max_covisit_score() : 0.f;
+          out[3] = cov > 0 ? 1.f : 0.f;
+          out[4] = std::log1p(user.recent_covisit_score(item));
+          out[5] = std::log1p(user.covisit_links(item));
+          out[6] = catalog.popularity_feature(item);
+          out[7] = user_items;
+          out += kCandidateSignalsWidth;
           break;
         }
         case v1::CONTEXT:

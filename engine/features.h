@@ -64,6 +64,11 @@ class UserState {
   // Items co-visited with the user's events, with accumulated weights (unordered).
   const std::vector<int32_t>& covisited() const { return covisited_; }
   float covisit_score(int32_t item) const { return covisit_score_[item]; }
+  // With spec.covisit_detail: the part of covisit_score from the newest basket, the
+  // number of the user's items linking to `item`, the largest score over all items.
+  float recent_covisit_score(int32_t item) const { return recent_score_.empty() ? 0.f : recent_score_[item]; }
+  float covisit_links(int32_t item) const { return links_.empty() ? 0.f : links_[item]; }
+  float max_covisit_score() const { return max_covisit_score_; }
   const float* covisit_scores() const { return covisit_score_.data(); }  // [catalog size]
   bool purchased(int32_t item) const { return flags_[item] & EventTypeBit(EventType::kPurchase); }
   bool in_history(int32_t item) const { return flags_[item] & kHistory; }
@@ -84,6 +89,9 @@ class UserState {
   std::vector<float> category_weight_;  // [num categories], zero except at categories_
   std::vector<int32_t> categories_;
   std::vector<float> covisit_score_;  // [N], zero except at covisited_
+  std::vector<float> recent_score_;   // [N] with covisit_detail (else empty), zero except at covisited_
+  std::vector<float> links_;          // [N] likewise
+  float max_covisit_score_ = 0;
   std::vector<uint8_t> flags_;        // [N], zero except at history_
   std::vector<int32_t> covisited_;
   std::vector<int32_t> history_;

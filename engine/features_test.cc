@@ -37,7 +37,7 @@ TEST(UserStateTest, VectorIsTypeWeightedTimeDecayedMean) {
   EXPECT_FALSE(state.in_history(1));
 }
 
-TEST(UserStateTest, OnlyTheNewestMaxEventsCount) {
+TEST(UserStateTest, OnlyTheNewestMaxEventsShapeTheStateButEveryEventMarksItsItemConsumed) {
   auto model = Model::Create(testing::TinyBundle(16, 4, 2), 1);
   ASSERT_TRUE(model.ok());
   v1::UserModelSpec spec = DefaultUserModel();
@@ -45,7 +45,10 @@ TEST(UserStateTest, OnlyTheNewestMaxEventsCount) {
   UserState state;
   BuildUserState((*model)->catalog(), (*model)->covisit(), spec,
                  {{5, EventType::kPurchase, 1}, {7, EventType::kView, 2}}, &state);
-  EXPECT_FALSE(state.purchased(5));
+  // Item 5 is past max_events: it does not move the vector, but it was bought, so the
+  // answer must still leave it out.
+  EXPECT_TRUE(state.purchased(5));
+  EXPECT_TRUE(state.in_history(5));
   EXPECT_TRUE(state.in_history(7));
   EXPECT_NEAR(state.vector()[0], (*model)->catalog().embedding(7)[0], 1e-6);
 }

@@ -13,6 +13,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "train/split_flags.h"
 #include "train/trainer.h"
 #include "train/world.h"
 
@@ -41,8 +42,9 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const std::string world_dir = absl::GetFlag(FLAGS_world);
   const std::string csv = absl::GetFlag(FLAGS_ratings_csv);
-  if (world_dir.empty() == csv.empty()) {
-    std::fprintf(stderr, "recserve-train: give exactly one of --world or --ratings_csv\n");
+  const bool events_csv = recserve::EventsCsvFlagSet();
+  if (int(!world_dir.empty()) + int(!csv.empty()) + int(events_csv) != 1) {
+    std::fprintf(stderr, "recserve-train: give exactly one of --world, --events_csv or --ratings_csv\n");
     return 2;
   }
   recserve::TrainerOptions options;
@@ -74,10 +76,28 @@ int main(int argc, char** argv) {
   if (threads > 0) omp_set_num_threads(threads);
   options.item2vec.threads = threads > 0 ? threads : omp_get_max_threads();
 
-  absl::StatusOr<recserve::World> world =
-      csv.empty() ? recserve::ReadWorld(world_dir)
-                  : recserve::ReadRatingsCsv(csv, absl::GetFlag(FLAGS_click_threshold),
-                                             absl::GetFlag(FLAGS_test_fraction));
+  absl::StatusOr<recserve::World> world;
+  if (events_csv) {
+    // A real log: train on the split's training events (every event with --split=none).
+    absl::StatusOr<recserve::SplitInput> input = recserve::ReadSplitFromFlags();
+    if (!input.ok()) {
+      std::fprintf(stderr, "recserve-train: %s\n", input.status().ToString().c_str());
+      return 1;
+    }
+    const recserve::EventLogStats& st = input->log.stats;
+    std::fprintf(stderr, "[train] %s: %lld events (%lld duplicates dropped, %lld bad rows skipped), %lld users, "
+                 "%lld items, format %s, timestamps in %s; %zu training events, %zu test users\n",
+                 input->data_source.c_str(), static_cast<long long>(st.events), static_cast<long long>(st.duplicates),
+                 static_cast<long long>(st.bad_rows), static_cast<long long>(st.users),
+                 static_cast<long long>(st.items), st.format.c_str(), st.timestamp_unit.c_str(),
+                 input->split.train_events.size(), input->split.cases.size());
+    world = recserve::WorldFromLog(std::move(input->log), std::move(input->split.train_events),
+                                   input->data_source);
+  } else if (!csv.empty()) {
+    world = recserve::ReadRatingsCsv(csv, absl::GetFlag(FLAGS_click_threshold), absl::GetFlag(FLAGS_test_fraction));
+  } else {
+    world = recserve::ReadWorld(world_dir);
+  }
   if (!world.ok()) {
     std::fprintf(stderr, "recserve-train: %s\n", world.status().ToString().c_str());
     return 1;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include "engine/quality.h"
 #include "engine/recall.h"
 #include "engine/status_macros.h"
+#include "train/artifacts.h"
 
 namespace recserve {
 namespace {
@@ -247,7 +249,45 @@ absl::StatusOr<RecallEvaluation> EvaluateRecall(const BundleContents& bundle, co
   return eval;
 }
 
+v1::Manifest DefaultManifest(const TrainerOptions& opt, int dense_dim) {
+  v1::Manifest m;
+  m.set_schema_version(kBundleSchemaVersion);
+  m.set_model_name(opt.model_name);
+  // SOURCE_DATE_EPOCH (the reproducible-builds convention) fixes the creation time, so
+  // that the same data, flags and seed give a byte-identical bundle.
+  int64_t created_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch()).count();
+  if (const char* epoch = std::getenv("SOURCE_DATE_EPOCH"); epoch != nullptr) {
+    int64_t seconds = 0;
+    if (absl::SimpleAtoi(epoch, &seconds) && seconds >= 0) created_ms = seconds * 1000;
+  }
+  m.set_created_unix_ms(created_ms);
+  *m.mutable_features() = DefaultFeatureSpec(opt.embedding_dim, dense_dim);
+  *m.mutable_user_model() = DefaultUserModel();
+  m.mutable_recall()->set_embedding_k(200);
+  m.mutable_recall()->set_covisit_k(200);
+  m.mutable_recall()->set_popularity_k(50);
+  m.mutable_recall()->set_max_candidates(500);
+  m.mutable_recall()->set_embedding_index("exact");
+  m.mutable_compression()->set_mode("int8");
+  m.mutable_gate()->set_max_auc_drop(0.002f);
+  m.mutable_gate()->set_max_logloss_rise(0.01f);
+  return m;
+}
+
+ArtifactOptions ArtifactOptionsOf(const TrainerOptions& opt) {
+  ArtifactOptions ao;
+  ao.embedding_dim = opt.embedding_dim;
+  ao.item2vec = opt.item2vec;
+  ao.covisit_window = opt.covisit_window;
+  ao.covisit_max_gap_seconds = opt.covisit_max_gap_seconds;
+  ao.covisit_neighbors = opt.covisit_neighbors;
+  ao.verbose = opt.verbose;
+  return ao;
+}
+
 absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptions& opt) {
+  if (world_in.train_impressions.empty() && opt.log_trainer) return TrainFromLog(world_in, opt);
   Progress progress(opt.verbose);
   TrainOutput out;
   BundleContents& b = out.bundle;
@@ -295,101 +335,16 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
   }
   const int64_t artifact_cut =
       first_ms + static_cast<int64_t>((1.0 - opt.ranking_window_fraction) * static_cast<double>(last_ms - first_ms));
-  items.popularity.assign(n, 0.f);
-  for (const LoggedEvent& e : world_in.train_events) {
-    if (e.timestamp_ms >= artifact_cut) continue;
-    auto it = index.find(e.item_id);
-    if (it != index.end()) items.popularity[it->second] += 1.f;
-  }
-  progress.Say("catalog: %d items, %d train events, %d test events", n,
-               world_in.train_events.size(), world_in.test_events.size());
-
-  // Train sequences per user, oldest first.
-  absl::flat_hash_map<uint64_t, std::vector<std::pair<int32_t, int64_t>>> sequences;
-  for (const LoggedEvent& e : world_in.train_events) {
-    if (e.timestamp_ms >= artifact_cut) continue;
-    auto it = index.find(e.item_id);
-    if (it != index.end()) sequences[e.user_id].push_back({it->second, e.timestamp_ms});
-  }
-  std::vector<std::vector<int32_t>> item_sequences;
-  item_sequences.reserve(sequences.size());
-  for (auto& [user, seq] : sequences) {
-    std::stable_sort(seq.begin(), seq.end(), [](auto& a, auto& b) { return a.second < b.second; });
-    std::vector<int32_t>& s = item_sequences.emplace_back();
-    for (auto& [item, ts] : seq) s.push_back(item);
-  }
-  // Deterministic order regardless of hash-map iteration.
-  std::sort(item_sequences.begin(), item_sequences.end());
-
-  // 2. Co-visitation.
   {
-    std::vector<uint64_t> pairs;
-    std::vector<float> occurrences(n, 0.f);
-    const int64_t max_gap_ms = int64_t{opt.covisit_max_gap_seconds} * 1000;
-    for (auto& [user, seq] : sequences) {
-      for (size_t p = 0; p < seq.size(); ++p) {
-        occurrences[seq[p].first] += 1;
-        for (size_t q = p + 1; q < seq.size() && q <= p + opt.covisit_window; ++q) {
-          if (seq[q].second - seq[p].second > max_gap_ms) break;
-          const uint64_t a = static_cast<uint32_t>(seq[p].first), c = static_cast<uint32_t>(seq[q].first);
-          if (a == c) continue;
-          pairs.push_back(a << 32 | c);
-          pairs.push_back(c << 32 | a);
-        }
-      }
-    }
-    std::sort(pairs.begin(), pairs.end());
-    CovisitData& cov = b.covisit;
-    cov.offsets.assign(n + 1, 0);
-    std::vector<std::pair<float, int32_t>> row;
-    size_t i = 0;
-    for (int32_t a = 0; a < n; ++a) {
-      row.clear();
-      while (i < pairs.size() && static_cast<int32_t>(pairs[i] >> 32) == a) {
-        size_t j = i;
-        while (j < pairs.size() && pairs[j] == pairs[i]) ++j;
-        const int32_t c = static_cast<int32_t>(pairs[i] & 0xffffffffu);
-        const float w = static_cast<float>((j - i) / std::sqrt(double{occurrences[a]} * occurrences[c]));
-        row.push_back({w, c});
-        i = j;
-      }
-      const size_t keep = std::min<size_t>(row.size(), opt.covisit_neighbors);
-      std::partial_sort(row.begin(), row.begin() + keep, row.end(),
-                        [](auto& x, auto& y) { return x.first != y.first ? x.first > y.first : x.second < y.second; });
-      for (size_t k = 0; k < keep; ++k) {
-        cov.neighbors.push_back(row[k].second);
-        cov.weights.push_back(row[k].first);
-      }
-      cov.offsets[a + 1] = static_cast<int64_t>(cov.neighbors.size());
-    }
-    progress.Say("co-visitation: %d pairs counted, %d edges kept", pairs.size(), cov.neighbors.size());
+    ArtifactOptions ao = ArtifactOptionsOf(opt);
+    RETURN_IF_ERROR(BuildArtifacts(world_in.train_events, artifact_cut, index, ao, &items, &b.covisit));
   }
-
-  // 3. Item embeddings.
-  {
-    Item2VecOptions i2v = opt.item2vec;
-    i2v.dim = opt.embedding_dim;
-    i2v.verbose = opt.verbose;
-    ASSIGN_OR_RETURN(items.embeddings, TrainItem2Vec(item_sequences, n, i2v));
-    progress.Say("item2vec: %d sequences, dim %d", item_sequences.size(), i2v.dim);
-  }
+  progress.Say("catalog: %d items, %d train events, %d test events; artifacts from events before the ranking window",
+               n, world_in.train_events.size(), world_in.test_events.size());
 
   // Manifest defaults; the ranker shape is filled in once it is trained.
   v1::Manifest& m = b.manifest;
-  m.set_schema_version(kBundleSchemaVersion);
-  m.set_model_name(opt.model_name);
-  m.set_created_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::system_clock::now().time_since_epoch()).count());
-  *m.mutable_features() = DefaultFeatureSpec(opt.embedding_dim, items.dense_dim);
-  *m.mutable_user_model() = DefaultUserModel();
-  m.mutable_recall()->set_embedding_k(200);
-  m.mutable_recall()->set_covisit_k(200);
-  m.mutable_recall()->set_popularity_k(50);
-  m.mutable_recall()->set_max_candidates(500);
-  m.mutable_recall()->set_embedding_index("exact");
-  m.mutable_compression()->set_mode("int8");
-  m.mutable_gate()->set_max_auc_drop(0.002f);
-  m.mutable_gate()->set_max_logloss_rise(0.01f);
+  m = DefaultManifest(opt, items.dense_dim);
 
   // A feature-only model (a placeholder ranker of the right input width) so rows are
   // built by exactly the serving code path.

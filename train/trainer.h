@@ -19,6 +19,7 @@
 #define RECSERVE_TRAIN_TRAINER_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/bundle.h"
@@ -27,6 +28,29 @@
 #include "train/world.h"
 
 namespace recserve {
+
+// The real-log trainer (TrainFromLog). The ranker learns the serving task: at each
+// anchor time, for every user active after it, the request is the user's events before
+// the anchor, the candidates are what recall proposes from artifacts built on the events
+// before the anchor only (leakage-free), the positives are the new items of the user's
+// next basket after the anchor, the negatives a sample of the other candidates. The
+// bundle's artifacts are then rebuilt on every training event.
+struct LogTrainerOptions {
+  // Anchors as shares of the training time range.
+  std::vector<double> anchor_fractions = {0.6, 0.7, 0.8, 0.9};
+  int negatives_per_request = 100;
+  // Co-visitation for real logs (ArtifactOptions): window past the basket, gap, pairs
+  // inside a basket, decay, cosine normalisation, neighbours kept.
+  int covisit_window = 5;
+  int64_t covisit_max_gap_seconds = 30 * 86400;
+  bool covisit_basket_pairs = true;
+  double covisit_half_life_days = 0;
+  bool covisit_cosine = true;
+  int covisit_neighbors = 100;
+  // Item2vec and the MLP run on one thread so that the bundle is the same bytes whatever
+  // the machine; true lets them use every core (faster, not bit-reproducible).
+  bool parallel = false;
+};
 
 struct TrainerOptions {
   std::string model_name = "default";  // manifest model_name
@@ -58,6 +82,12 @@ struct TrainerOptions {
   // Keep the test rows (features, labels, slates) in TrainOutput::test_rows, e.g. to
   // measure compression on held-out data.
   bool keep_test_rows = false;
+
+  // Logs without impressions (real logs: events CSVs, ratings) go to TrainFromLog
+  // (log_trainer.cc) unless this is false (then the older click-vs-4-popular-negatives
+  // rows of the synthetic path are used).
+  bool log_trainer = true;
+  LogTrainerOptions log;
 };
 
 struct TrainOutput {
@@ -69,6 +99,12 @@ struct TrainOutput {
 };
 
 absl::StatusOr<TrainOutput> TrainModel(const World& world, const TrainerOptions& options);
+
+// The real-log path of TrainModel (LogTrainerOptions); world.train_events only.
+absl::StatusOr<TrainOutput> TrainFromLog(const World& world, const TrainerOptions& options);
+
+// The manifest every new bundle starts from (sizes, policy, gate, user model).
+v1::Manifest DefaultManifest(const TrainerOptions& options, int dense_dim);
 
 // Hit-rate@k of recall (quotas split covisit/embedding/popularity as k/2, 2k/5, k/10)
 // and of the top-k popular items on the next clicks in world.test_events.

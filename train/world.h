@@ -59,6 +59,9 @@ struct World {
   std::vector<Impression> train_impressions;
   std::vector<Impression> test_impressions;
   std::map<std::string, std::string> params;  // world.txt
+  // String keys of the items (engine/item_key.h) when the log named items by strings;
+  // empty for numeric logs. Not part of the world directory format.
+  std::map<uint64_t, std::string> item_keys;
   double oracle_auc = 0;                      // 0 when unknown
 };
 

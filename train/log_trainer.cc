@@ -1,0 +1,355 @@
+// TrainFromLog: the trainer for real behaviour logs (no impressions). See
+// LogTrainerOptions in trainer.h for the method.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+#include <random>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_format.h"
+#include "engine/features.h"
+#include "engine/model.h"
+#include "engine/quality.h"
+#include "engine/status_macros.h"
+#include "train/artifacts.h"
+#include "train/trainer.h"
+
+namespace recserve {
+namespace {
+
+constexpr int64_t kDayMs = 86400000;
+// Item activity features the log trainer puts in the catalog's dense block.
+constexpr int kActivityFeatures = 6;
+
+using Clock = std::chrono::steady_clock;
+
+// Dense item features from the events before `cut_ms`: log counts over the last 7 and
+// 30 days and overall, log distinct users, log days since the last and the first event.
+void ActivityFeatures(const std::vector<LoggedEvent>& events, int64_t cut_ms,
+                      const absl::flat_hash_map<uint64_t, int32_t>& index, int n,
+                      std::vector<float>* dense) {
+  std::vector<float> c7(n, 0), c30(n, 0), all(n, 0);
+  std::vector<int64_t> first(n, INT64_MAX), last(n, INT64_MIN);
+  absl::flat_hash_set<std::pair<uint64_t, int32_t>> user_item;
+  std::vector<float> users(n, 0);
+  for (const LoggedEvent& e : events) {
+    if (e.timestamp_ms >= cut_ms) break;
+    auto it = index.find(e.item_id);
+    if (it == index.end()) continue;
+    const int32_t i = it->second;
+    all[i] += 1;
+    if (e.timestamp_ms >= cut_ms - 30 * kDayMs) c30[i] += 1;
+    if (e.timestamp_ms >= cut_ms - 7 * kDayMs) c7[i] += 1;
+    first[i] = std::min(first[i], e.timestamp_ms);
+    last[i] = std::max(last[i], e.timestamp_ms);
+    if (user_item.insert({e.user_id, i}).second) users[i] += 1;
+  }
+  dense->assign(static_cast<size_t>(n) * kActivityFeatures, 0.f);
+  constexpr double kNeverDays = 3650;
+  // Counts as percentiles among the items (the share of items with a lower count), so
+  // that a busier month or a longer log does not shift them.
+  auto percentile = [n](const std::vector<float>& v) {
+    std::vector<float> sorted(v);
+    std::sort(sorted.begin(), sorted.end());
+    std::vector<float> p(n);
+    for (int i = 0; i < n; ++i) {
+      p[i] = static_cast<float>(std::lower_bound(sorted.begin(), sorted.end(), v[i]) - sorted.begin()) / n;
+    }
+    return p;
+  };
+  const std::vector<float> p7 = percentile(c7), p30 = percentile(c30), pall = percentile(all), pusers = percentile(users);
+  for (int i = 0; i < n; ++i) {
+    float* d = dense->data() + static_cast<size_t>(i) * kActivityFeatures;
+    d[0] = p7[i];
+    d[1] = p30[i];
+    d[2] = pall[i];
+    d[3] = pusers[i];
+    d[4] = static_cast<float>(std::log1p(last[i] == INT64_MIN ? kNeverDays : double(cut_ms - last[i]) / kDayMs));
+    d[5] = static_cast<float>(std::log1p(first[i] == INT64_MAX ? 0.0 : double(cut_ms - first[i]) / kDayMs));
+  }
+}
+
+// One ranker request: a user at an anchor.
+struct Request {
+  int anchor = 0;
+  uint64_t user = 0;
+  size_t history_end = 0;            // the user's events [0, history_end) are before the anchor
+  std::vector<int32_t> positives;    // catalog indices, new to the user, in the next basket
+};
+
+struct Rows {
+  std::vector<float> features;
+  std::vector<float> labels;
+  std::vector<int64_t> groups;
+  int count = 0;
+};
+
+uint64_t Mix(uint64_t a, uint64_t b) {
+  uint64_t x = a * 0x9E3779B97F4A7C15ull ^ (b + 0x632BE59BD9B4E019ull + (a << 6) + (a >> 2));
+  x ^= x >> 31;
+  x *= 0xBF58476D1CE4E5B9ull;
+  return x ^ (x >> 29);
+}
+
+}  // namespace
+
+ArtifactOptions ArtifactOptionsOf(const TrainerOptions& opt);
+
+absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& opt) {
+  const auto start = Clock::now();
+  auto say = [&](const std::string& line) {
+    if (opt.verbose) {
+      std::fprintf(stderr, "[train %7.1fs] %s\n",
+                   std::chrono::duration<double>(Clock::now() - start).count(), line.c_str());
+    }
+  };
+  const LogTrainerOptions& lo = opt.log;
+  const std::vector<LoggedEvent>& events = w.train_events;
+  if (events.empty()) return absl::InvalidArgumentError("the log has no train events");
+  if (lo.anchor_fractions.empty()) return absl::InvalidArgumentError("log trainer: no anchor fractions");
+  for (double f : lo.anchor_fractions) {
+    if (!(f > 0 && f < 1)) return absl::InvalidArgumentError(absl::StrFormat("log trainer: anchor fraction %g is not in (0, 1)", f));
+  }
+  if (!std::is_sorted(events.begin(), events.end(),
+                      [](const LoggedEvent& a, const LoggedEvent& b) { return a.timestamp_ms < b.timestamp_ms; })) {
+    return absl::InvalidArgumentError("log trainer: training events are not sorted by time");
+  }
+  // One thread for the learners unless asked (bit-reproducible bundles).
+  const int threads = omp_get_max_threads();
+  TrainerOptions o = opt;
+  o.item2vec.threads = lo.parallel ? threads : 1;
+
+  // Catalog base: every item of the training events, in id order.
+  TrainOutput out;
+  BundleContents& b = out.bundle;
+  CatalogData base;
+  absl::flat_hash_map<uint64_t, int32_t> index;
+  {
+    std::vector<uint64_t> ids;
+    for (const LoggedEvent& e : events) ids.push_back(e.item_id);
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    for (uint64_t id : ids) {
+      index.emplace(id, static_cast<int32_t>(base.ids.size()));
+      base.ids.push_back(id);
+      base.category.push_back(0);
+      if (!w.item_keys.empty()) {
+        auto key = w.item_keys.find(id);
+        base.keys.push_back(key != w.item_keys.end() ? key->second : std::to_string(id));
+      }
+    }
+  }
+  const int n = static_cast<int>(base.ids.size());
+  base.dense_dim = kActivityFeatures;
+  ArtifactOptions ao = ArtifactOptionsOf(o);
+  ao.covisit_window = lo.covisit_window;
+  ao.covisit_max_gap_seconds = lo.covisit_max_gap_seconds;
+  ao.covisit_basket_pairs = lo.covisit_basket_pairs;
+  ao.covisit_half_life_days = lo.covisit_half_life_days;
+  ao.covisit_cosine = lo.covisit_cosine;
+  ao.covisit_neighbors = lo.covisit_neighbors;
+  ao.verbose = false;
+
+  v1::Manifest m = DefaultManifest(opt, kActivityFeatures);
+  // Only features that mean the same in every anchor's artifacts and in the bundle's:
+  // embedding coordinates do not (each item2vec run is its own rotation), cosines do;
+  // item activity features are percentiles, not counts that grow with the log.
+  {
+    v1::FeatureSpec& spec = *m.mutable_features();
+    spec.clear_blocks();
+    for (v1::FeatureBlockKind kind : {v1::ITEM_DENSE, v1::USER_DENSE, v1::USER_ITEM_DENSE_PRODUCT, v1::CANDIDATE_SIGNALS}) {
+      v1::FeatureBlock* block = spec.add_blocks();
+      block->set_kind(kind);
+      block->set_width(kind == v1::CANDIDATE_SIGNALS ? 8 : kActivityFeatures);
+    }
+    m.mutable_user_model()->set_covisit_detail(true);
+  }
+  // Logs of one event type (purchases, ratings): anything the user touched is consumed.
+  {
+    absl::flat_hash_set<int> kinds;
+    for (const LoggedEvent& e : events) kinds.insert(static_cast<int>(e.kind));
+    if (kinds.size() == 1 || (w.params.count("format") && w.params.at("format") == "ratings_csv")) {
+      for (const char* t : {"view", "click", "cart", "purchase"}) m.mutable_recall()->add_exclude_event_types(t);
+    }
+  }
+  int width = 0;
+  for (const v1::FeatureBlock& blk : m.features().blocks()) width += blk.width();
+
+  // Every user's events, oldest first, as catalog indices (and the users in id order).
+  absl::flat_hash_map<uint64_t, std::vector<UserEvent>> histories;
+  for (const LoggedEvent& e : events) {
+    histories[e.user_id].push_back({index.at(e.item_id), static_cast<EventType>(e.kind), e.timestamp_ms});
+  }
+  std::vector<uint64_t> users;
+  for (const auto& [u, h] : histories) users.push_back(u);
+  std::sort(users.begin(), users.end());
+
+  const int64_t first_ms = events.front().timestamp_ms, last_ms = events.back().timestamp_ms;
+  std::vector<double> fractions = lo.anchor_fractions;
+  std::sort(fractions.begin(), fractions.end());
+  const int anchors = static_cast<int>(fractions.size());
+  const int max_events = m.user_model().max_events();
+  Rows fit, val;
+  int64_t requests_total = 0, requests_recalled = 0, val_requests = 0, val_recalled = 0;
+  for (int a = 0; a < anchors; ++a) {
+    const int64_t anchor = first_ms + static_cast<int64_t>(fractions[a] * static_cast<double>(last_ms - first_ms));
+    // Artifacts from the past only.
+    BundleContents probe;
+    probe.manifest = m;
+    probe.items = base;
+    ActivityFeatures(events, anchor, index, n, &probe.items.dense);
+    RETURN_IF_ERROR(BuildArtifacts(events, anchor, index, ao, &probe.items, &probe.covisit));
+    probe.mlp.layers.push_back({width, 1, std::vector<float>(width, 0.f), {0.f}, false});
+    ASSIGN_OR_RETURN(auto model, Model::Create(std::move(probe), 0));
+
+    // Requests: users with a past and a next basket holding something new to them.
+    std::vector<Request> requests;
+    for (uint64_t u : users) {
+      const std::vector<UserEvent>& h = histories.at(u);
+      auto cut = std::lower_bound(h.begin(), h.end(), anchor,
+                                  [](const UserEvent& e, int64_t t) { return e.timestamp_ms < t; });
+      if (cut == h.begin() || cut == h.end()) continue;
+      absl::flat_hash_set<int32_t> seen;
+      for (auto it = h.begin(); it != cut; ++it) seen.insert(it->item);
+      Request r{a, u, static_cast<size_t>(cut - h.begin()), {}};
+      for (auto it = cut; it != h.end(); ++it) {
+        if (!r.positives.empty() && it->timestamp_ms != (it - 1)->timestamp_ms) break;  // the next basket only
+        if (!seen.contains(it->item) &&
+            std::find(r.positives.begin(), r.positives.end(), it->item) == r.positives.end()) {
+          r.positives.push_back(it->item);
+        }
+      }
+      if (!r.positives.empty()) requests.push_back(std::move(r));
+    }
+    // Rows, in request order whatever the thread count (per-request buffers, seeded draws).
+    const bool validation = anchors > 1 && a == anchors - 1;
+    std::vector<Rows> per(requests.size());
+    std::vector<char> recalled(requests.size(), 0);
+#pragma omp parallel
+    {
+      UserState state;
+      RecallScratch scratch;
+      std::vector<Candidate> candidates;
+      std::vector<int32_t> items, negatives;
+#pragma omp for schedule(dynamic, 32)
+      for (size_t q = 0; q < requests.size(); ++q) {
+        const Request& r = requests[q];
+        const std::vector<UserEvent>& h = histories.at(r.user);
+        const size_t from = r.history_end > static_cast<size_t>(max_events) ? r.history_end - max_events : 0;
+        BuildUserState(model->catalog(), model->covisit(), m.user_model(),
+                       absl::MakeConstSpan(h.data() + from, r.history_end - from), &state);
+        model->recaller().Recall(state, model->recall_options(), &scratch, &candidates);
+        items.clear();
+        negatives.clear();
+        for (const Candidate& c : candidates) {
+          if (std::find(r.positives.begin(), r.positives.end(), c.item) != r.positives.end()) {
+            items.push_back(c.item);
+          } else {
+            negatives.push_back(c.item);
+          }
+        }
+        if (items.empty()) continue;  // nothing to learn: the target was not recalled
+        recalled[q] = 1;
+        const size_t positives = items.size();
+        std::mt19937_64 rng(Mix(opt.seed, Mix(static_cast<uint64_t>(a), r.user)));
+        const size_t keep = std::min<size_t>(negatives.size(), lo.negatives_per_request);
+        for (size_t k = 0; k < keep; ++k) {
+          std::uniform_int_distribution<size_t> pick(k, negatives.size() - 1);
+          std::swap(negatives[k], negatives[pick(rng)]);
+          items.push_back(negatives[k]);
+        }
+        Rows& rows = per[q];
+        rows.count = static_cast<int>(items.size());
+        rows.features.resize(items.size() * static_cast<size_t>(width));
+        model->features().Build(model->catalog(), state, RequestContext{}, items, rows.features.data());
+        rows.labels.assign(items.size(), 0.f);
+        std::fill(rows.labels.begin(), rows.labels.begin() + positives, 1.f);
+        rows.groups.assign(items.size(), static_cast<int64_t>(requests_total + q));
+      }
+    }
+    Rows& into = validation ? val : fit;
+    for (size_t q = 0; q < per.size(); ++q) {
+      into.features.insert(into.features.end(), per[q].features.begin(), per[q].features.end());
+      into.labels.insert(into.labels.end(), per[q].labels.begin(), per[q].labels.end());
+      into.groups.insert(into.groups.end(), per[q].groups.begin(), per[q].groups.end());
+      into.count += per[q].count;
+    }
+    const int64_t hit = std::count(recalled.begin(), recalled.end(), 1);
+    requests_total += static_cast<int64_t>(requests.size());
+    requests_recalled += hit;
+    if (validation) {
+      val_requests = static_cast<int64_t>(requests.size());
+      val_recalled = hit;
+    }
+    say(absl::StrFormat("anchor %d/%d at %.0f%% of the range: %d requests, next basket recalled in %.1f%%%s", a + 1,
+                        anchors, 100 * fractions[a], requests.size(),
+                        requests.empty() ? 0.0 : 100.0 * hit / requests.size(), validation ? " (validation)" : ""));
+  }
+  if (fit.count == 0) return absl::InvalidArgumentError("log trainer: no ranker rows (too little history before the anchors)");
+  if (val.count == 0) {
+    // One anchor: validate on every seventh request instead.
+    Rows keep;
+    for (int r = 0; r < fit.count; ++r) {
+      Rows& into = fit.groups[r] % 7 == 0 ? val : keep;
+      into.features.insert(into.features.end(), fit.features.begin() + static_cast<size_t>(r) * width,
+                           fit.features.begin() + static_cast<size_t>(r + 1) * width);
+      into.labels.push_back(fit.labels[r]);
+      into.groups.push_back(fit.groups[r]);
+      ++into.count;
+    }
+    fit = std::move(keep);
+    if (val.count == 0 || fit.count == 0) return absl::InvalidArgumentError("log trainer: too few ranker rows");
+  }
+  say(absl::StrFormat("rows: %d train, %d validation (width %d)", fit.count, val.count, width));
+
+  // The ranker, on one thread unless parallel (sgemm's sums depend on the thread count).
+  MlpTrainOptions mlp_options = opt.mlp;
+  mlp_options.verbose = opt.verbose && opt.mlp.verbose;
+  if (!lo.parallel) omp_set_num_threads(1);
+  absl::StatusOr<Mlp> mlp = TrainMlp(fit.features, fit.labels, fit.count, width, val.features, val.labels, val.count,
+                                     mlp_options, &out.mlp_report);
+  omp_set_num_threads(threads);
+  if (!mlp.ok()) return mlp.status();
+  b.mlp = *std::move(mlp);
+  say(absl::StrFormat("mlp: %d epochs, best %d, validation logloss %.4f AUC %.4f", out.mlp_report.epochs,
+                      out.mlp_report.best_epoch, out.mlp_report.best_val_logloss, out.mlp_report.best_val_auc));
+
+  // The bundle's artifacts: every training event.
+  b.items = base;
+  // "Now" for the recency features is the end of the log.
+  ActivityFeatures(events, last_ms + 1, index, n, &b.items.dense);
+  RETURN_IF_ERROR(BuildArtifacts(events, last_ms + 1, index, ao, &b.items, &b.covisit));
+
+  // Calibration: the newest validation requests, whole, up to the cap.
+  CalibrationSet& cal = b.calibration;
+  cal.width = width;
+  const int cal_rows = std::min(val.count, opt.max_calibration_rows);
+  const int first = val.count - cal_rows;
+  cal.rows = cal_rows;
+  cal.features.assign(val.features.begin() + static_cast<size_t>(first) * width, val.features.end());
+  cal.labels.assign(val.labels.begin() + first, val.labels.end());
+  cal.groups.assign(val.groups.begin() + first, val.groups.end());
+
+  v1::TrainingReport& report = out.report;
+  report.set_test_auc(out.mlp_report.best_val_auc);
+  report.set_test_logloss(out.mlp_report.best_val_logloss);
+  report.set_recall_k(m.recall().max_candidates());
+  report.set_recall_hit_rate(val_requests > 0 ? static_cast<double>(val_recalled) / val_requests
+                                              : static_cast<double>(requests_recalled) / std::max<int64_t>(1, requests_total));
+  report.set_data_source(w.params.count("source") ? w.params.at("source") : "log");
+  m.clear_layer_sizes();
+  for (int s : b.mlp.LayerSizes()) m.add_layer_sizes(s);
+  *m.mutable_training() = report;
+  b.manifest = m;
+  out.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  say(absl::StrFormat("done: validation AUC %.4f over recalled candidates; next basket recalled in %.1f%% of validation requests",
+                      report.test_auc(), 100 * report.recall_hit_rate()));
+  return out;
+}
+
+}  // namespace recserve
