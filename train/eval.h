@@ -63,7 +63,7 @@ absl::StatusOr<LogSplit> SplitLog(const std::vector<LoggedEvent>& events, const 
 
 struct EvalOptions {
   int n = 100;                  // list length asked of every method (hit@n is the widest metric)
-  int max_request_events = 256; // newest events a request carries, as a client would send
+  int max_request_events = 1000; // newest events a request carries (the server's default --max_events)
   double recent_days = 30;      // "recent popularity": counts over this many days before the cut
   int covisit_window = 5;       // co-visitation baseline: pairs within +-window positions
   int covisit_last_items = 20;  // ... scored from the user's newest distinct items

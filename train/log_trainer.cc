@@ -123,6 +123,11 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   const int threads = omp_get_max_threads();
   TrainerOptions o = opt;
   o.item2vec.threads = lo.parallel ? threads : 1;
+  o.item2vec.epochs = lo.item2vec_epochs;
+  o.covisit_k = lo.covisit_k;
+  o.embedding_k = lo.embedding_k;
+  o.popularity_k = lo.popularity_k;
+  o.max_candidates = lo.max_candidates;
 
   // Catalog base: every item of the training events, in id order.
   TrainOutput out;
@@ -155,7 +160,7 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   ao.covisit_neighbors = lo.covisit_neighbors;
   ao.verbose = false;
 
-  v1::Manifest m = DefaultManifest(opt, kActivityFeatures);
+  v1::Manifest m = DefaultManifest(o, kActivityFeatures);
   // Only features that mean the same in every anchor's artifacts and in the bundle's:
   // embedding coordinates do not (each item2vec run is its own rotation), cosines do;
   // item activity features are percentiles, not counts that grow with the log.

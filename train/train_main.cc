@@ -28,11 +28,25 @@ ABSL_FLAG(std::string, model_name, "default", "Model name recorded in the manife
 ABSL_FLAG(int, embedding_dim, 32, "Item embedding width");
 ABSL_FLAG(std::string, hidden, "256,128,64", "Ranker hidden layer widths, comma-separated");
 ABSL_FLAG(int, max_epochs, 30, "Upper bound on MLP epochs (early stopping usually ends sooner)");
-ABSL_FLAG(int, item2vec_epochs, 3, "item2vec passes over the sequences");
+ABSL_FLAG(int, item2vec_epochs, 0, "item2vec passes over the sequences (0: 3 for worlds, 10 for real logs)");
 ABSL_FLAG(int, max_train_rows, 1500000, "Cap on ranking rows used for gradient steps");
 ABSL_FLAG(int, threads, 0, "Threads for training (0 = all cores)");
 ABSL_FLAG(uint64_t, seed, 11, "Seed for every random choice");
 ABSL_FLAG(bool, quiet, false, "No progress lines");
+ABSL_FLAG(std::string, anchors, "0.6,0.7,0.8,0.9",
+          "Real logs: ranker anchors as shares of the training time range (the last one validates)");
+ABSL_FLAG(int, negatives, 100, "Real logs: candidates sampled as negatives per ranker request");
+ABSL_FLAG(int, covisit_window, 5, "Real logs: co-visitation pairs up to this many positions past a basket");
+ABSL_FLAG(double, covisit_gap_days, 30, "Real logs: ... and at most this many days apart");
+ABSL_FLAG(bool, covisit_basket_pairs, true, "Real logs: every pair inside a basket (one timestamp) counts");
+ABSL_FLAG(double, covisit_half_life_days, 0, "Real logs: pair weights halve every this many days before the end (0: off)");
+ABSL_FLAG(bool, covisit_cosine, true, "Real logs: co-visitation weights normalised by sqrt(count a * count b)");
+ABSL_FLAG(int, covisit_neighbors, 100, "Real logs: co-visitation neighbours kept per item");
+ABSL_FLAG(std::string, recall_sizes, "",
+          "Manifest recall sizes covisit_k,embedding_k,popularity_k,max_candidates (empty: 200,200,50,500 for worlds, 400,300,100,800 for real logs)");
+ABSL_FLAG(double, half_life_days, 365, "User model: an event's weight halves every this many days before the newest");
+ABSL_FLAG(bool, parallel_training, false,
+          "Real logs: item2vec and the MLP on every core (faster; the bundle then depends on the thread count)");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -51,13 +65,53 @@ int main(int argc, char** argv) {
   options.model_name = absl::GetFlag(FLAGS_model_name);
   options.embedding_dim = absl::GetFlag(FLAGS_embedding_dim);
   options.mlp.max_epochs = absl::GetFlag(FLAGS_max_epochs);
-  options.item2vec.epochs = absl::GetFlag(FLAGS_item2vec_epochs);
+  if (absl::GetFlag(FLAGS_item2vec_epochs) > 0) {
+    options.item2vec.epochs = absl::GetFlag(FLAGS_item2vec_epochs);
+    options.log.item2vec_epochs = options.item2vec.epochs;
+  }
   options.max_train_rows = absl::GetFlag(FLAGS_max_train_rows);
   options.seed = absl::GetFlag(FLAGS_seed);
   options.mlp.seed = options.seed;
   options.item2vec.seed = options.seed;
   options.verbose = !absl::GetFlag(FLAGS_quiet);
   options.mlp.verbose = options.verbose;
+  {
+    recserve::LogTrainerOptions& lo = options.log;
+    lo.anchor_fractions.clear();
+    for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_anchors), ',', absl::SkipEmpty())) {
+      double f = 0;
+      if (!absl::SimpleAtod(part, &f) || !(f > 0 && f < 1)) {
+        std::fprintf(stderr, "recserve-train: --anchors: '%s' is not in (0, 1)\n", std::string(part).c_str());
+        return 2;
+      }
+      lo.anchor_fractions.push_back(f);
+    }
+    lo.negatives_per_request = absl::GetFlag(FLAGS_negatives);
+    lo.covisit_window = absl::GetFlag(FLAGS_covisit_window);
+    lo.covisit_max_gap_seconds = static_cast<int64_t>(absl::GetFlag(FLAGS_covisit_gap_days) * 86400);
+    lo.covisit_basket_pairs = absl::GetFlag(FLAGS_covisit_basket_pairs);
+    lo.covisit_half_life_days = absl::GetFlag(FLAGS_covisit_half_life_days);
+    lo.covisit_cosine = absl::GetFlag(FLAGS_covisit_cosine);
+    lo.covisit_neighbors = absl::GetFlag(FLAGS_covisit_neighbors);
+    lo.parallel = absl::GetFlag(FLAGS_parallel_training);
+    options.half_life_seconds = absl::GetFlag(FLAGS_half_life_days) * 86400;
+    if (!absl::GetFlag(FLAGS_recall_sizes).empty()) {
+      std::vector<std::string> parts = absl::StrSplit(absl::GetFlag(FLAGS_recall_sizes), ',');
+      int* fields[] = {&options.covisit_k, &options.embedding_k, &options.popularity_k, &options.max_candidates};
+      int* log_fields[] = {&lo.covisit_k, &lo.embedding_k, &lo.popularity_k, &lo.max_candidates};
+      if (parts.size() != 4) {
+        std::fprintf(stderr, "recserve-train: --recall_sizes needs four numbers\n");
+        return 2;
+      }
+      for (int i = 0; i < 4; ++i) {
+        if (!absl::SimpleAtoi(parts[i], fields[i]) || *fields[i] < 0 || *fields[i] > 100000) {
+          std::fprintf(stderr, "recserve-train: --recall_sizes: '%s' is not a size\n", parts[i].c_str());
+          return 2;
+        }
+        *log_fields[i] = *fields[i];
+      }
+    }
+  }
   options.mlp.hidden.clear();
   for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_hidden), ',', absl::SkipEmpty())) {
     int w = 0;

@@ -264,10 +264,11 @@ v1::Manifest DefaultManifest(const TrainerOptions& opt, int dense_dim) {
   m.set_created_unix_ms(created_ms);
   *m.mutable_features() = DefaultFeatureSpec(opt.embedding_dim, dense_dim);
   *m.mutable_user_model() = DefaultUserModel();
-  m.mutable_recall()->set_embedding_k(200);
-  m.mutable_recall()->set_covisit_k(200);
-  m.mutable_recall()->set_popularity_k(50);
-  m.mutable_recall()->set_max_candidates(500);
+  m.mutable_user_model()->set_half_life_seconds(static_cast<float>(opt.half_life_seconds));
+  m.mutable_recall()->set_embedding_k(opt.embedding_k);
+  m.mutable_recall()->set_covisit_k(opt.covisit_k);
+  m.mutable_recall()->set_popularity_k(opt.popularity_k);
+  m.mutable_recall()->set_max_candidates(opt.max_candidates);
   m.mutable_recall()->set_embedding_index("exact");
   m.mutable_compression()->set_mode("int8");
   m.mutable_gate()->set_max_auc_drop(0.002f);
