@@ -98,7 +98,7 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
     return s->candidates[a].item < s->candidates[b].item;
   };
   const int want = std::min(query.n, n);
-  if (query.per_category_cap <= 0) {
+  if (query.per_category_cap <= 0 && want * 4 < n) {
     std::partial_sort(s->order.begin(), s->order.begin() + want, s->order.end(), better);
     s->order.resize(want);
   } else {

@@ -177,6 +177,44 @@ class Baselines {
   }
 
   int size() const { return static_cast<int>(ids_.size()); }
+
+  // "Recent popularity" for every cut day of `cases`: the items of the window of
+  // recent_days before it (events on the cut day included), most events first (ties by
+  // overall popularity). Once per day, not per case.
+  void PrepareRecent(const std::vector<TestCase>& cases) {
+    for (const TestCase& c : cases) recent_days_.push_back(c.cut_ms / kDayMs);
+    std::sort(recent_days_.begin(), recent_days_.end());
+    recent_days_.erase(std::unique(recent_days_.begin(), recent_days_.end()), recent_days_.end());
+    std::vector<std::vector<int32_t>> lists(recent_days_.size());
+    const int64_t window_days = static_cast<int64_t>(o_.recent_days);
+#pragma omp parallel
+    {
+      std::vector<float> count(size(), 0.f);
+      std::vector<int32_t> touched;
+#pragma omp for schedule(dynamic, 4)
+      for (size_t k = 0; k < recent_days_.size(); ++k) {
+        const int64_t to_day = recent_days_[k], from_day = to_day - window_days;
+        for (auto d = std::lower_bound(days_.begin(), days_.end(), from_day); d != days_.end() && *d <= to_day; ++d) {
+          const size_t at = d - days_.begin();
+          for (int64_t p = day_offsets_[at]; p < day_offsets_[at + 1]; ++p) {
+            if (count[day_items_[p]] == 0.f) touched.push_back(day_items_[p]);
+            count[day_items_[p]] += 1.f;
+          }
+        }
+        std::sort(touched.begin(), touched.end(), [&](int32_t a, int32_t b) {
+          return count[a] != count[b] ? count[a] > count[b] : count_[a] != count_[b] ? count_[a] > count_[b] : a < b;
+        });
+        lists[k] = touched;
+        for (int32_t item : touched) count[item] = 0.f;
+        touched.clear();
+      }
+    }
+    recent_offsets_.push_back(0);
+    for (const auto& list : lists) {
+      recent_items_.insert(recent_items_.end(), list.begin(), list.end());
+      recent_offsets_.push_back(static_cast<int64_t>(recent_items_.size()));
+    }
+  }
   int32_t Find(uint64_t id) const {
     auto it = index_.find(id);
     return it == index_.end() ? -1 : it->second;
@@ -216,14 +254,25 @@ class Baselines {
     switch (method) {
       case 0: break;
       case 1: {
-        const int64_t from_day = (c.cut_ms - static_cast<int64_t>(o_.recent_days * kDayMs)) / kDayMs;
-        const int64_t to_day = c.cut_ms / kDayMs;  // the cut's own day: only events before it
-        auto first = std::lower_bound(days_.begin(), days_.end(), from_day);
-        for (auto d = first; d != days_.end() && *d <= to_day; ++d) {
-          const size_t k = d - days_.begin();
-          for (int64_t p = day_offsets_[k]; p < day_offsets_[k + 1]; ++p) Add(s, day_items_[p], 1.f);
+        // Precomputed per cut day (PrepareRecent): the window's items, most events first.
+        const size_t d = std::lower_bound(recent_days_.begin(), recent_days_.end(), c.cut_ms / kDayMs) -
+                         recent_days_.begin();
+        for (int64_t p = recent_offsets_[d]; p < recent_offsets_[d + 1] && static_cast<int>(out->size()) < o_.n; ++p) {
+          const int32_t item = recent_items_[p];
+          if (!s->excluded[item]) {
+            out->push_back(ids_[item]);
+            s->excluded[item] = 2;
+          }
         }
-        break;
+        for (int32_t item : by_popularity_) {
+          if (static_cast<int>(out->size()) >= o_.n) break;
+          if (!s->excluded[item]) out->push_back(ids_[item]);
+        }
+        for (int64_t p = recent_offsets_[d]; p < recent_offsets_[d + 1]; ++p) {
+          if (s->excluded[recent_items_[p]] == 2) s->excluded[recent_items_[p]] = 0;
+        }
+        for (int32_t h : history) s->excluded[h] = 0;
+        return;
       }
       case 2: {
         int used = 0;
@@ -387,6 +436,8 @@ class Baselines {
   std::vector<float> count_;
   std::vector<int32_t> by_popularity_;
   std::vector<int64_t> days_, day_offsets_;
+  std::vector<int64_t> recent_days_, recent_offsets_;
+  std::vector<int32_t> recent_items_;
   std::vector<int32_t> day_items_;
   std::vector<int64_t> cov_offsets_, knn_offsets_;
   std::vector<int32_t> cov_items_, knn_items_;
@@ -429,7 +480,10 @@ absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split, c
   const auto t0 = std::chrono::steady_clock::now();
   const int methods = 1 + (o.baselines ? Baselines::kMethods : 0);
   std::unique_ptr<Baselines> baselines;
-  if (o.baselines) baselines = std::make_unique<Baselines>(split.train_events, o);
+  if (o.baselines) {
+    baselines = std::make_unique<Baselines>(split.train_events, o);
+    baselines->PrepareRecent(split.cases);
+  }
   const int64_t cases = static_cast<int64_t>(split.cases.size());
   std::vector<CaseScore> scores(static_cast<size_t>(cases) * methods);
   std::vector<std::vector<uint64_t>> top10(static_cast<size_t>(cases) * methods);
