@@ -271,6 +271,10 @@ absl::StatusOr<BundleContents> ReadBundle(const std::string& dir) {
     ASSIGN_OR_RETURN(b.covisit.neighbors, cov->GetI32("neighbors", {-1}));
     ASSIGN_OR_RETURN(b.covisit.weights,
                      cov->GetF32("weights", {static_cast<int64_t>(b.covisit.neighbors.size())}));
+    if (cov->tensors().count("counts") > 0) {  // optional
+      ASSIGN_OR_RETURN(b.covisit.counts,
+                       cov->GetF32("counts", {static_cast<int64_t>(b.covisit.neighbors.size())}));
+    }
   }
   {
     ASSIGN_OR_RETURN(auto cal, SafetensorsFile::Open(Join(dir, kCalibrationFile)));
@@ -335,6 +339,9 @@ absl::Status WriteBundle(BundleContents c, const std::string& dir) {
     w.AddI64("offsets", {static_cast<int64_t>(c.covisit.offsets.size())}, c.covisit.offsets);
     w.AddI32("neighbors", {static_cast<int64_t>(c.covisit.neighbors.size())}, c.covisit.neighbors);
     w.AddF32("weights", {static_cast<int64_t>(c.covisit.weights.size())}, c.covisit.weights);
+    if (!c.covisit.counts.empty()) {
+      w.AddF32("counts", {static_cast<int64_t>(c.covisit.counts.size())}, c.covisit.counts);
+    }
     RETURN_IF_ERROR(w.WriteFile(Join(dir, kCovisitFile)));
   }
   {

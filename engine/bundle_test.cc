@@ -219,6 +219,24 @@ TEST_F(BundleTest, EmbeddingShapeMustMatchManifestDim) {
   EXPECT_THAT(Read().message(), HasSubstr("embeddings"));
 }
 
+TEST_F(BundleTest, CovisitCountsRoundTripAndBadCountsAreRefusedAtModelCreation) {
+  BundleContents with_counts = contents_;
+  for (float w : with_counts.covisit.weights) with_counts.covisit.counts.push_back(3 * w + 1);
+  const std::string dir = dir_ + "-counts";
+  ASSERT_TRUE(WriteBundle(with_counts, dir).ok());
+  auto read = ReadBundle(dir);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->covisit.counts, with_counts.covisit.counts);
+  // Without counts (the tiny bundle) the reader leaves them empty.
+  auto plain = ReadBundle(dir_);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->covisit.counts.empty());
+  read->covisit.counts[2] = -1.f;
+  auto model = Model::Create(*std::move(read), 1);
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(model.status().message(), HasSubstr("'counts'[2] is -1"));
+}
+
 TEST_F(BundleTest, NanEmbeddingIsRefused) {
   ReplaceFile(kItemsFile, ItemsWith([](CatalogData* d) { d->embeddings[5] = std::nanf(""); }));
   EXPECT_EQ(Read().code(), absl::StatusCode::kInvalidArgument);

@@ -152,6 +152,9 @@ absl::StatusOr<std::unique_ptr<CovisitIndex>> CovisitIndex::Create(CovisitData d
   if (data.weights.size() != data.neighbors.size()) {
     return SizeError(name, "weights", data.weights.size(), data.neighbors.size());
   }
+  if (!data.counts.empty() && data.counts.size() != data.neighbors.size()) {
+    return SizeError(name, "counts", data.counts.size(), data.neighbors.size());
+  }
   if (data.offsets[0] != 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: 'offsets'[0] is %d, want 0", name, data.offsets[0]));
@@ -176,6 +179,10 @@ absl::StatusOr<std::unique_ptr<CovisitIndex>> CovisitIndex::Create(CovisitData d
     if (!std::isfinite(data.weights[e]) || data.weights[e] < 0) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: 'weights'[%d] is %g", name, e, data.weights[e]));
+    }
+    if (!data.counts.empty() && (!std::isfinite(data.counts[e]) || data.counts[e] < 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: 'counts'[%d] is %g", name, e, data.counts[e]));
     }
   }
   std::unique_ptr<CovisitIndex> index(new CovisitIndex(std::move(data)));

@@ -109,6 +109,9 @@ struct CovisitData {
   std::vector<int64_t> offsets;   // [N + 1], offsets[0] == 0, non-decreasing
   std::vector<int32_t> neighbors; // [nnz], each in [0, N)
   std::vector<float> weights;     // [nnz], finite, >= 0
+  // [nnz] or empty: the raw (possibly time-decayed) pair counts behind `weights`, for
+  // the count-based signals of CANDIDATE_SIGNALS. Finite, >= 0.
+  std::vector<float> counts;
 };
 
 class CovisitIndex {
@@ -123,6 +126,13 @@ class CovisitIndex {
     return absl::MakeConstSpan(data_.weights.data() + data_.offsets[item],
                                data_.offsets[item + 1] - data_.offsets[item]);
   }
+  // Empty when the bundle has no counts.
+  absl::Span<const float> counts(int32_t item) const {
+    if (data_.counts.empty()) return {};
+    return absl::MakeConstSpan(data_.counts.data() + data_.offsets[item],
+                               data_.offsets[item + 1] - data_.offsets[item]);
+  }
+  bool has_counts() const { return !data_.counts.empty(); }
   int64_t num_edges() const { return static_cast<int64_t>(data_.neighbors.size()); }
   const CovisitData& data() const { return data_; }
 

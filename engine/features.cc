@@ -13,7 +13,7 @@ namespace {
 constexpr int kSignalWidth = 4;
 constexpr int kContextWidth = 6;
 constexpr int kAffinityWidth = 2;
-constexpr int kCandidateSignalsWidth = 8;
+constexpr int kCandidateSignalsWidth = 10;
 constexpr float kPi = 3.14159265358979f;
 
 float TypeWeight(const v1::UserModelSpec& spec, EventType type) {
@@ -85,6 +85,7 @@ void UserState::Prepare(const Catalog& catalog) {
   AssignOnHugePages(&flags_, catalog.size(), uint8_t{0});
   recent_score_.clear();
   links_.clear();
+  count_score_.clear();
   covisited_.clear();
   history_.clear();
   has_vector_ = false;
@@ -93,9 +94,9 @@ void UserState::Prepare(const Catalog& catalog) {
 void UserState::Reset() {
   for (int32_t item : covisited_) covisit_score_[item] = 0.f;
   if (!recent_score_.empty()) {
-    for (int32_t item : covisited_) recent_score_[item] = links_[item] = 0.f;
+    for (int32_t item : covisited_) recent_score_[item] = links_[item] = count_score_[item] = 0.f;
   }
-  max_covisit_score_ = 0;
+  max_covisit_score_ = max_count_score_ = max_recent_score_ = max_links_ = 0;
   for (int32_t item : history_) flags_[item] = 0;
   for (int32_t c : categories_) category_weight_[c] = 0.f;
   categories_.clear();
@@ -114,6 +115,7 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
   if (spec.covisit_detail() && state->recent_score_.empty()) {
     AssignOnHugePages(&state->recent_score_, catalog.size(), 0.f);
     AssignOnHugePages(&state->links_, catalog.size(), 0.f);
+    AssignOnHugePages(&state->count_score_, catalog.size(), 0.f);
   }
   const bool detail = !state->recent_score_.empty();
   if (events.empty()) return;
@@ -125,12 +127,10 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
   std::stable_sort(sorted.begin(), sorted.end(), [](const UserEvent& a, const UserEvent& b) {
     return a.timestamp_ms > b.timestamp_ms;
   });
+  std::vector<UserEvent>& older = state->older_;
+  older.clear();
   if (spec.max_events() > 0 && sorted.size() > static_cast<size_t>(spec.max_events())) {
-    for (size_t i = spec.max_events(); i < sorted.size(); ++i) {
-      uint8_t& flags = state->flags_[sorted[i].item];
-      if (!(flags & UserState::kHistory)) state->history_.push_back(sorted[i].item);
-      flags |= UserState::kHistory | static_cast<uint8_t>(EventTypeBit(sorted[i].type));
-    }
+    older.assign(sorted.begin() + spec.max_events(), sorted.end());
     sorted.resize(spec.max_events());
   }
   const int64_t newest = sorted.front().timestamp_ms;
@@ -171,8 +171,38 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
       }
     }
   }
+  // Items of the events past max_events: seen and consumed, after the used ones (so
+  // history() stays newest first).
+  for (const UserEvent& e : older) {
+    uint8_t& flags = state->flags_[e.item];
+    if (!(flags & UserState::kHistory)) state->history_.push_back(e.item);
+    flags |= UserState::kHistory | static_cast<uint8_t>(EventTypeBit(e.type));
+  }
   for (int32_t item : state->covisited_) {
     state->max_covisit_score_ = std::max(state->max_covisit_score_, state->covisit_score_[item]);
+  }
+  if (detail) {
+    for (int32_t item : state->covisited_) {
+      state->max_recent_score_ = std::max(state->max_recent_score_, state->recent_score_[item]);
+      state->max_links_ = std::max(state->max_links_, state->links_[item]);
+    }
+  }
+  if (detail && covisit.has_counts()) {
+    // The classic co-visitation score: raw counts summed over the newest distinct items,
+    // each item once whatever its weight.
+    const size_t used = std::min<size_t>(state->history_.size(), UserState::kCountScoreItems);
+    for (size_t h = 0; h < used; ++h) {
+      const int32_t item = state->history_[h];
+      absl::Span<const int32_t> nbrs = covisit.neighbors(item);
+      absl::Span<const float> counts = covisit.counts(item);
+      for (size_t j = 0; j < nbrs.size(); ++j) {
+        if (state->covisit_score_[nbrs[j]] == 0.f) continue;  // not touched: item past max_events
+        state->count_score_[nbrs[j]] += counts[j];
+      }
+    }
+    for (int32_t item : state->covisited_) {
+      state->max_count_score_ = std::max(state->max_count_score_, state->count_score_[item]);
+    }
   }
   if (total_weight > 0) {
     const float inv = static_cast<float>(1.0 / total_weight);
@@ -337,20 +367,27 @@ void FeatureBuilder::Build(const Catalog& catalog, const UserState& user,
           break;
         }
         case v1::CANDIDATE_SIGNALS: {
+          // Relative to the user's largest, so that they mean the same however much data
+          // the artifacts were built from (the ranker learns at past anchors, serves on
+          // the whole log): a ranking only needs the order within one request.
           float dot = 0, ee = 0;
           for (int k = 0; k < dim_; ++k) {
             dot += u[k] * e[k];
             ee += e[k] * e[k];
           }
-          const float cov = user.covisit_score(item);
+          auto share = [](float x, float max) { return max > 0 ? x / max : 0.f; };
+          auto log_share = [](float x, float max) { return max > 0 ? std::log1p(x) / std::log1p(max) : 0.f; };
+          const float cov = user.covisit_score(item), count = user.count_score(item);
           out[0] = user_norm > 0 && ee > 0 ? dot / (user_norm * std::sqrt(ee)) : 0.f;
-          out[1] = std::log1p(cov);
-          out[2] = user.max_covisit_score() > 0 ? cov / user.max_covisit_score() : 0.f;
+          out[1] = share(cov, user.max_covisit_score());
+          out[2] = log_share(cov, user.max_covisit_score());
           out[3] = cov > 0 ? 1.f : 0.f;
-          out[4] = std::log1p(user.recent_covisit_score(item));
-          out[5] = std::log1p(user.covisit_links(item));
+          out[4] = share(user.recent_covisit_score(item), user.max_recent_covisit_score());
+          out[5] = share(user.covisit_links(item), user.max_covisit_links());
           out[6] = catalog.popularity_feature(item);
           out[7] = user_items;
+          out[8] = share(count, user.max_count_score());
+          out[9] = log_share(count, user.max_count_score());
           out += kCandidateSignalsWidth;
           break;
         }

@@ -69,6 +69,13 @@ class UserState {
   float recent_covisit_score(int32_t item) const { return recent_score_.empty() ? 0.f : recent_score_[item]; }
   float covisit_links(int32_t item) const { return links_.empty() ? 0.f : links_[item]; }
   float max_covisit_score() const { return max_covisit_score_; }
+  float max_recent_covisit_score() const { return max_recent_score_; }
+  float max_covisit_links() const { return max_links_; }
+  // With covisit_detail and co-visitation counts: the raw counts summed over the newest
+  // kCountScoreItems distinct items of the history (the classic co-visitation score).
+  static constexpr size_t kCountScoreItems = 20;
+  float count_score(int32_t item) const { return count_score_.empty() ? 0.f : count_score_[item]; }
+  float max_count_score() const { return max_count_score_; }
   const float* covisit_scores() const { return covisit_score_.data(); }  // [catalog size]
   bool purchased(int32_t item) const { return flags_[item] & EventTypeBit(EventType::kPurchase); }
   bool in_history(int32_t item) const { return flags_[item] & kHistory; }
@@ -91,7 +98,9 @@ class UserState {
   std::vector<float> covisit_score_;  // [N], zero except at covisited_
   std::vector<float> recent_score_;   // [N] with covisit_detail (else empty), zero except at covisited_
   std::vector<float> links_;          // [N] likewise
-  float max_covisit_score_ = 0;
+  std::vector<float> count_score_;    // [N] likewise
+  float max_covisit_score_ = 0, max_count_score_ = 0, max_recent_score_ = 0, max_links_ = 0;
+  std::vector<UserEvent> older_;      // scratch: events past max_events
   std::vector<uint8_t> flags_;        // [N], zero except at history_
   std::vector<int32_t> covisited_;
   std::vector<int32_t> history_;

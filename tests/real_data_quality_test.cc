@@ -1,5 +1,5 @@
-// Model quality on a real purchase log: a fixed slice of UCI Online Retail
-// (tests/data/online-retail-slice.csv.gz, tests/data/README.md) is split, the default
+// Model quality on a real purchase log: a fixed slice of UCI Online Retail, half of its
+// users (tests/data/online-retail-half.csv.gz, tests/data/README.md), is split, the default
 // log trainer learns from the training part, the bundle is loaded as the server loads it
 // (compression policy and accuracy gate), and the held-out users are replayed through
 // the served pipeline next to the classical baselines (train/eval.h). The guarantees are
@@ -21,7 +21,7 @@ namespace {
 
 std::string SlicePath() {
   const char* root = std::getenv("RECSERVE_SOURCE_DIR");
-  return std::string(root != nullptr ? root : ".") + "/tests/data/online-retail-slice.csv.gz";
+  return std::string(root != nullptr ? root : ".") + "/tests/data/online-retail-half.csv.gz";
 }
 
 // The defaults recserve-train uses for a real log, with its default seed everywhere.
@@ -77,7 +77,7 @@ class RealDataQualityTest : public ::testing::Test {
     ASSERT_NE(log_, nullptr);
     auto split = SplitLog(log_->events, split_options);
     ASSERT_TRUE(split.ok()) << split.status();
-    const World world = WorldFromLog(*log_, split->train_events, "online-retail-slice.csv.gz " + split->description);
+    const World world = WorldFromLog(*log_, split->train_events, "online-retail-half.csv.gz " + split->description);
     auto trained = TrainModel(world, QualityTrainerOptions());
     ASSERT_TRUE(trained.ok()) << trained.status();
     ModelOptions model_options;
@@ -114,11 +114,14 @@ TEST_F(RealDataQualityTest, LeaveLastOutRecserveMatchesOrBeatsCoVisitation) {
   ASSERT_NE(covisit, nullptr);
   EXPECT_GE(recserve.hit100, covisit->hit100);
   EXPECT_GE(recserve.ndcg10, covisit->ndcg10);
-  // A purchase log: everything the user bought is consumed, and never recommended.
-  EXPECT_EQ(recserve.consumed10, 0.0);
+  // A purchase log: everything the user bought is consumed, and not recommended. Not
+  // exactly never: a request carries the newest 1000 events and 1000 older items to
+  // exclude (the server's limits), so a customer with more distinct items than that can
+  // get one of the oldest back (one slot in the half slice's 13,230).
+  EXPECT_LT(recserve.consumed10, 0.001);
 }
 
-TEST_F(RealDataQualityTest, TimeSplitRecserveMatchesOrBeatsPopularity) {
+TEST_F(RealDataQualityTest, TimeSplitRecserveMatchesOrBeatsCoVisitation) {
   SplitOptions o;
   o.protocol = "time";
   EvalReport report;
@@ -127,9 +130,10 @@ TEST_F(RealDataQualityTest, TimeSplitRecserveMatchesOrBeatsPopularity) {
   ASSERT_EQ(report.methods.size(), 6u);
   ASSERT_GE(report.cases, 100);
   const MethodMetrics& recserve = report.methods[0];
-  const MethodMetrics* popularity = Method(report, "popularity");
-  ASSERT_NE(popularity, nullptr);
-  EXPECT_GE(recserve.hit100, popularity->hit100);
+  const MethodMetrics* covisit = Method(report, "co-visitation");
+  ASSERT_NE(covisit, nullptr);
+  EXPECT_GE(recserve.hit100, covisit->hit100);
+  EXPECT_GE(recserve.ndcg10, covisit->ndcg10);
   EXPECT_EQ(recserve.consumed10, 0.0);
 }
 

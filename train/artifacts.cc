@@ -71,7 +71,14 @@ absl::Status BuildArtifacts(const std::vector<LoggedEvent>& events, int64_t cut_
     cov->offsets.assign(n + 1, 0);
     cov->neighbors.clear();
     cov->weights.clear();
-    std::vector<std::pair<float, int32_t>> row;
+    cov->counts.clear();
+    struct Edge {
+      float weight, count;
+      int32_t item;
+    };
+    std::vector<Edge> row;
+    auto by_weight = [](const Edge& x, const Edge& y) { return x.weight != y.weight ? x.weight > y.weight : x.item < y.item; };
+    auto by_count = [](const Edge& x, const Edge& y) { return x.count != y.count ? x.count > y.count : x.item < y.item; };
     size_t i = 0;
     for (int32_t a = 0; a < n; ++a) {
       row.clear();
@@ -81,15 +88,30 @@ absl::Status BuildArtifacts(const std::vector<LoggedEvent>& events, int64_t cut_
         while (j < pairs.size() && pairs[j].first == pairs[i].first) sum += pairs[j++].second;
         const int32_t c = static_cast<int32_t>(pairs[i].first & 0xffffffffu);
         const double norm = opt.covisit_cosine ? std::sqrt(double{occurrences[a]} * occurrences[c]) : 1.0;
-        row.push_back({static_cast<float>(sum / norm), c});
+        row.push_back({static_cast<float>(sum / norm), static_cast<float>(sum), c});
         i = j;
       }
-      const size_t keep = std::min<size_t>(row.size(), opt.covisit_neighbors);
-      std::partial_sort(row.begin(), row.begin() + keep, row.end(),
-                        [](auto& x, auto& y) { return x.first != y.first ? x.first > y.first : x.second < y.second; });
-      for (size_t k = 0; k < keep; ++k) {
-        cov->neighbors.push_back(row[k].second);
-        cov->weights.push_back(row[k].first);
+      const size_t k = static_cast<size_t>(opt.covisit_neighbors);
+      if (row.size() > k) {
+        if (opt.covisit_counts) {
+          // The strongest by weight and the most frequent by count: a count-based score
+          // needs the popular co-items that the normalised weight ranks low.
+          std::nth_element(row.begin(), row.begin() + k, row.end(), by_count);
+          std::sort(row.begin() + k, row.end(), by_weight);
+          size_t extra = std::min(k, row.size() - k);
+          std::vector<Edge> kept(row.begin(), row.begin() + k);
+          for (size_t e = 0; e < row.size() - k && extra > 0; ++e, --extra) kept.push_back(row[k + e]);
+          row = std::move(kept);
+        } else {
+          std::nth_element(row.begin(), row.begin() + k, row.end(), by_weight);
+          row.resize(k);
+        }
+      }
+      std::sort(row.begin(), row.end(), by_weight);
+      for (const Edge& e : row) {
+        cov->neighbors.push_back(e.item);
+        cov->weights.push_back(e.weight);
+        if (opt.covisit_counts) cov->counts.push_back(e.count);
       }
       cov->offsets[a + 1] = static_cast<int64_t>(cov->neighbors.size());
     }

@@ -31,6 +31,9 @@ struct ArtifactOptions {
   double covisit_half_life_days = 0;
   bool covisit_cosine = true;
   int covisit_neighbors = 50;
+  // Also store the raw counts (CovisitData::counts), and keep per item the `neighbors`
+  // most frequent co-items besides the `neighbors` strongest by weight.
+  bool covisit_counts = false;
   bool verbose = true;
 };
 

@@ -501,7 +501,7 @@ absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split, c
     PipelineScratch scratch;
     RecommendResult result;
     std::vector<QueryEvent> events;
-    std::vector<uint64_t> answer;
+    std::vector<uint64_t> answer, older;
     Baselines::Scratch bs;
     if (baselines) baselines->Prepare(&bs);
 #pragma omp for schedule(dynamic, 16)
@@ -517,8 +517,17 @@ absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split, c
         const LoggedEvent& e = c.request[k];
         events.push_back({e.item_id, static_cast<EventType>(e.kind), e.timestamp_ms});
       }
+      // Items of older events go in the request's exclusion list, as a client with a long
+      // history would send them (newest first, up to the same limit).
+      older.clear();
+      for (size_t k = from; k-- > 0 && older.size() < static_cast<size_t>(o.max_request_events);) {
+        if (std::find(older.begin(), older.end(), c.request[k].item_id) == older.end()) {
+          older.push_back(c.request[k].item_id);
+        }
+      }
       RecommendQuery query;
       query.events = events;
+      query.exclude_items = older;
       query.n = want;
       absl::Status status = Recommend(model, query, &scratch, &result);
       if (!status.ok()) {

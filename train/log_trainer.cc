@@ -158,6 +158,7 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   ao.covisit_half_life_days = lo.covisit_half_life_days;
   ao.covisit_cosine = lo.covisit_cosine;
   ao.covisit_neighbors = lo.covisit_neighbors;
+  ao.covisit_counts = true;
   ao.verbose = false;
 
   v1::Manifest m = DefaultManifest(o, kActivityFeatures);
@@ -170,7 +171,7 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
     for (v1::FeatureBlockKind kind : {v1::ITEM_DENSE, v1::USER_DENSE, v1::USER_ITEM_DENSE_PRODUCT, v1::CANDIDATE_SIGNALS}) {
       v1::FeatureBlock* block = spec.add_blocks();
       block->set_kind(kind);
-      block->set_width(kind == v1::CANDIDATE_SIGNALS ? 8 : kActivityFeatures);
+      block->set_width(kind == v1::CANDIDATE_SIGNALS ? 10 : kActivityFeatures);
     }
     m.mutable_user_model()->set_covisit_detail(true);
   }
@@ -222,8 +223,11 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
       absl::flat_hash_set<int32_t> seen;
       for (auto it = h.begin(); it != cut; ++it) seen.insert(it->item);
       Request r{a, u, static_cast<size_t>(cut - h.begin()), {}};
+      const int64_t horizon_end = lo.positive_horizon_days > 0
+                                      ? anchor + static_cast<int64_t>(lo.positive_horizon_days * kDayMs) : 0;
       for (auto it = cut; it != h.end(); ++it) {
-        if (!r.positives.empty() && it->timestamp_ms != (it - 1)->timestamp_ms) break;  // the next basket only
+        // The next basket holding something new, and with a horizon every new item within it.
+        if (!r.positives.empty() && it->timestamp_ms != (it - 1)->timestamp_ms && it->timestamp_ms >= horizon_end) break;
         if (!seen.contains(it->item) &&
             std::find(r.positives.begin(), r.positives.end(), it->item) == r.positives.end()) {
           r.positives.push_back(it->item);
@@ -260,8 +264,17 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
         }
         if (items.empty()) continue;  // nothing to learn: the target was not recalled
         recalled[q] = 1;
-        const size_t positives = items.size();
         std::mt19937_64 rng(Mix(opt.seed, Mix(static_cast<uint64_t>(a), r.user)));
+        // At most max_positives of them, so that a wholesale basket of fifty new items
+        // does not outweigh fifty users.
+        if (lo.max_positives_per_request > 0 && items.size() > static_cast<size_t>(lo.max_positives_per_request)) {
+          for (int k = 0; k < lo.max_positives_per_request; ++k) {
+            std::uniform_int_distribution<size_t> pick(k, items.size() - 1);
+            std::swap(items[k], items[pick(rng)]);
+          }
+          items.resize(lo.max_positives_per_request);
+        }
+        const size_t positives = items.size();
         const size_t keep = std::min<size_t>(negatives.size(), lo.negatives_per_request);
         for (size_t k = 0; k < keep; ++k) {
           std::uniform_int_distribution<size_t> pick(k, negatives.size() - 1);
@@ -318,6 +331,21 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   if (!lo.parallel) omp_set_num_threads(1);
   absl::StatusOr<Mlp> mlp = TrainMlp(fit.features, fit.labels, fit.count, width, val.features, val.labels, val.count,
                                      mlp_options, &out.mlp_report);
+  if (mlp.ok() && lo.refit_on_all_rows) {
+    // The validation anchor is the newest data, the closest to what the bundle will
+    // serve: once it has chosen the epoch count, learn from it too.
+    Rows all = fit;
+    all.features.insert(all.features.end(), val.features.begin(), val.features.end());
+    all.labels.insert(all.labels.end(), val.labels.begin(), val.labels.end());
+    all.count += val.count;
+    MlpTrainOptions refit = mlp_options;
+    refit.max_epochs = out.mlp_report.best_epoch;
+    refit.patience = 0;
+    MlpTrainReport refit_report;
+    mlp = TrainMlp(all.features, all.labels, all.count, width, val.features, val.labels, val.count, refit,
+                   &refit_report);
+    say(absl::StrFormat("mlp refit on train + validation rows: %d epochs", refit_report.epochs));
+  }
   omp_set_num_threads(threads);
   if (!mlp.ok()) return mlp.status();
   b.mlp = *std::move(mlp);

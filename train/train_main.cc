@@ -35,16 +35,20 @@ ABSL_FLAG(uint64_t, seed, 11, "Seed for every random choice");
 ABSL_FLAG(bool, quiet, false, "No progress lines");
 ABSL_FLAG(std::string, anchors, "0.6,0.7,0.8,0.9",
           "Real logs: ranker anchors as shares of the training time range (the last one validates)");
-ABSL_FLAG(int, negatives, 100, "Real logs: candidates sampled as negatives per ranker request");
-ABSL_FLAG(int, covisit_window, 5, "Real logs: co-visitation pairs up to this many positions past a basket");
-ABSL_FLAG(double, covisit_gap_days, 30, "Real logs: ... and at most this many days apart");
-ABSL_FLAG(bool, covisit_basket_pairs, true, "Real logs: every pair inside a basket (one timestamp) counts");
+ABSL_FLAG(double, positive_horizon_days, 0,
+          "Real logs: ranker positives are the next basket's new items and every new item within this many days");
+ABSL_FLAG(int, max_positives, 3, "Real logs: recalled positives kept per ranker request (0: all)");
+ABSL_FLAG(int, negatives, 300, "Real logs: candidates sampled as negatives per ranker request");
+ABSL_FLAG(int, covisit_window, 5, "Real logs: co-visitation pairs up to this many positions apart (past the basket with --covisit_basket_pairs)");
+ABSL_FLAG(double, covisit_gap_days, 365, "Real logs: ... and at most this many days apart");
+ABSL_FLAG(bool, covisit_basket_pairs, false, "Real logs: every pair inside a basket (one timestamp) counts");
 ABSL_FLAG(double, covisit_half_life_days, 0, "Real logs: pair weights halve every this many days before the end (0: off)");
 ABSL_FLAG(bool, covisit_cosine, true, "Real logs: co-visitation weights normalised by sqrt(count a * count b)");
 ABSL_FLAG(int, covisit_neighbors, 100, "Real logs: co-visitation neighbours kept per item");
 ABSL_FLAG(std::string, recall_sizes, "",
           "Manifest recall sizes covisit_k,embedding_k,popularity_k,max_candidates (empty: 200,200,50,500 for worlds, 400,300,100,800 for real logs)");
 ABSL_FLAG(double, half_life_days, 365, "User model: an event's weight halves every this many days before the newest");
+ABSL_FLAG(bool, refit, true, "Real logs: refit the ranker on every anchor's rows once validation chose the epochs");
 ABSL_FLAG(bool, parallel_training, false,
           "Real logs: item2vec and the MLP on every core (faster; the bundle then depends on the thread count)");
 
@@ -87,6 +91,8 @@ int main(int argc, char** argv) {
       lo.anchor_fractions.push_back(f);
     }
     lo.negatives_per_request = absl::GetFlag(FLAGS_negatives);
+    lo.max_positives_per_request = absl::GetFlag(FLAGS_max_positives);
+    lo.positive_horizon_days = absl::GetFlag(FLAGS_positive_horizon_days);
     lo.covisit_window = absl::GetFlag(FLAGS_covisit_window);
     lo.covisit_max_gap_seconds = static_cast<int64_t>(absl::GetFlag(FLAGS_covisit_gap_days) * 86400);
     lo.covisit_basket_pairs = absl::GetFlag(FLAGS_covisit_basket_pairs);
@@ -94,6 +100,7 @@ int main(int argc, char** argv) {
     lo.covisit_cosine = absl::GetFlag(FLAGS_covisit_cosine);
     lo.covisit_neighbors = absl::GetFlag(FLAGS_covisit_neighbors);
     lo.parallel = absl::GetFlag(FLAGS_parallel_training);
+    lo.refit_on_all_rows = absl::GetFlag(FLAGS_refit);
     options.half_life_seconds = absl::GetFlag(FLAGS_half_life_days) * 86400;
     if (!absl::GetFlag(FLAGS_recall_sizes).empty()) {
       std::vector<std::string> parts = absl::StrSplit(absl::GetFlag(FLAGS_recall_sizes), ',');

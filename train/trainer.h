@@ -38,12 +38,18 @@ namespace recserve {
 struct LogTrainerOptions {
   // Anchors as shares of the training time range.
   std::vector<double> anchor_fractions = {0.6, 0.7, 0.8, 0.9};
-  int negatives_per_request = 100;
+  int negatives_per_request = 300;
+  int max_positives_per_request = 3;  // 0: every recalled positive
+  // Positives: the new items of the user's next basket after the anchor, and with a
+  // horizon also every item new to the user within that many days of the anchor.
+  double positive_horizon_days = 0;
   // Co-visitation for real logs (ArtifactOptions): window past the basket, gap, pairs
   // inside a basket, decay, cosine normalisation, neighbours kept.
   int covisit_window = 5;
-  int64_t covisit_max_gap_seconds = 30 * 86400;
-  bool covisit_basket_pairs = true;
+  int64_t covisit_max_gap_seconds = 365 * 86400;
+  // Off: pairs by position in the log (invoice lines next to each other are related
+  // products), which recserve-eval measured better than every pair of a basket.
+  bool covisit_basket_pairs = false;
   double covisit_half_life_days = 0;
   bool covisit_cosine = true;
   int covisit_neighbors = 100;
@@ -52,6 +58,9 @@ struct LogTrainerOptions {
   // candidates 0.47 at 200/200/50/500, 0.64 here).
   int covisit_k = 400, embedding_k = 300, popularity_k = 100, max_candidates = 800;
   int item2vec_epochs = 10;
+  // After early stopping on the newest anchor has chosen the epoch count, train again on
+  // every anchor's rows for that many epochs.
+  bool refit_on_all_rows = true;
   // Item2vec and the MLP run on one thread so that the bundle is the same bytes whatever
   // the machine; true lets them use every core (faster, not bit-reproducible).
   bool parallel = false;
