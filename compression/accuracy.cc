@@ -70,4 +70,16 @@ absl::Status CheckGate(const AccuracyReport& r, const v1::AccuracyGate& gate) {
       -r.auc_delta, gate.max_auc_drop(), r.logloss_delta, gate.max_logloss_rise(), r.ToString()));
 }
 
+std::string GateFailure(const AccuracyReport& r, const v1::AccuracyGate& gate) {
+  std::string out;
+  if (!(-r.auc_delta <= gate.max_auc_drop())) {
+    out = absl::StrFormat("AUC drop %.4f > %g", -r.auc_delta, gate.max_auc_drop());
+  }
+  if (!(r.logloss_delta <= gate.max_logloss_rise())) {
+    absl::StrAppendFormat(&out, "%slogloss rise %.4f > %g", out.empty() ? "" : ", ", r.logloss_delta,
+                          gate.max_logloss_rise());
+  }
+  return out;
+}
+
 }  // namespace recserve

@@ -36,6 +36,10 @@ AccuracyReport CompareScores(absl::Span<const float> fp32, absl::Span<const floa
 // with the measured figures and the thresholds.
 absl::Status CheckGate(const AccuracyReport& report, const v1::AccuracyGate& gate);
 
+// What CheckGate refuses, in short: "" when `report` passes `gate`, else e.g.
+// "AUC drop 0.0061 > 0.002" or "AUC drop 0.0061 > 0.002, logloss rise 0.0123 > 0.01".
+std::string GateFailure(const AccuracyReport& report, const v1::AccuracyGate& gate);
+
 }  // namespace recserve
 
 #endif  // RECSERVE_COMPRESSION_ACCURACY_H_

@@ -1,5 +1,18 @@
 // Compression at load time: the policy (manifest defaults, server-flag overrides), the
 // ranker it builds (prune -> quantize -> int8 oneDNN), and the accuracy gate.
+//
+// The gate never loosens; what it refuses, the fallback chain replaces with the next
+// form, so that a fresh version is not left unserved by compression:
+//   prune+int8 -> int8 -> mixed precision -> none (fp32, which always passes)
+// starting at the policy's mode. The int8 step first tries other activation ranges
+// (Int8Calibrations: the policy's, then percentile 99.9 ranges, which rescue models whose
+// heavy-tailed columns stretch the ranges, then max ranges) and still serves pure int8
+// if one of them passes. Mixed precision measures each layer's sensitivity (the
+// calibration rows scored with only that layer in int8, mean |p - p_fp32|) and keeps the
+// most sensitive layer in fp32, then the two most sensitive, ..., until the gate passes.
+// The form that serves and why the ones before it were refused go into the ranker's
+// RankerChoice and from there into the version's figures. With fallback off (strict),
+// the asked form is the only one tried and a refusal refuses the version, as before.
 #ifndef RECSERVE_COMPRESSION_COMPRESS_H_
 #define RECSERVE_COMPRESSION_COMPRESS_H_
 
@@ -25,6 +38,9 @@ struct CompressionPolicy {
   int structured_multiple = 16;       // kept widths rounded up to this
   QuantizeOptions quantize;
   v1::AccuracyGate gate;              // thresholds for the served ranker vs fp32
+  // When the gate refuses the asked form, serve the next form of the fallback chain
+  // (above) instead of refusing the version. false: strict.
+  bool fallback = true;
 };
 
 // Server flags; unset fields keep the manifest's value (or the built-in default).
@@ -34,6 +50,7 @@ struct PolicyOverrides {
   std::optional<float> structured_ratio;
   std::optional<float> max_auc_drop;
   std::optional<float> max_logloss_rise;
+  std::optional<bool> fallback;
 };
 
 // Manifest values, then overrides; checks every value and names the bad one.
@@ -50,6 +67,49 @@ absl::StatusOr<std::unique_ptr<Ranker>> BuildRanker(const Mlp& mlp, const Calibr
                                                    const CompressionPolicy& policy,
                                                    const Fp32RankerOptions& buckets = {});
 
+// The forms the fallback chain tries for `policy`, in order: {policy.mode} when fallback
+// is off; "mixed" stands for the mixed-precision steps.
+std::vector<std::string> FallbackChain(const CompressionPolicy& policy);
+
+// "max", "percentile 99.9", "mse", or "<inputs> inputs, <activations> activations" when the
+// two differ: how the int8 ranges of `options` are calibrated.
+std::string DescribeCalibration(const QuantizeOptions& options);
+
+// The calibrations the int8 step tries, in order: the policy's own (MSE ranges by
+// default), then, with fallback on, percentile 99.9 ranges and max ranges for inputs and
+// activations alike (each unless the policy's already is).
+std::vector<QuantizeOptions> Int8Calibrations(const CompressionPolicy& policy);
+
+// One form the chain tried, and the gate's verdict on it.
+struct CompressionAttempt {
+  std::string form;         // "int8", "mixed(int8, layer 0 fp32)", ...
+  std::string calibration;  // DescribeCalibration of its int8 layers; "" for fp32
+  AccuracyReport report;    // against fp32 on the calibration rows
+  std::string refused;      // GateFailure; empty when the gate passed it
+};
+
+// A layer's sensitivity: the calibration rows scored with only this layer in int8.
+struct LayerSensitivity {
+  int layer = 0;
+  AccuracyReport report;
+};
+
+struct GatedRanker {
+  // The form that serves, with its RankerChoice attached; with fallback off and the gate
+  // refusing, the refused ranker (choice()->gate not OK), so status can show its figures.
+  std::unique_ptr<Ranker> ranker;
+  std::vector<CompressionAttempt> attempts;   // in order; the last one is `ranker`
+  std::vector<LayerSensitivity> sensitivity;  // filled when mixed precision was tried
+};
+
+// Builds the policy's form, measures it against fp32 on the calibration rows (the fp32
+// scores computed once for every attempt) and walks the fallback chain while the gate
+// refuses. FailedPrecondition without calibration rows; errors of building or scoring
+// are returned as they are (they are not gate refusals).
+absl::StatusOr<GatedRanker> BuildGatedRanker(const Mlp& mlp, const CalibrationSet& calibration,
+                                            const CompressionPolicy& policy,
+                                            const Fp32RankerOptions& buckets = {});
+
 // Scores the calibration rows with the original fp32 MLP and with `served`.
 absl::StatusOr<AccuracyReport> MeasureAccuracy(const Mlp& fp32, const Ranker& served,
                                                const CalibrationSet& calibration);
@@ -59,9 +119,11 @@ absl::StatusOr<AccuracyReport> MeasureAccuracy(const Mlp& fp32, const Ranker& se
 std::vector<float> SyntheticRequestRows(int width, int rows, const std::vector<int>& constant_columns,
                                         uint64_t seed);
 
-// Wires compression into model loading: `options->ranker_factory` builds the policy's
-// ranker; the returned check measures it against fp32 on the calibration rows, fills
-// the version's figures and refuses it when the gate says so.
+// Wires compression into model loading: `options->ranker_factory` runs BuildGatedRanker;
+// the returned check fills the version's figures from the ranker's RankerChoice (the form
+// that serves, the one asked for, why it fell back, the accuracy against fp32) and
+// refuses the version when the gate refused the served form (strict mode only). A ranker
+// without a RankerChoice (another factory) is measured and gated here.
 std::function<absl::Status(const Model&, v1::ModelFigures*)> InstallCompression(
     const PolicyOverrides& overrides, ModelOptions* options);
 

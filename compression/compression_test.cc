@@ -2,10 +2,13 @@
 #include <cmath>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "compression/accuracy.h"
 #include "compression/compress.h"
 #include "compression/prune.h"
 #include "compression/quantize.h"
+#include "compression/test_models.h"
+#include "engine/features.h"
 #include "engine/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -13,7 +16,9 @@
 namespace recserve {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::StartsWith;
 
 // Calibration rows with columns of very different ranges, like real feature rows.
 CalibrationSet Rows(int rows, int width, uint64_t seed) {
@@ -81,7 +86,10 @@ TEST(QuantizeTest, ConstantColumnsStayFp32AndEveryRequestRunMatchesTheReference)
   const Mlp mlp = testing::RandomMlp({40, 64, 32, 1}, 7);
   const std::vector<int> constant = {0, 1, 2, 3, 4, 5, 6, 7, 30, 31, 32, 33};
   const CalibrationSet cal = RequestRows(2000, 40, constant, 1);
+  // Max ranges, so the comparison below isolates the constant columns (with MSE ranges
+  // both forms are about equally close on these Gaussian columns).
   QuantizeOptions options;
+  options.method = options.input_method = CalibrationMethod::kMax;
   options.constant_columns = constant;
   auto q = QuantizeMlp(mlp, cal, options);
   ASSERT_TRUE(q.ok()) << q.status();
@@ -108,7 +116,8 @@ TEST(QuantizeTest, ConstantColumnsStayFp32AndEveryRequestRunMatchesTheReference)
   }
 
   // Against fp32, closer than with every column quantized.
-  auto all_q = QuantizeMlp(mlp, cal);
+  options.constant_columns.clear();
+  auto all_q = QuantizeMlp(mlp, cal, options);
   ASSERT_TRUE(all_q.ok());
   auto all_ranker = CreateInt8Ranker(*all_q);
   ASSERT_TRUE(all_ranker.ok());
@@ -136,6 +145,339 @@ TEST(QuantizeTest, RefusesCalibrationOfTheWrongWidth) {
   auto q = QuantizeMlp(mlp, Rows(10, 39, 1));
   EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(q.status().message(), HasSubstr("ranker takes 40 inputs"));
+}
+
+// Every split of a 3-layer MLP into fp32 and int8 layers, as QuantizeMlp calibrates it.
+TEST(MixedPrecisionTest, OneDnnMixedRankerMatchesItsReferenceForEverySplit) {
+  const Mlp mlp = testing::RandomMlp({40, 64, 32, 1}, 7);
+  const CalibrationSet cal = Rows(2000, 40, 1);
+  QuantizeOptions options;
+  options.constant_columns = {0, 1, 2, 3};
+  auto q = QuantizeMlp(mlp, cal, options);
+  ASSERT_TRUE(q.ok()) << q.status();
+  for (const auto& layer : q->layers) EXPECT_EQ(layer.activation_scale.size(), layer.relu ? layer.out : 0);
+  const CalibrationSet test = Rows(700, 40, 2);
+  for (int split = 0; split < 8; ++split) {
+    MixedPrecisionMlp m{*q, mlp, {(split & 1) != 0, (split & 2) != 0, (split & 4) != 0}};
+    auto ranker = CreateMixedPrecisionRanker(m);
+    ASSERT_TRUE(ranker.ok()) << ranker.status();
+    auto got = ScoreAll(**ranker, test.features, test.rows);
+    ASSERT_TRUE(got.ok());
+    std::vector<float> want(test.rows);
+    ReferenceScoreMixed(m, test.features, test.rows, absl::MakeSpan(want));
+    // As for int8: identical integer arithmetic, float rounding order aside.
+    for (int i = 0; i < test.rows; ++i) ASSERT_NEAR((*got)[i], want[i], 2e-3) << m.Describe() << " row " << i;
+  }
+}
+
+// The fp32 layers of a mixed ranker compute what fp32 computes: with every layer in fp32
+// it is the fp32 ranker; each layer moved to fp32 takes its quantization error away.
+TEST(MixedPrecisionTest, Fp32LayersMatchTheFp32ReferenceAndEachOneClosesTheGap) {
+  const Mlp mlp = testing::RandomMlp({40, 64, 32, 1}, 7);
+  const CalibrationSet cal = Rows(2000, 40, 1);
+  auto q = QuantizeMlp(mlp, cal);
+  ASSERT_TRUE(q.ok());
+  const CalibrationSet test = Rows(1000, 40, 3);
+  std::vector<float> want(test.rows);
+  ReferenceScore(mlp, test.features, test.rows, absl::MakeSpan(want));
+
+  MixedPrecisionMlp all_fp32{*q, mlp, {true, true, true}};
+  auto same = CreateMixedPrecisionRanker(all_fp32);
+  ASSERT_TRUE(same.ok()) << same.status();
+  auto got = ScoreAll(**same, test.features, test.rows);
+  ASSERT_TRUE(got.ok());
+  for (int i = 0; i < test.rows; ++i) ASSERT_NEAR((*got)[i], want[i], 1e-5) << i;
+
+  auto int8 = CreateInt8Ranker(*q);
+  ASSERT_TRUE(int8.ok());
+  auto int8_report = MeasureAccuracy(mlp, **int8, test);
+  ASSERT_TRUE(int8_report.ok());
+  double previous = int8_report->mean_abs_diff;
+  for (const std::vector<bool>& split : std::vector<std::vector<bool>>{{true, false, false}, {true, true, false}}) {
+    MixedPrecisionMlp m{*q, mlp, split};
+    auto ranker = CreateMixedPrecisionRanker(m);
+    ASSERT_TRUE(ranker.ok()) << ranker.status();
+    EXPECT_EQ((*ranker)->kind(), m.Describe());
+    auto report = MeasureAccuracy(mlp, **ranker, test);
+    ASSERT_TRUE(report.ok());
+    EXPECT_LT(report->mean_abs_diff, previous) << m.Describe() << ": " << report->ToString();
+    previous = report->mean_abs_diff;
+  }
+  EXPECT_EQ((MixedPrecisionMlp{*q, mlp, {true, false, false}}.Describe()), "mixed(int8, layer 0 fp32)");
+  EXPECT_EQ((MixedPrecisionMlp{*q, mlp, {true, false, true}}.Describe()), "mixed(int8, layers 0, 2 fp32)");
+}
+
+TEST(MixedPrecisionTest, RefusesASplitWithoutTheActivationScalesItNeeds) {
+  const Mlp mlp = testing::RandomMlp({8, 16, 8, 1}, 7);
+  auto q = QuantizeMlp(mlp, Rows(100, 8, 1));
+  ASSERT_TRUE(q.ok());
+  MixedPrecisionMlp m{*q, mlp, {true, false, false}};
+  m.int8.layers[0].activation_scale.clear();
+  auto ranker = CreateMixedPrecisionRanker(m);
+  EXPECT_EQ(ranker.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(ranker.status().message(), HasSubstr("layer 0: changes precision to layer 1 but has no activation scales"));
+  m.fp32_layer = {true, false};
+  EXPECT_THAT(CreateMixedPrecisionRanker(m).status().message(), HasSubstr("precision flags"));
+}
+
+// MSE ranges trim the sparse end of a long tail (log-normal, sigma 2: the max is ~30x
+// the 99th percentile) and keep a uniform column's range and an isolated far outlier
+// (clipping it would cost more than the bulk's rounding); max ranges keep everything.
+// At 8 bits and 20,000 rows the trims are small: a wider clip costs more than it saves.
+TEST(CalibrationTest, MseRangesTrimLongSparseTailsOnly) {
+  std::mt19937_64 rng(3);
+  std::uniform_real_distribution<float> uniform(0.f, 1.f);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  CalibrationSet cal;
+  cal.rows = 20000;
+  cal.width = 3;
+  std::vector<float> tail;
+  for (int r = 0; r < cal.rows; ++r) {
+    tail.push_back(std::exp(2.f * normal(rng)));
+    cal.features.push_back(tail.back());
+    cal.features.push_back(uniform(rng));
+    cal.features.push_back(r == 17 ? 1000.f : uniform(rng));
+    cal.labels.push_back(0.f);
+    cal.groups.push_back(r);
+  }
+  std::sort(tail.begin(), tail.end());
+  const float p99 = tail[static_cast<size_t>(0.99 * tail.size())];
+  const Mlp mlp = testing::RandomMlp({3, 4, 1}, 1);
+  QuantizeOptions options;
+  options.input_method = CalibrationMethod::kMax;
+  auto by_max = QuantizeMlp(mlp, cal, options);
+  options.input_method = CalibrationMethod::kMse;
+  auto by_mse = QuantizeMlp(mlp, cal, options);
+  ASSERT_TRUE(by_max.ok() && by_mse.ok());
+  auto high = [](const QuantizedMlp& q, int j) { return q.input_offset[j] + 255.f / q.input_inv_scale[j]; };
+  EXPECT_FLOAT_EQ(high(*by_max, 0), tail.back());
+  std::printf("log-normal column: max %.1f, 99th percentile %.1f, MSE bound %.1f\n", tail.back(), p99,
+              high(*by_mse, 0));
+  EXPECT_LT(high(*by_mse, 0), 0.995f * tail.back());
+  EXPECT_GT(high(*by_mse, 0), p99);
+  EXPECT_GT(high(*by_mse, 1), 0.99f);
+  EXPECT_LT(by_mse->input_offset[1], 0.01f);
+  EXPECT_NEAR(high(*by_mse, 2), 1000.f, 1.f);
+}
+
+// Hidden activations: MSE bounds are at most the max, and below it for some channels.
+TEST(CalibrationTest, MseActivationRangesNeverExceedTheMaxRanges) {
+  const Mlp mlp = testing::RandomMlp({40, 64, 32, 1}, 7);
+  const CalibrationSet cal = Rows(3000, 40, 1);
+  QuantizeOptions options;
+  options.method = CalibrationMethod::kMax;
+  auto by_max = QuantizeMlp(mlp, cal, options);
+  options.method = CalibrationMethod::kMse;
+  auto by_mse = QuantizeMlp(mlp, cal, options);
+  ASSERT_TRUE(by_max.ok() && by_mse.ok());
+  int trimmed = 0;
+  for (int l = 0; l < 2; ++l) {
+    for (int o = 0; o < by_max->layers[l].out; ++o) {
+      const float mse = by_mse->layers[l].activation_scale[o], max = by_max->layers[l].activation_scale[o];
+      EXPECT_LE(mse, max * (1 + 1e-6f)) << l << " " << o;
+      trimmed += mse < max;
+    }
+  }
+  EXPECT_GT(trimmed, 0);
+}
+
+// Many moderately heavy-tailed columns (log-normal, sigma 1.5): MSE and max ranges leave
+// int8 ~0.01 AUC below fp32, percentile 99.9 ranges stay within a 0.005 gate. The int8
+// step tries them before giving up on int8: pure int8 still serves, the calibration
+// named in the choice, the refused one in the reason.
+TEST(FallbackTest, Int8RetriesOtherRangesBeforeLeavingInt8) {
+  Mlp mlp = testing::RandomMlp({24, 64, 32, 1}, 12);
+  std::mt19937_64 rng(1);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::uniform_real_distribution<float> uniform(0.f, 1.f);
+  CalibrationSet cal;
+  cal.rows = 8000;
+  cal.width = 24;
+  for (int r = 0; r < cal.rows; ++r) {
+    for (int k = 0; k < 24; ++k) cal.features.push_back(k % 2 ? std::exp(1.5f * normal(rng)) : normal(rng));
+    cal.groups.push_back(r / 10);
+  }
+  std::vector<float> p(cal.rows);
+  ReferenceScore(mlp, cal.features, cal.rows, absl::MakeSpan(p));
+  for (int r = 0; r < cal.rows; ++r) cal.labels.push_back(uniform(rng) < p[r] ? 1.f : 0.f);
+
+  CompressionPolicy policy;
+  policy.gate.set_max_auc_drop(0.005f);
+  policy.gate.set_max_logloss_rise(0.02f);
+  auto gated = BuildGatedRanker(mlp, cal, policy);
+  ASSERT_TRUE(gated.ok()) << gated.status();
+  for (const CompressionAttempt& a : gated->attempts) {
+    std::printf("%s (%s ranges): %s\n", a.form.c_str(), a.calibration.c_str(), a.report.ToString().c_str());
+  }
+  ASSERT_EQ(gated->attempts.size(), 2u);
+  EXPECT_EQ(gated->attempts[0].calibration, "mse");
+  EXPECT_NE(gated->attempts[0].refused, "");
+  const RankerChoice& choice = *gated->ranker->choice();
+  EXPECT_EQ(gated->ranker->kind(), "int8");
+  EXPECT_EQ(choice.form, "int8");
+  EXPECT_EQ(choice.calibration, "percentile 99.9");
+  EXPECT_EQ(choice.fallback_reason, "int8: " + gated->attempts[0].refused);
+  EXPECT_TRUE(choice.gate.ok());
+}
+
+CompressionPolicy GatePolicy(const std::string& mode, float max_auc_drop, float max_logloss_rise) {
+  CompressionPolicy policy;
+  policy.mode = mode;
+  policy.gate.set_max_auc_drop(max_auc_drop);
+  policy.gate.set_max_logloss_rise(max_logloss_rise);
+  return policy;
+}
+
+TEST(FallbackTest, ChainGoesFromTheAskedFormTowardsFp32) {
+  CompressionPolicy p;
+  EXPECT_THAT(FallbackChain(p), ElementsAre("int8", "mixed", "none"));
+  p.mode = "prune+int8";
+  EXPECT_THAT(FallbackChain(p), ElementsAre("prune+int8", "int8", "mixed", "none"));
+  p.mode = "none";
+  EXPECT_THAT(FallbackChain(p), ElementsAre("none"));
+  p.mode = "int8";
+  p.fallback = false;
+  EXPECT_THAT(FallbackChain(p), ElementsAre("int8"));
+}
+
+TEST(FallbackTest, Int8RefusedByTheGateFallsBackToMixedPrecisionWithTheSensitiveLayerInFp32) {
+  Mlp mlp = testing::RandomMlp({24, 32, 16, 1}, 5);
+  const CalibrationSet cal = testing::SentinelColumnCalibration(&mlp, 4000, 3, 9);
+  const CompressionPolicy policy = GatePolicy("int8", 0.005f, 0.02f);
+  auto gated = BuildGatedRanker(mlp, cal, policy);
+  ASSERT_TRUE(gated.ok()) << gated.status();
+  for (const CompressionAttempt& a : gated->attempts) std::printf("%s: %s\n", a.form.c_str(), a.report.ToString().c_str());
+  for (const LayerSensitivity& s : gated->sensitivity) {
+    std::printf("only layer %d int8: %s\n", s.layer, s.report.ToString().c_str());
+  }
+  // int8 with each of its ranges, then mixed precision.
+  ASSERT_EQ(gated->attempts.size(), 4u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(gated->attempts[i].form, "int8");
+    EXPECT_THAT(gated->attempts[i].refused, StartsWith("AUC drop "));
+  }
+  EXPECT_EQ(gated->attempts[1].calibration, "percentile 99.9");
+  EXPECT_EQ(gated->attempts[2].calibration, "max");
+  EXPECT_EQ(gated->attempts[3].form, "mixed(int8, layer 0 fp32)");
+  EXPECT_EQ(gated->attempts[3].calibration, "mse");
+  EXPECT_EQ(gated->attempts[3].refused, "");
+  ASSERT_EQ(gated->sensitivity.size(), 3u);
+  EXPECT_GT(gated->sensitivity[0].report.mean_abs_diff, 3 * gated->sensitivity[1].report.mean_abs_diff);
+
+  const Ranker& ranker = *gated->ranker;
+  EXPECT_EQ(ranker.kind(), "mixed(int8, layer 0 fp32)");
+  ASSERT_NE(ranker.choice(), nullptr);
+  const RankerChoice& choice = *ranker.choice();
+  EXPECT_EQ(choice.form, "mixed(int8, layer 0 fp32)");
+  EXPECT_EQ(choice.requested, "int8");
+  EXPECT_EQ(choice.calibration, "mse");
+  EXPECT_EQ(choice.fallback_reason,
+            absl::StrCat("int8: ", gated->attempts[0].refused, "; int8 (percentile 99.9 ranges): ",
+                         gated->attempts[1].refused, "; int8 (max ranges): ", gated->attempts[2].refused));
+  EXPECT_THAT(choice.fallback_reason, HasSubstr("> 0.005"));
+  EXPECT_TRUE(choice.gate.ok());
+  EXPECT_LE(-choice.auc_delta, 0.005);
+  // The gate measured the ranker that serves: scoring it again gives the same figures.
+  auto again = MeasureAccuracy(mlp, ranker, cal);
+  ASSERT_TRUE(again.ok());
+  EXPECT_DOUBLE_EQ(again->auc_delta, choice.auc_delta);
+}
+
+TEST(FallbackTest, StrictPolicyReturnsTheRefusedFormWithTheGatesError) {
+  Mlp mlp = testing::RandomMlp({24, 32, 16, 1}, 5);
+  const CalibrationSet cal = testing::SentinelColumnCalibration(&mlp, 4000, 3, 9);
+  CompressionPolicy policy = GatePolicy("int8", 0.005f, 0.02f);
+  policy.fallback = false;
+  auto gated = BuildGatedRanker(mlp, cal, policy);
+  ASSERT_TRUE(gated.ok()) << gated.status();
+  ASSERT_EQ(gated->attempts.size(), 1u);
+  EXPECT_TRUE(gated->sensitivity.empty());
+  const RankerChoice& choice = *gated->ranker->choice();
+  EXPECT_EQ(choice.form, "int8");
+  EXPECT_EQ(choice.fallback_reason, "");
+  EXPECT_EQ(choice.gate.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(choice.gate.message(), HasSubstr("accuracy gate: AUC dropped by"));
+}
+
+// One layer (logistic regression): no mixed split exists, fp32 serves.
+TEST(FallbackTest, Fp32ServesWhenNoQuantizedFormPasses) {
+  Mlp mlp = testing::RandomMlp({24, 1}, 5);
+  const CalibrationSet cal = testing::SentinelColumnCalibration(&mlp, 4000, 3, 9);
+  auto gated = BuildGatedRanker(mlp, cal, GatePolicy("int8", 0.005f, 0.02f));
+  ASSERT_TRUE(gated.ok()) << gated.status();
+  ASSERT_EQ(gated->attempts.size(), 4u);  // int8 with three ranges, fp32
+  EXPECT_TRUE(gated->sensitivity.empty());
+  const RankerChoice& choice = *gated->ranker->choice();
+  EXPECT_EQ(gated->ranker->kind(), "fp32");
+  EXPECT_EQ(choice.calibration, "");
+  EXPECT_EQ(choice.form, "none");
+  EXPECT_THAT(choice.fallback_reason, StartsWith("int8: AUC drop "));
+  EXPECT_TRUE(choice.gate.ok());
+  EXPECT_EQ(choice.auc_delta, 0);
+}
+
+TEST(FallbackTest, PruningThatDestroysTheRankerFallsBackToPlainInt8) {
+  const Mlp mlp = testing::RandomMlp({40, 64, 32, 1}, 7);
+  CalibrationSet cal = Rows(3000, 40, 1);
+  std::vector<float> p(cal.rows);
+  ReferenceScore(mlp, cal.features, cal.rows, absl::MakeSpan(p));
+  std::mt19937_64 rng(4);
+  std::uniform_real_distribution<float> uniform(0.f, 1.f);
+  for (int r = 0; r < cal.rows; ++r) cal.labels[r] = uniform(rng) < p[r] ? 1.f : 0.f;
+  CompressionPolicy policy = GatePolicy("prune+int8", 0.01f, 0.05f);
+  policy.unstructured_sparsity = 0.99f;
+  auto gated = BuildGatedRanker(mlp, cal, policy);
+  ASSERT_TRUE(gated.ok()) << gated.status();
+  ASSERT_EQ(gated->attempts.size(), 2u);
+  EXPECT_NE(gated->attempts[0].refused, "");
+  const RankerChoice& choice = *gated->ranker->choice();
+  EXPECT_EQ(choice.form, "int8");
+  EXPECT_EQ(choice.requested, "prune+int8");
+  EXPECT_THAT(choice.fallback_reason, StartsWith("prune+int8: "));
+}
+
+TEST(FallbackTest, GateFailureNamesTheMeasuredFiguresAndTheLimits) {
+  AccuracyReport r;
+  r.auc_delta = -0.0061;
+  r.logloss_delta = 0.0123;
+  v1::AccuracyGate gate;
+  gate.set_max_auc_drop(0.002f);
+  gate.set_max_logloss_rise(0.01f);
+  EXPECT_EQ(GateFailure(r, gate), "AUC drop 0.0061 > 0.002, logloss rise 0.0123 > 0.01");
+  r.logloss_delta = 0;
+  EXPECT_EQ(GateFailure(r, gate), "AUC drop 0.0061 > 0.002");
+  r.auc_delta = 0.001;
+  EXPECT_EQ(GateFailure(r, gate), "");
+}
+
+// Through model loading: the factory serves the fallback form, the check fills the
+// figures from the ranker's choice and passes; strict mode refuses with the figures set.
+TEST(FallbackTest, InstalledCompressionNamesTheServedFormAndWhyInTheFigures) {
+  for (bool strict : {false, true}) {
+    PolicyOverrides overrides;
+    if (strict) overrides.fallback = false;
+    ModelOptions options;
+    auto check = InstallCompression(overrides, &options);
+    auto model = Model::Create(testing::SentinelBundle(0.005f, 0.02f), 1, options);
+    ASSERT_TRUE(model.ok()) << model.status();
+    v1::ModelFigures figures;
+    absl::Status gate = check(**model, &figures);
+    EXPECT_EQ(figures.compression_requested(), "int8");
+    EXPECT_LT(figures.fp32_auc(), 1.0);
+    EXPECT_GT(figures.fp32_auc(), 0.6);
+    if (strict) {
+      EXPECT_EQ(gate.code(), absl::StatusCode::kFailedPrecondition);
+      EXPECT_EQ(figures.compression(), "int8");
+      EXPECT_EQ(figures.compression_fallback_reason(), "");
+      EXPECT_LT(figures.auc_delta(), -0.005);
+    } else {
+      EXPECT_TRUE(gate.ok()) << gate;
+      EXPECT_EQ(figures.compression(), "mixed(int8, layer 0 fp32)");
+      EXPECT_EQ((*model)->ranker().kind(), "mixed(int8, layer 0 fp32)");
+      EXPECT_THAT(figures.compression_fallback_reason(), StartsWith("int8: AUC drop "));
+      EXPECT_GE(figures.auc_delta(), -0.005);
+    }
+  }
 }
 
 TEST(PruneTest, MagnitudePruningHitsTheSparsityAndKeepsTheOutputLayerDense) {
@@ -230,9 +572,13 @@ TEST(PolicyTest, FlagsOverrideTheManifestAndBadValuesAreNamed) {
   o.mode = "fp16";
   EXPECT_THAT(ResolvePolicy(m, o).status().message(), HasSubstr("compression mode 'fp16'"));
   o.mode.reset();
+  EXPECT_TRUE(ResolvePolicy(m, o)->fallback);  // fallback on unless asked off
+  o.fallback = false;
+  EXPECT_FALSE(ResolvePolicy(m, o)->fallback);
   o.structured_ratio = 1.5f;
   EXPECT_THAT(ResolvePolicy(m, o).status().message(), HasSubstr("structured ratio 1.5"));
 }
 
 }  // namespace
 }  // namespace recserve
+

@@ -11,11 +11,140 @@
 namespace recserve {
 namespace {
 
+// Count, sum and sum of squares of a set of values: enough for the squared distance of
+// all of them to any one point.
+struct Moments {
+  double count = 0, sum = 0, sum_sq = 0;
+  void Add(double x, double times = 1) {
+    count += times;
+    sum += times * x;
+    sum_sq += times * x * x;
+  }
+  void Add(const Moments& m) {
+    count += m.count;
+    sum += m.sum;
+    sum_sq += m.sum_sq;
+  }
+  // sum over the values of (x - b)^2.
+  double SquaredDistanceTo(double b) const { return std::max(0.0, sum_sq - 2 * b * sum + b * b * count); }
+};
+
+// kMse for one column (see CalibrationMethod): the [lo, hi] with the least rounding
+// ((hi - lo) / 255)^2 / 12 per value inside plus clipping (x - bound)^2 per value outside.
+// `zero_floor`: ReLU outputs (>= 0), range [0, hi], only hi is searched; exact zeros are
+// exact in u8 and cost nothing. Candidates are the edges of a 1024-bin histogram over a
+// window, first [min, max], each bin's values taken at its centre (at most half a bin
+// off); when the best range is under a quarter of the window (a far outlier squeezed the
+// bulk into a few bins), the window zooms in around it and the search runs again (at
+// most 3 passes), the values outside the window kept exactly. One counting pass over the
+// column per pass and O(bins) candidates: this runs for every input column and hidden
+// channel at every model load.
+class MseRangeSearch {
+ public:
+  std::pair<float, float> Run(const float* v, size_t n, bool zero_floor) {
+    auto [min_it, max_it] = std::minmax_element(v, v + n);
+    double a = zero_floor ? 0.0 : *min_it, b = *max_it;
+    if (!(b > a)) return {static_cast<float>(a), static_cast<float>(b)};
+    double lo = a, hi = b;
+    for (int pass = 0; pass < 3; ++pass) {
+      const double w = (b - a) / kBins;
+      const float fa = static_cast<float>(a), fb = static_cast<float>(b), inv_w = static_cast<float>(kBins / (b - a));
+      // counts_[kBins]: the exact zeros of ReLU outputs.
+      counts_.assign(kBins + 1, 0);
+      Moments under, over;
+      if (pass == 0) {
+        // Every value is inside [min, max]. No branch on the value: ReLU outputs are zero
+        // at random, which a branch would mispredict half the time.
+        // Indices first (a loop the compiler vectorizes), then the increments.
+        index_.resize(n);
+        for (size_t i = 0; i < n; ++i) {
+          const float x = v[i];
+          const int k = std::min(kBins - 1, static_cast<int>((x - fa) * inv_w));
+          index_[i] = zero_floor && x <= 0.f ? kBins : k;
+        }
+        for (size_t i = 0; i < n; ++i) ++counts_[index_[i]];
+      } else {
+        for (size_t i = 0; i < n; ++i) {
+          const float x = v[i];
+          if (zero_floor && x <= 0.f) {
+            ++counts_[kBins];
+          } else if (x < fa) {
+            under.Add(x);
+          } else if (x > fb) {
+            over.Add(x);
+          } else {
+            ++counts_[std::min(kBins - 1, static_cast<int>((x - fa) * inv_w))];
+          }
+        }
+      }
+      const double zeros = counts_[kBins];
+      // below_[i]: the values under edge i (a + i w); above_[j]: the values over edge j.
+      below_.assign(kBins + 1, Moments());
+      above_.assign(kBins + 1, Moments());
+      below_[0] = under;
+      for (int i = 0; i < kBins; ++i) (below_[i + 1] = below_[i]).Add(a + (i + 0.5) * w, counts_[i]);
+      above_[kBins] = over;
+      for (int j = kBins - 1; j >= 0; --j) (above_[j] = above_[j + 1]).Add(a + (j + 0.5) * w, counts_[j]);
+      const double total = static_cast<double>(n) - zeros;
+      constexpr double kRounding = 1.0 / (255.0 * 255.0 * 12.0);  // per value, per squared span
+      auto cost = [&](int i, int j) {
+        // ReLU outputs: everything under the window is inside [0, hi].
+        const double lo_v = zero_floor ? 0.0 : a + i * w, hi_v = a + j * w;
+        const Moments& head = zero_floor ? none_ : below_[i];
+        const double inside = total - head.count - above_[j].count;
+        return (hi_v - lo_v) * (hi_v - lo_v) * kRounding * inside + head.SquaredDistanceTo(lo_v) +
+               above_[j].SquaredDistanceTo(hi_v);
+      };
+      auto best_hi = [&](int i) {
+        int best = kBins;
+        double best_cost = cost(i, kBins);
+        for (int j = kBins - 1; j > i; --j) {
+          const double c = cost(i, j);
+          if (c < best_cost) best = j, best_cost = c;
+        }
+        return best;
+      };
+      auto best_lo = [&](int j) {
+        int best = 0;
+        double best_cost = cost(0, j);
+        for (int i = 1; i < j; ++i) {
+          const double c = cost(i, j);
+          if (c < best_cost) best = i, best_cost = c;
+        }
+        return best;
+      };
+      int i = 0, j = best_hi(0);
+      if (!zero_floor) {
+        i = best_lo(j);
+        j = best_hi(i);
+      }
+      // The window's own edges are exact (min, max, or where the last pass put them).
+      lo = zero_floor ? 0.0 : i == 0 ? a : a + i * w;
+      hi = j == kBins ? b : a + j * w;
+      // Zoom in only when it pays: the best range is a small part of the window.
+      const double next_a = zero_floor ? a : std::max(a, lo - 2 * w), next_b = std::min(b, hi + 2 * w);
+      if (next_b - next_a > 0.25 * (b - a)) break;
+      a = next_a;
+      b = next_b;
+    }
+    return {static_cast<float>(lo), static_cast<float>(hi)};
+  }
+
+ private:
+  static constexpr int kBins = 1024;
+  const Moments none_;
+  std::vector<uint32_t> counts_;
+  std::vector<int32_t> index_;
+  std::vector<Moments> below_, above_;
+};
+
 // The [lo, hi] range of each column in `cols` of a [rows x width] matrix by the chosen
 // method. The columns are first copied out in blocks of rows (one pass over the matrix
 // instead of a strided walk per column, which cost most of a load's CPU).
+// `zero_floor`: the columns are ReLU outputs, quantized on [0, hi] (only hi is used).
 std::vector<std::pair<float, float>> ColumnRanges(const std::vector<float>& m, int rows, int width,
-                                                  const std::vector<int>& cols, const QuantizeOptions& o) {
+                                                  const std::vector<int>& cols, const QuantizeOptions& o,
+                                                  bool zero_floor) {
   const size_t n = static_cast<size_t>(rows);
   std::vector<float> columns(cols.size() * n);
   constexpr int kBlock = 64;
@@ -30,9 +159,14 @@ std::vector<std::pair<float, float>> ColumnRanges(const std::vector<float>& m, i
   const double tail = (100.0 - o.percentile) / 100.0;
   const size_t lo_i = static_cast<size_t>(std::floor(tail * (rows - 1)));
   const size_t hi_i = static_cast<size_t>(std::ceil((1.0 - tail) * (rows - 1)));
+  MseRangeSearch mse;
   for (size_t j = 0; j < cols.size(); ++j) {
     float* begin = &columns[j * n];
     float* end = begin + n;
+    if (o.method == CalibrationMethod::kMse && rows >= 2) {
+      ranges[j] = mse.Run(begin, n, zero_floor);
+      continue;
+    }
     if (o.method == CalibrationMethod::kMax || rows < 2) {
       auto [lo, hi] = std::minmax_element(begin, end);
       ranges[j] = {*lo, *hi};
@@ -105,7 +239,7 @@ absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& c
   QuantizeOptions input_options = options;
   input_options.method = options.input_method;
   const std::vector<std::pair<float, float>> input_ranges =
-      ColumnRanges(cal.features, rows, in0, q.quantized_columns, input_options);
+      ColumnRanges(cal.features, rows, in0, q.quantized_columns, input_options, /*zero_floor=*/false);
   for (int j = 0; j < nq; ++j) {
     auto [lo, hi] = input_ranges[j];
     const float margin = static_cast<float>(options.input_margin) * (hi - lo);
@@ -166,7 +300,7 @@ absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& c
       next = Forward(l, activations, rows);
       std::vector<int> all(l.out);
       for (int o = 0; o < l.out; ++o) all[o] = o;
-      const std::vector<std::pair<float, float>> out_ranges = ColumnRanges(next, rows, l.out, all, options);
+      const std::vector<std::pair<float, float>> out_ranges = ColumnRanges(next, rows, l.out, all, options, /*zero_floor=*/true);
       for (int o = 0; o < l.out; ++o) {
         const float hi = out_ranges[o].second;
         out_scale[o] = hi > 0 ? hi / 255.f : 1.f;
@@ -201,6 +335,7 @@ absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& c
         }
       }
     }
+    if (l.relu) ql.activation_scale = out_scale;
     q.layers.push_back(std::move(ql));
     if (l.relu) {
       activations = std::move(next);

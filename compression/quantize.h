@@ -18,17 +18,32 @@
 
 namespace recserve {
 
-enum class CalibrationMethod { kMax, kPercentile };
+// How a column's quantization range comes from its calibration values.
+//   kMax: the calibration extremes; no value saturates, but one outlier stretches the
+//     step for every other row.
+//   kPercentile: the `percentile` percentile (and its mirror for the low end of inputs);
+//     values beyond saturate.
+//   kMse: the range with the least total squared quantization error over the calibration
+//     values: rounding (step^2 / 12 per value inside) plus clipping ((x - bound)^2 per
+//     value outside), searched on a 1024-bin histogram per column. It trims long sparse
+//     tails (heavy-tailed activations and counts), where the last few percent of the
+//     range hold a handful of values; it keeps isolated far outliers and short tails,
+//     whose clipping would cost more than the bulk's rounding.
+enum class CalibrationMethod { kMax, kPercentile, kMse };
 
+// Defaults: kMse for both. On the default synthetic world's trained ranker it took int8's
+// mean |p - p_fp32| on the 482k held-out test rows from 0.0049 (max ranges) to 0.0042
+// (TrainerQualityTest); percentile 99.9 was worse there (recserve-compress
+// --holdout_share=0.5: 0.0048 against 0.0023 with MSE, 0.0032 with max) but rescues models
+// with many heavy-tailed columns, so the fallback chain tries it next (compress.h).
 struct QuantizeOptions {
-  // Hidden activations. kMax: ranges are the calibration maxima. kPercentile: the
-  // `percentile` percentile, which ignores rare outliers (values beyond saturate).
-  CalibrationMethod method = CalibrationMethod::kMax;
+  // Hidden activations (ReLU outputs, range [0, bound]).
+  CalibrationMethod method = CalibrationMethod::kMse;
   double percentile = 99.9;
   // The first layer's input columns. Their calibrated range is widened by
   // `input_margin` of its span on each side, because serving traffic drifts past the
   // calibration rows (newer users have longer histories, popularity moves).
-  CalibrationMethod input_method = CalibrationMethod::kMax;
+  CalibrationMethod input_method = CalibrationMethod::kMse;
   double input_margin = 0.0;
   // Input columns that are the same in every row of a request (RequestConstantColumns of
   // the feature spec): kept in fp32 and added to layer 0's bias once per request.
@@ -36,7 +51,8 @@ struct QuantizeOptions {
 };
 
 // Quantizes `mlp` with activation ranges measured on `calibration` (rows must match the
-// MLP's input width; at least one row).
+// MLP's input width; at least one row). Every hidden layer's activation_scale is filled
+// (mixed precision uses it).
 absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& calibration,
                                          const QuantizeOptions& options = {});
 

@@ -5,8 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "engine/mlp.h"
 
 namespace recserve {
@@ -91,6 +94,19 @@ absl::Status ValidateQuantizedMlp(const QuantizedMlp& q) {
         return absl::InvalidArgumentError(absl::StrFormat("int8 mlp layer %d: bad scale or bias at channel %d", i, n));
       }
     }
+    if (!l.activation_scale.empty()) {
+      if (last || l.activation_scale.size() != static_cast<size_t>(l.out)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "int8 mlp layer %d: %d activation scales for %d outputs (hidden layers only)", i,
+            l.activation_scale.size(), l.out));
+      }
+      for (int n = 0; n < l.out; ++n) {
+        if (!std::isfinite(l.activation_scale[n]) || !(l.activation_scale[n] > 0)) {
+          return absl::InvalidArgumentError(
+              absl::StrFormat("int8 mlp layer %d: bad activation scale at channel %d", i, n));
+        }
+      }
+    }
   }
   return absl::OkStatus();
 }
@@ -107,6 +123,22 @@ void QuantizeRowsKernel(const float* __restrict x, int rows, int n, size_t x_str
     uint8_t* o = out + r * out_stride;
     for (int k = 0; k < n; ++k) {
       float v = (xr[k] - offset[k]) * inv[k];
+      v = v < 0.f ? 0.f : v;
+      v = v > 255.f ? 255.f : v;
+      o[k] = static_cast<uint8_t>(static_cast<int32_t>(v + 0.5f));
+    }
+  }
+}
+
+// The same for activations: zero point 0, no offset.
+RECSERVE_VECTOR_CLONES
+void QuantizeActivationsKernel(const float* __restrict x, int rows, int n, const float* __restrict inv,
+                               uint8_t* __restrict out) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<size_t>(r) * n;
+    uint8_t* o = out + static_cast<size_t>(r) * n;
+    for (int k = 0; k < n; ++k) {
+      float v = xr[k] * inv[k];
       v = v < 0.f ? 0.f : v;
       v = v > 255.f ? 255.f : v;
       o[k] = static_cast<uint8_t>(static_cast<int32_t>(v + 0.5f));
@@ -137,6 +169,10 @@ void ConstantBias(const QuantizedMlp& q, const float* row, float* bias) {
   for (size_t i = 0; i < q.constant_columns.size(); ++i) {
     AddScaled(&q.constant_weight[i * l0.out], row[q.constant_columns[i]], l0.out, bias);
   }
+}
+
+void QuantizeActivationRows(const float* x, int rows, int n, const float* inv_scale, uint8_t* out) {
+  QuantizeActivationsKernel(x, rows, n, inv_scale, out);
 }
 
 bool SameConstantColumns(absl::Span<const ColumnSegment> segments, const float* a, const float* b) {
@@ -173,6 +209,106 @@ void ReferenceScoreQuantized(const QuantizedMlp& q, absl::Span<const float> rows
         }
       }
       cur.swap(next);
+    }
+    probabilities[r] = Sigmoid(logit);
+  }
+}
+
+std::string MixedPrecisionMlp::Describe() const {
+  std::vector<int> layers;
+  for (size_t i = 0; i < fp32_layer.size(); ++i) {
+    if (fp32_layer[i]) layers.push_back(static_cast<int>(i));
+  }
+  return absl::StrCat("mixed(int8, layer", layers.size() == 1 ? " " : "s ", absl::StrJoin(layers, ", "), " fp32)");
+}
+
+absl::Status ValidateMixedPrecisionMlp(const MixedPrecisionMlp& m) {
+  if (absl::Status s = ValidateMlp(m.fp32); !s.ok()) return s;
+  if (absl::Status s = ValidateQuantizedMlp(m.int8); !s.ok()) return s;
+  const size_t layers = m.fp32.layers.size();
+  if (m.int8.layers.size() != layers || m.fp32_layer.size() != layers || m.int8.row_width != m.fp32.input_dim()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "mixed mlp: %d fp32 layers, %d int8 layers and %d precision flags; rows of %d and %d", layers,
+        m.int8.layers.size(), m.fp32_layer.size(), m.fp32.input_dim(), m.int8.row_width));
+  }
+  for (size_t i = 0; i < layers; ++i) {
+    const DenseLayer& f = m.fp32.layers[i];
+    const QuantizedLayer& q = m.int8.layers[i];
+    if (f.out != q.out || (i > 0 && f.in != q.in) || f.relu != q.relu) {
+      return absl::InvalidArgumentError(absl::StrFormat("mixed mlp layer %d: the fp32 and int8 forms differ in shape", i));
+    }
+    const bool last = i + 1 == layers;
+    // An int8 layer after an fp32 one reads the fp32 layer's outputs quantized with that
+    // layer's activation scales; a hidden int8 layer before an fp32 one writes real values.
+    const bool needs_scale = !last && (m.fp32_layer[i] ? !m.fp32_layer[i + 1] : m.fp32_layer[i + 1]);
+    if (needs_scale && q.activation_scale.empty()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "mixed mlp layer %d: changes precision to layer %d but has no activation scales", i, i + 1));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ReferenceScoreMixed(const MixedPrecisionMlp& m, absl::Span<const float> rows, int n,
+                         absl::Span<float> probabilities) {
+  const QuantizedMlp& q = m.int8;
+  const std::vector<ColumnSegment> segments = q.Segments();
+  const size_t layers = m.fp32.layers.size();
+  std::vector<uint8_t> u8_in, u8_out;
+  std::vector<float> f32_in, f32_out, bias0(q.layers.front().out), inv;
+  for (int r = 0; r < n; ++r) {
+    const float* row = &rows[static_cast<size_t>(r) * q.row_width];
+    float logit = 0;
+    f32_in.assign(row, row + q.row_width);
+    for (size_t li = 0; li < layers; ++li) {
+      const bool last = li + 1 == layers;
+      if (m.fp32_layer[li]) {
+        const DenseLayer& l = m.fp32.layers[li];
+        f32_out.assign(l.out, 0.f);
+        for (int o = 0; o < l.out; ++o) {
+          double acc = l.bias[o];
+          for (int k = 0; k < l.in; ++k) acc += static_cast<double>(l.weight[static_cast<size_t>(o) * l.in + k]) * f32_in[k];
+          f32_out[o] = l.relu ? std::max(0.f, static_cast<float>(acc)) : static_cast<float>(acc);
+        }
+        if (last) logit = f32_out[0];
+        f32_in.swap(f32_out);
+        continue;
+      }
+      const QuantizedLayer& l = q.layers[li];
+      if (li == 0) {
+        u8_in.resize(l.in);
+        QuantizeInputRows(q, segments, row, 1, u8_in.data());
+        ConstantBias(q, row, bias0.data());
+      } else if (m.fp32_layer[li - 1]) {
+        const std::vector<float>& scale = q.layers[li - 1].activation_scale;
+        inv.resize(scale.size());
+        for (size_t k = 0; k < scale.size(); ++k) inv[k] = 1.f / scale[k];
+        u8_in.resize(l.in);
+        QuantizeActivationRows(f32_in.data(), 1, l.in, inv.data(), u8_in.data());
+      }
+      const float* bias = li == 0 ? bias0.data() : l.bias.data();
+      const bool real_out = !last && m.fp32_layer[li + 1];
+      u8_out.assign(l.out, 0);
+      f32_out.assign(l.out, 0.f);
+      for (int o = 0; o < l.out; ++o) {
+        int32_t acc = 0;
+        const int8_t* w = &l.weight[static_cast<size_t>(o) * l.in];
+        for (int k = 0; k < l.in; ++k) acc += int32_t{w[k]} * int32_t{u8_in[k]};
+        if (last) {
+          logit = l.output_scale[o] * (static_cast<float>(acc) + bias[o]);
+        } else if (real_out) {
+          const float scale = l.output_scale[o] * l.activation_scale[o];
+          f32_out[o] = std::max(0.f, scale * (static_cast<float>(acc) + bias[o]));
+        } else {
+          const float y = l.output_scale[o] * (static_cast<float>(acc) + bias[o]);
+          u8_out[o] = static_cast<uint8_t>(std::min(255.f, std::max(0.f, std::nearbyint(y))));
+        }
+      }
+      if (real_out) {
+        f32_in.swap(f32_out);
+      } else {
+        u8_in.swap(u8_out);
+      }
     }
     probabilities[r] = Sigmoid(logit);
   }

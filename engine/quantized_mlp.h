@@ -16,14 +16,22 @@
 // last layer (the logit; sigmoid follows in fp32). This is exactly oneDNN's matmul with
 // per-column output scales (mask 2), an f32 bias added before the scale, and a ReLU
 // post-op. A value type.
+//
+// Mixed precision (MixedPrecisionMlp, below): the same network with some layers run in
+// fp32 from the original Mlp and the rest int8 from the QuantizedMlp. Where an int8 layer
+// feeds an fp32 one it writes fp32 (its output scale times activation_scale); where an fp32
+// layer feeds an int8 one its fp32 outputs are quantized per channel to u8 with that same
+// activation_scale, so the int8 layer sees exactly the inputs it was quantized for.
 #ifndef RECSERVE_ENGINE_QUANTIZED_MLP_H_
 #define RECSERVE_ENGINE_QUANTIZED_MLP_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "engine/mlp.h"
 
 namespace recserve {
 
@@ -34,6 +42,11 @@ struct QuantizedLayer {
   std::vector<float> bias;          // [out], in accumulator units
   std::vector<float> output_scale;  // [out]
   bool relu = false;
+  // Hidden layers: the real value of one unit of each u8 output channel (its calibrated
+  // range / 255), which output_scale already divides by. Mixed precision needs it to
+  // write this layer's outputs in fp32 or to quantize an fp32 layer's outputs for the
+  // next layer. Empty on the last layer, and allowed empty on hidden layers (int8 only).
+  std::vector<float> activation_scale;
 };
 
 // A run of input columns quantized together: x[src, src+len) -> q[dst, dst+len).
@@ -78,6 +91,36 @@ bool SameConstantColumns(absl::Span<const ColumnSegment> segments, const float* 
 // reference the oneDNN int8 ranker is tested against.
 void ReferenceScoreQuantized(const QuantizedMlp& q, absl::Span<const float> rows, int n,
                              absl::Span<float> probabilities);
+
+// fp32 activations [rows x n] (ReLU outputs, >= 0) to u8 with per-channel 1/scale, zero
+// point 0: round_half_up(clamp(x[k] * inv_scale[k], 0, 255)). The mixed-precision
+// ranker's step from an fp32 layer to an int8 one.
+void QuantizeActivationRows(const float* x, int rows, int n, const float* inv_scale, uint8_t* out);
+
+// A ranking MLP with the layers marked in fp32_layer run in fp32 (from `fp32`) and the
+// others int8 (from `int8`, the quantization of the same network). Layer 0 in int8 keeps
+// the QuantizedMlp's input quantization and fp32 request-constant columns; layer 0 in fp32
+// reads the raw rows. Every int8 layer that follows an fp32 one, and every hidden int8
+// layer followed by an fp32 one, needs activation_scale (QuantizeMlp fills it).
+struct MixedPrecisionMlp {
+  QuantizedMlp int8;
+  Mlp fp32;
+  std::vector<bool> fp32_layer;  // [layers]
+
+  int input_dim() const { return fp32.input_dim(); }
+  // "mixed(int8, layer 0 fp32)", "mixed(int8, layers 0, 2 fp32)": the form's name in
+  // status and in Ranker::kind().
+  std::string Describe() const;
+};
+
+// Both forms valid and of the same shapes (layer 0's int8 input width is its quantized
+// columns), one flag per layer, and the activation scales each precision change needs.
+absl::Status ValidateMixedPrecisionMlp(const MixedPrecisionMlp& m);
+
+// Plain-loop emulation of the mixed ranker: fp32 layers with float accumulation, int8
+// layers as ReferenceScoreQuantized, the same conversions between them.
+void ReferenceScoreMixed(const MixedPrecisionMlp& m, absl::Span<const float> rows, int n,
+                         absl::Span<float> probabilities);
 
 }  // namespace recserve
 

@@ -219,6 +219,14 @@ int Status() {
                 static_cast<long long>(f.parameters()), v.load_seconds(), f.auc_delta(),
                 v.error().empty() ? absl::StrFormat("%s, %s (recall@100 %.3f)", f.compression(), f.embedding_index(), f.index_recall()).c_str()
                                   : v.error().c_str());
+    if (!f.compression_fallback_reason().empty()) {
+      // The accuracy gate refused the asked compression (or its first int8 ranges) and the
+      // form above serves instead.
+      std::printf("%8s  asked %s%s; refused: %s\n", "", f.compression_requested().c_str(),
+                  f.int8_calibration().empty() ? ""
+                                               : absl::StrFormat(", serves %s int8 ranges", f.int8_calibration()).c_str(),
+                  f.compression_fallback_reason().c_str());
+    }
   }
   return 0;
 }

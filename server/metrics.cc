@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 #ifndef RECSERVE_VERSION
@@ -22,6 +23,20 @@ using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
 using prometheus::Histogram;
+
+// The policy label values of recserve_model_compression (Metrics::kForms).
+constexpr const char* kCompressionForms[] = {"none", "int8", "prune+int8", "mixed"};
+
+// Index in kCompressionForms of a figures' compression ("mixed(int8, layer 0 fp32)" is
+// "mixed"), or -1.
+int CompressionFormIndex(const std::string& form) {
+  if (absl::StartsWith(form, "mixed")) return 3;
+  if (form == "fp32") return 0;  // a ranker built without compression (Ranker::kind)
+  for (int f = 0; f < 3; ++f) {
+    if (form == kCompressionForms[f]) return f;
+  }
+  return -1;
+}
 
 // ~50 us to ~1 s, roughly x2 per bucket.
 Histogram::BucketBoundaries LatencyBuckets() {
@@ -154,6 +169,17 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind
   m->size_served_ = &size.Add({{"form", "served"}});
   m->auc_delta_ = &BuildGauge().Name("recserve_model_auc_delta")
                        .Help("Served minus fp32 AUC on the calibration rows at load.").Register(reg).Add({});
+  auto& compression = BuildGauge().Name("recserve_model_compression")
+                          .Help("1 on the ranker form the serving version runs (none, int8, prune+int8, mixed "
+                                "precision), 0 on the others.")
+                          .Register(reg);
+  static_assert(sizeof(kCompressionForms) / sizeof(kCompressionForms[0]) == kForms);
+  for (int f = 0; f < kForms; ++f) m->compression_[f] = &compression.Add({{"policy", kCompressionForms[f]}});
+  m->compression_fallback_ = &BuildGauge().Name("recserve_model_compression_fallback")
+                                  .Help("1 when the serving version runs another ranker form than its "
+                                        "compression policy asked for, because the accuracy gate refused that "
+                                        "one (recserve-cli status: the reason).")
+                                  .Register(reg).Add({});
   BuildGauge().Name("recserve_build_info").Help("recserve build.").Register(reg)
       .Add({{"version", RECSERVE_VERSION}, {"git_sha", RECSERVE_GIT_SHA}}).Set(1);
   try {
@@ -203,6 +229,11 @@ void Metrics::ObserveServing(const Model& model, const v1::ModelFigures& figures
   size_fp32_->Set(static_cast<double>(figures.fp32_bytes()));
   size_served_->Set(static_cast<double>(figures.served_bytes()));
   auc_delta_->Set(figures.auc_delta());
+  const int form = CompressionFormIndex(figures.compression());
+  for (int f = 0; f < kForms; ++f) compression_[f]->Set(f == form ? 1 : 0);
+  const bool fallback = !figures.compression_requested().empty() &&
+                        figures.compression() != figures.compression_requested();
+  compression_fallback_->Set(fallback ? 1 : 0);
 }
 
 }  // namespace recserve

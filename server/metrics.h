@@ -63,6 +63,11 @@ class Metrics {
   prometheus::Gauge* size_fp32_ = nullptr;
   prometheus::Gauge* size_served_ = nullptr;
   prometheus::Gauge* auc_delta_ = nullptr;
+  // recserve_model_compression{policy}: 1 on the serving version's form, 0 on the others.
+  // Forms, a fixed set: none, int8, prune+int8, mixed (any mixed-precision split).
+  static constexpr int kForms = 4;
+  std::array<prometheus::Gauge*, kForms> compression_{};
+  prometheus::Gauge* compression_fallback_ = nullptr;
 };
 
 }  // namespace recserve

@@ -497,6 +497,14 @@ absl::StatusOr<std::shared_ptr<const Model>> ModelManager::LoadVersion(int64_t v
   figures->set_embedding_index(model->index().name());
   figures->set_index_recall(model->index_recall());
   if (options_.check) RETURN_IF_ERROR(options_.check(*model, figures));
+  if (!figures->compression_fallback_reason().empty()) {
+    // The accuracy gate refused the asked compression (or its first int8 ranges) and the
+    // fallback chain found another form: say so where operators look first.
+    std::fprintf(stderr, "recserve: version %lld: compression %s (%s ranges), asked %s; refused: %s\n",
+                 static_cast<long long>(version), figures->compression().c_str(),
+                 figures->int8_calibration().empty() ? "no int8" : figures->int8_calibration().c_str(),
+                 figures->compression_requested().c_str(), figures->compression_fallback_reason().c_str());
+  }
   if (stopping_.load()) return absl::CancelledError("shutting down");
   RETURN_IF_ERROR(WarmUp(*model, options_.warmup_requests, stopping_));
   if (options_.before_publish) options_.before_publish(*model);
