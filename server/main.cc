@@ -60,6 +60,9 @@ ABSL_FLAG(int, load_threads, 1,
           "load to one core and no spinning OpenMP team beside the request workers; 0 = OpenMP's own "
           "default (OMP_NUM_THREADS, else one per core)");
 ABSL_FLAG(int, warmup_requests, 64, "Requests run on a new version before it serves");
+ABSL_FLAG(bool, compression_fallback, true,
+          "When a version's compression fails the accuracy gate, serve the next form (int8 with other "
+          "ranges, mixed precision, fp32) instead of refusing the version; false: refuse it");
 ABSL_FLAG(std::string, compression, "",
           "Ranker compression at load: none | int8 | prune+int8 (default: the manifest's, int8 "
           "for trainer-made bundles)");
@@ -118,6 +121,7 @@ int Run() {
   m.model_options.index.build_threads = options.worker_threads;
   recserve::PolicyOverrides compression;
   if (!absl::GetFlag(FLAGS_compression).empty()) compression.mode = absl::GetFlag(FLAGS_compression);
+  compression.fallback = absl::GetFlag(FLAGS_compression_fallback);
   if (absl::GetFlag(FLAGS_sparsity) >= 0) compression.unstructured_sparsity = absl::GetFlag(FLAGS_sparsity);
   if (absl::GetFlag(FLAGS_structured_ratio) >= 0) {
     compression.structured_ratio = absl::GetFlag(FLAGS_structured_ratio);

@@ -328,6 +328,8 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   // The ranker, on one thread unless parallel (sgemm's sums depend on the thread count).
   MlpTrainOptions mlp_options = opt.mlp;
   mlp_options.verbose = opt.verbose && opt.mlp.verbose;
+  mlp_options.learning_rate = lo.learning_rate;
+  mlp_options.patience = lo.patience;
   if (!lo.parallel) omp_set_num_threads(1);
   absl::StatusOr<Mlp> mlp = TrainMlp(fit.features, fit.labels, fit.count, width, val.features, val.labels, val.count,
                                      mlp_options, &out.mlp_report);
