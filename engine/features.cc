@@ -97,6 +97,7 @@ void UserState::Reset() {
     for (int32_t item : covisited_) recent_score_[item] = links_[item] = count_score_[item] = 0.f;
   }
   max_covisit_score_ = max_count_score_ = max_recent_score_ = max_links_ = 0;
+  used_items_ = 0;
   for (int32_t item : history_) flags_[item] = 0;
   for (int32_t c : categories_) category_weight_[c] = 0.f;
   categories_.clear();
@@ -120,6 +121,7 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
   const bool detail = !state->recent_score_.empty();
   if (events.empty()) return;
 
+  // (used_items_ is set below, once the used events are in history_.)
   // Newest first, then keep max_events of them. Every event marks its item as seen (and
   // consumed by its type), also those past max_events.
   std::vector<UserEvent>& sorted = state->sorted_;
@@ -171,6 +173,7 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
       }
     }
   }
+  state->used_items_ = static_cast<int>(state->history_.size());
   // Items of the events past max_events: seen and consumed, after the used ones (so
   // history() stays newest first).
   for (const UserEvent& e : older) {
@@ -297,7 +300,8 @@ void FeatureBuilder::Build(const Catalog& catalog, const UserState& user,
   float user_norm = 0;
   for (int k = 0; k < dim_; ++k) user_norm += u[k] * u[k];
   user_norm = std::sqrt(user_norm);
-  const float user_items = std::log1p(static_cast<float>(user.history().size()));
+  // The used events' items only: the trainer sends max_events, a client up to --max_events.
+  const float user_items = std::log1p(static_cast<float>(user.used_items()));
   // Candidates are scattered over the catalog: fetch a few rows ahead so the copies below
   // do not each wait for memory (a third of this stage's time on the 1M catalog).
   constexpr size_t kAhead = 8;

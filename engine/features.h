@@ -81,8 +81,11 @@ class UserState {
   bool in_history(int32_t item) const { return flags_[item] & kHistory; }
   // Whether the user has an event of a type in `types` (EventTypeBit mask) on `item`.
   bool consumed(int32_t item, uint32_t types) const { return flags_[item] & types; }
-  // Distinct items of the used events, newest first.
+  // Distinct items of every event: those of the used (newest max_events) events first,
+  // newest first, then those of older events.
   const std::vector<int32_t>& history() const { return history_; }
+  // How many of history() come from the used events.
+  int used_items() const { return used_items_; }
 
  private:
   friend void BuildUserState(const Catalog&, const CovisitIndex&, const v1::UserModelSpec&,
@@ -100,6 +103,7 @@ class UserState {
   std::vector<float> links_;          // [N] likewise
   std::vector<float> count_score_;    // [N] likewise
   float max_covisit_score_ = 0, max_count_score_ = 0, max_recent_score_ = 0, max_links_ = 0;
+  int used_items_ = 0;
   std::vector<UserEvent> older_;      // scratch: events past max_events
   std::vector<uint8_t> flags_;        // [N], zero except at history_
   std::vector<int32_t> covisited_;

@@ -395,7 +395,9 @@ TEST(ItemKeysServiceTest, ExcludedItemsAreNeverReturned) {
   // Recall fills the freed places; items in both answers keep their scores.
   for (const v1::RecommendedItem& a : second->items()) {
     for (const v1::RecommendedItem& b : first->items()) {
-      if (a.item_id() == b.item_id()) EXPECT_EQ(a.score(), b.score()) << a.item();
+      if (a.item_id() == b.item_id()) {
+        EXPECT_EQ(a.score(), b.score()) << a.item();
+      }
     }
   }
 }

@@ -67,7 +67,8 @@ absl::Status BuildArtifacts(const std::vector<LoggedEvent>& events, int64_t cut_
         }
       }
     }
-    std::sort(pairs.begin(), pairs.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+    // By pair, then weight: the sums then add in one order whatever order the users came in.
+    std::sort(pairs.begin(), pairs.end());
     cov->offsets.assign(n + 1, 0);
     cov->neighbors.clear();
     cov->weights.clear();

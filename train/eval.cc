@@ -124,6 +124,10 @@ absl::StatusOr<LogSplit> SplitLog(const std::vector<LoggedEvent>& events, const 
     std::sort(cases.begin(), cases.end(), [](const TestCase& a, const TestCase& b) { return a.user_id < b.user_id; });
   }
   if (cases.empty()) return absl::InvalidArgumentError("split: no user qualifies as a test case");
+  // A sample changes which events train: the bundle must record it to be checked.
+  if (o.max_users > 0) {
+    split.description += absl::StrFormat("[test_users=%d,seed=%d]", o.max_users, o.seed);
+  }
   // Training events: everything but the tested users' events from their cut on (for the
   // time protocol, nobody's events from T on).
   absl::flat_hash_map<uint64_t, int64_t> cut_of;
@@ -193,7 +197,7 @@ class Baselines {
       std::vector<int32_t> touched;
 #pragma omp for schedule(dynamic, 4)
       for (size_t k = 0; k < recent_days_.size(); ++k) {
-        const int64_t to_day = recent_days_[k], from_day = to_day - window_days;
+        const int64_t to_day = recent_days_[k], from_day = to_day - window_days + 1;
         for (auto d = std::lower_bound(days_.begin(), days_.end(), from_day); d != days_.end() && *d <= to_day; ++d) {
           const size_t at = d - days_.begin();
           for (int64_t p = day_offsets_[at]; p < day_offsets_[at + 1]; ++p) {

@@ -64,7 +64,7 @@ absl::StatusOr<LogSplit> SplitLog(const std::vector<LoggedEvent>& events, const 
 struct EvalOptions {
   int n = 100;                  // list length asked of every method (hit@n is the widest metric)
   int max_request_events = 1000; // newest events a request carries (the server's default --max_events)
-  double recent_days = 30;      // "recent popularity": counts over this many days before the cut
+  double recent_days = 30;      // "recent popularity": counts over the cut's day and the days before, this many in all
   int covisit_window = 5;       // co-visitation baseline: pairs within +-window positions
   int covisit_last_items = 20;  // ... scored from the user's newest distinct items
   int knn_neighbors = 200;      // item-kNN: neighbours kept per item
@@ -78,7 +78,8 @@ struct EvalOptions {
 // Metrics of one method over the evaluated cases.
 struct MethodMetrics {
   std::string name;
-  double hit10 = 0, hit50 = 0, hit100 = 0, ndcg10 = 0, mrr = 0;
+  double hit10 = 0, hit50 = 0, hit100 = 0, ndcg10 = 0;
+  double mrr = 0;          // mean reciprocal rank of the first target within the n answered (MRR@n)
   double coverage10 = 0;   // distinct items in the top 10s / catalog size
   double consumed10 = 0;   // share of top-10 slots holding an item of the request
   int64_t cases = 0;

@@ -1,10 +1,9 @@
 // recserve-eval: replays held-out users of a real log through the served pipeline and
 // compares the answers with classical baselines computed in the same run.
 //
-//   recserve-train --events_csv=../shared/data/online-retail-uci/events.csv.gz \
-//       --split=leave_last_out --model_dir=models/retail
-//   recserve-eval --events_csv=../shared/data/online-retail-uci/events.csv.gz \
-//       --split=leave_last_out --model_dir=models/retail [--json=eval.json]
+//   LOG=../shared/data/online-retail-uci/events.csv.gz
+//   recserve-train --events_csv=$LOG --split=leave_last_out --model_dir=models/retail
+//   recserve-eval --events_csv=$LOG --split=leave_last_out --model_dir=models/retail [--json=eval.json]
 //
 // The bundle is loaded as the server loads it (compression policy, accuracy gate), and the
 // split must be the one the bundle was trained on (the manifest records it; a mismatch is

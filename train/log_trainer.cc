@@ -53,12 +53,21 @@ void ActivityFeatures(const std::vector<LoggedEvent>& events, int64_t cut_ms,
   constexpr double kNeverDays = 3650;
   // Counts as percentiles among the items (the share of items with a lower count), so
   // that a busier month or a longer log does not shift them.
-  auto percentile = [n](const std::vector<float>& v) {
-    std::vector<float> sorted(v);
-    std::sort(sorted.begin(), sorted.end());
-    std::vector<float> p(n);
+  // Among the items seen before the cut only (an item not yet seen is 0), so that the
+  // catalog's items of the future do not shift an early anchor's percentiles.
+  auto percentile = [n, &all](const std::vector<float>& v) {
+    std::vector<float> sorted;
     for (int i = 0; i < n; ++i) {
-      p[i] = static_cast<float>(std::lower_bound(sorted.begin(), sorted.end(), v[i]) - sorted.begin()) / n;
+      if (all[i] > 0) sorted.push_back(v[i]);
+    }
+    std::sort(sorted.begin(), sorted.end());
+    std::vector<float> p(n, 0.f);
+    if (sorted.empty()) return p;
+    for (int i = 0; i < n; ++i) {
+      if (all[i] > 0) {
+        p[i] = static_cast<float>(std::lower_bound(sorted.begin(), sorted.end(), v[i]) - sorted.begin() + 1) /
+               sorted.size();
+      }
     }
     return p;
   };
@@ -175,11 +184,13 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
     }
     m.mutable_user_model()->set_covisit_detail(true);
   }
-  // Logs of one event type (purchases, ratings): anything the user touched is consumed.
+  // Logs of one event type (purchases), ratings, logs without purchases: anything the user touched is consumed.
   {
     absl::flat_hash_set<int> kinds;
     for (const LoggedEvent& e : events) kinds.insert(static_cast<int>(e.kind));
-    if (kinds.size() == 1 || (w.params.count("format") && w.params.at("format") == "ratings_csv")) {
+    auto param = [&w](const char* key) { return w.params.count(key) ? w.params.at(key) : std::string(); };
+    const bool ratings = param("format") == "ratings_csv" || param("log_format") == "ratings";
+    if (kinds.size() == 1 || ratings || !kinds.contains(static_cast<int>(EventKind::kPurchase))) {
       for (const char* t : {"view", "click", "cart", "purchase"}) m.mutable_recall()->add_exclude_event_types(t);
     }
   }
@@ -256,6 +267,9 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
         items.clear();
         negatives.clear();
         for (const Candidate& c : candidates) {
+          // An item nobody had touched before the anchor exists in this catalog only
+          // because the bundle's catalog is the whole log's: not a row.
+          if (model->catalog().data().popularity[c.item] <= 0) continue;
           if (std::find(r.positives.begin(), r.positives.end(), c.item) != r.positives.end()) {
             items.push_back(c.item);
           } else {
@@ -363,8 +377,9 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   // Calibration: the newest validation requests, whole, up to the cap.
   CalibrationSet& cal = b.calibration;
   cal.width = width;
-  const int cal_rows = std::min(val.count, opt.max_calibration_rows);
-  const int first = val.count - cal_rows;
+  int first = val.count - std::min(val.count, opt.max_calibration_rows);
+  while (first > 0 && first < val.count && val.groups[first] == val.groups[first - 1]) ++first;  // whole requests
+  const int cal_rows = val.count - first;
   cal.rows = cal_rows;
   cal.features.assign(val.features.begin() + static_cast<size_t>(first) * width, val.features.end());
   cal.labels.assign(val.labels.begin() + first, val.labels.end());
