@@ -488,6 +488,8 @@ absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split, c
     baselines = std::make_unique<Baselines>(split.train_events, o);
     baselines->PrepareRecent(split.cases);
   }
+  const double build_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double recserve_seconds = 0;
   const int64_t cases = static_cast<int64_t>(split.cases.size());
   std::vector<CaseScore> scores(static_cast<size_t>(cases) * methods);
   std::vector<std::vector<uint64_t>> top10(static_cast<size_t>(cases) * methods);
@@ -500,7 +502,7 @@ absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split, c
   absl::Status first_error;
   const int want = std::max(o.n, model.recall_options().max_candidates);
 
-#pragma omp parallel
+#pragma omp parallel reduction(+ : recserve_seconds)
   {
     PipelineScratch scratch;
     RecommendResult result;
@@ -533,7 +535,9 @@ absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split, c
       query.events = events;
       query.exclude_items = older;
       query.n = want;
+      const auto r0 = std::chrono::steady_clock::now();
       absl::Status status = Recommend(model, query, &scratch, &result);
+      recserve_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
       if (!status.ok()) {
 #pragma omp critical
         if (first_error.ok()) first_error = status;
@@ -611,6 +615,8 @@ absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split, c
     report.mean_candidates = cand / cases;
   }
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  report.baseline_build_seconds = build_seconds;
+  report.recserve_seconds = recserve_seconds;
   return report;
 }
 

@@ -95,7 +95,9 @@ struct EvalReport {
   int64_t cases = 0;
   int64_t catalog_items = 0;
   int64_t unknown_target_cases = 0;  // cases whose every target is unknown to the model
-  double seconds = 0;
+  double seconds = 0;                 // the whole call
+  double baseline_build_seconds = 0;  // of which building the baselines' tables
+  double recserve_seconds = 0;        // of which in recserve::Recommend, summed over threads
 };
 
 absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split,

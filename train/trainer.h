@@ -40,6 +40,8 @@ struct LogTrainerOptions {
   std::vector<double> anchor_fractions = {0.6, 0.7, 0.8, 0.9};
   int negatives_per_request = 300;
   int max_positives_per_request = 3;  // 0: every recalled positive
+  // Negatives per validation request that go to the calibration set (the gate's rows).
+  int calibration_negatives = 40;
   // Positives: the new items of the user's next basket after the anchor, and with a
   // horizon also every item new to the user within that many days of the anchor.
   double positive_horizon_days = 0;
