@@ -246,6 +246,22 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
       }
       if (!r.positives.empty()) requests.push_back(std::move(r));
     }
+    // Bound memory on large logs: at most max_rows rows over all anchors, a seeded
+    // sample of whole requests (kept in user order).
+    const size_t per_request = static_cast<size_t>(lo.negatives_per_request + std::max(lo.max_positives_per_request, 1));
+    const size_t max_requests = std::max<size_t>(1, static_cast<size_t>(lo.max_rows) / anchors / per_request);
+    if (lo.max_rows > 0 && requests.size() > max_requests) {
+      std::vector<std::pair<uint64_t, size_t>> order;
+      for (size_t q = 0; q < requests.size(); ++q) order.push_back({Mix(opt.seed ^ 0x5bd1e995, requests[q].user), q});
+      std::sort(order.begin(), order.end());
+      order.resize(max_requests);
+      std::sort(order.begin(), order.end(), [](const auto& x, const auto& y) { return x.second < y.second; });
+      std::vector<Request> kept;
+      for (const auto& [key, q] : order) kept.push_back(std::move(requests[q]));
+      say(absl::StrFormat("anchor %d: %d of %d requests kept (max_rows %d)", a + 1, kept.size(), requests.size(),
+                          lo.max_rows));
+      requests = std::move(kept);
+    }
     // Rows, in request order whatever the thread count (per-request buffers, seeded draws).
     const bool validation = anchors > 1 && a == anchors - 1;
     std::vector<Rows> per(requests.size());

@@ -40,6 +40,9 @@ struct LogTrainerOptions {
   std::vector<double> anchor_fractions = {0.6, 0.7, 0.8, 0.9};
   int negatives_per_request = 300;
   int max_positives_per_request = 3;  // 0: every recalled positive
+  // Ranker rows over all anchors at most (~28 floats each): past it each anchor keeps a
+  // seeded sample of whole requests. 0: no bound.
+  int64_t max_rows = 4000000;
   // Negatives per validation request that go to the calibration set (the gate's rows).
   int calibration_negatives = 40;
   // Positives: the new items of the user's next basket after the anchor, and with a
