@@ -20,7 +20,10 @@ absl::Status BuildArtifacts(const std::vector<LoggedEvent>& events, int64_t cut_
     if (e.timestamp_ms >= cut_ms) continue;
     auto it = index.find(e.item_id);
     if (it == index.end()) continue;
-    items->popularity[it->second] += 1.f;
+    items->popularity[it->second] +=
+        opt.popularity_half_life_days > 0
+            ? static_cast<float>(std::exp2(-static_cast<double>(cut_ms - e.timestamp_ms) / (opt.popularity_half_life_days * 86400000.0)))
+            : 1.f;
     sequences[e.user_id].push_back({it->second, e.timestamp_ms});
   }
   std::vector<std::vector<int32_t>> item_sequences;

@@ -34,6 +34,8 @@ struct ArtifactOptions {
   // Also store the raw counts (CovisitData::counts), and keep per item the `neighbors`
   // most frequent co-items besides the `neighbors` strongest by weight.
   bool covisit_counts = false;
+  // Popularity: every event counts 1, or 0.5^(age / half-life) before the cut.
+  double popularity_half_life_days = 0;
   bool verbose = true;
 };
 

@@ -168,6 +168,7 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   ao.covisit_cosine = lo.covisit_cosine;
   ao.covisit_neighbors = lo.covisit_neighbors;
   ao.covisit_counts = true;
+  ao.popularity_half_life_days = lo.popularity_half_life_days;
   ao.verbose = false;
 
   v1::Manifest m = DefaultManifest(o, kActivityFeatures);

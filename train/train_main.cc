@@ -42,6 +42,8 @@ ABSL_FLAG(std::string, anchors, "0.6,0.7,0.8,0.9",
           "Real logs: ranker anchors as shares of the training time range (the last one validates)");
 ABSL_FLAG(double, positive_horizon_days, 0,
           "Real logs: ranker positives are the next basket's new items and every new item within this many days");
+ABSL_FLAG(double, popularity_half_life_days, 0,
+          "Real logs: catalog popularity from events decayed by this half-life (0: plain counts)");
 ABSL_FLAG(int64_t, max_rows, 4000000,
           "Real logs: ranker rows over all anchors at most (a seeded sample of whole requests past it; 0: no bound)");
 ABSL_FLAG(int, max_positives, 3, "Real logs: recalled positives kept per ranker request (0: all)");
@@ -110,6 +112,7 @@ int main(int argc, char** argv) {
     lo.negatives_per_request = absl::GetFlag(FLAGS_negatives);
     lo.max_positives_per_request = absl::GetFlag(FLAGS_max_positives);
     lo.max_rows = absl::GetFlag(FLAGS_max_rows);
+    lo.popularity_half_life_days = absl::GetFlag(FLAGS_popularity_half_life_days);
     lo.positive_horizon_days = absl::GetFlag(FLAGS_positive_horizon_days);
     lo.covisit_window = absl::GetFlag(FLAGS_covisit_window);
     lo.covisit_max_gap_seconds = static_cast<int64_t>(absl::GetFlag(FLAGS_covisit_gap_days) * 86400);

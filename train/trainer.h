@@ -43,6 +43,9 @@ struct LogTrainerOptions {
   // Ranker rows over all anchors at most (~28 floats each): past it each anchor keeps a
   // seeded sample of whole requests. 0: no bound.
   int64_t max_rows = 4000000;
+  // The catalog's popularity (popularity source, popularity feature): events decayed by
+  // this half-life before the cut (0: plain counts).
+  double popularity_half_life_days = 0;
   // Negatives per validation request that go to the calibration set (the gate's rows).
   int calibration_negatives = 40;
   // Positives: the new items of the user's next basket after the anchor, and with a
