@@ -34,6 +34,8 @@ ABSL_FLAG(int, worker_threads, 0, "Engine worker threads (0 = number of cores)")
 ABSL_FLAG(int, max_message_bytes, 1 << 20, "Largest request message accepted, in bytes");
 ABSL_FLAG(int, max_events, 1000, "Most events one request may carry");
 ABSL_FLAG(int, max_n, 500, "Largest n a request may ask for");
+ABSL_FLAG(int, max_exclude_items, 1000,
+          "Most entries in each of a request's options.exclude_item_ids and options.exclude_items");
 ABSL_FLAG(int, max_inflight, 256, "Queued + running requests before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_candidates, 0, "Candidates ranked per request (0 = the manifest's)");
 ABSL_FLAG(int, embedding_k, 0, "Candidates from the embedding index (0 = the manifest's)");
@@ -101,6 +103,7 @@ int Run() {
   options.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
   options.limits.max_events = absl::GetFlag(FLAGS_max_events);
   options.limits.max_n = absl::GetFlag(FLAGS_max_n);
+  options.limits.max_exclude_items = absl::GetFlag(FLAGS_max_exclude_items);
   options.limits.max_inflight = absl::GetFlag(FLAGS_max_inflight);
   options.limits.max_clock_skew = absl::GetFlag(FLAGS_max_clock_skew);
   options.limits.exclude_purchased = absl::GetFlag(FLAGS_exclude_purchased);
@@ -152,9 +155,12 @@ int Run() {
     std::fprintf(stderr, "recserve: now serving version %lld\n", static_cast<long long>(version));
   };
   if (options.limits.max_n < 1 || options.limits.max_events < 0 || options.limits.max_inflight < 1 ||
+      options.limits.max_exclude_items < 0 || options.limits.max_exclude_items > 1000000 ||
       options.max_message_bytes < 1024) {
+    // (Each worker reserves room for 2 x --max_exclude_items ids up front.)
     std::fprintf(stderr, "recserve: limits must be positive (--max_n, --max_inflight, "
-                         "--max_message_bytes >= 1024)\n");
+                         "--max_message_bytes >= 1024; --max_events >= 0; "
+                         "--max_exclude_items in [0, 1000000])\n");
     return 2;
   }
   if (m.load_threads < 0 || m.load_threads > 1024) {
