@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 
@@ -148,96 +149,153 @@ absl::StatusOr<LogSplit> SplitLog(const std::vector<LoggedEvent>& events, const 
 
 namespace {
 
-// Baselines: everything they need, built once from the training events.
+// A table of item-to-item weights in compressed rows: row i's items and weights are at
+// [offsets[i], offsets[i + 1]).
+struct ItemTable {
+  std::vector<int64_t> offsets;
+  std::vector<int32_t> items;
+  std::vector<float> weights;
+};
+
+// Sums of weights per item over a few of them: a table row being built, or a request's
+// scores. Dense sums plus the list of the items touched, so that reading and resetting
+// cost what was touched, not the catalog. One per thread, reused.
+class ItemSums {
+ public:
+  explicit ItemSums(int items) : sum_(items, 0.f), touched_(items + 1) {}
+  // Branch-free (tens of millions of calls, many of them on new items, unpredictably):
+  // the item is always written past the touched ones, and kept there if it is new. A sum
+  // that cancels to exactly 0 is nudged to 1e-30 so that the item is listed once.
+  void Add(int32_t item, float w) {
+    touched_[size_] = item;
+    size_ += sum_[item] == 0.f;
+    sum_[item] += w;
+    if (sum_[item] == 0.f) sum_[item] = 1e-30f;
+  }
+  // The items added to since the last Clear, in the order they were first met.
+  size_t size() const { return size_; }
+  int32_t item(size_t k) const { return touched_[k]; }
+  float sum(int32_t item) const { return sum_[item]; }
+  void Clear() {
+    for (size_t k = 0; k < size_; ++k) sum_[touched_[k]] = 0.f;
+    size_ = 0;
+  }
+
+ private:
+  std::vector<float> sum_;
+  std::vector<int32_t> touched_;  // the first size_ are the items touched
+  size_t size_ = 0;
+};
+
+// Builds an n-row co-occurrence table on every thread. Row i: accumulate(i, &sums) sums
+// what co-occurs with item i, weight(i, j, sum) turns item j's sum into its weight; rows
+// longer than `keep` are cut to the `keep` best (by weight, then item), best first, the
+// others hold their items in the order they were met.
+template <typename Accumulate, typename Weight>
+ItemTable BuildTable(int n, size_t keep, const Accumulate& accumulate, const Weight& weight) {
+  std::vector<std::vector<std::pair<float, int32_t>>> rows(n);
+#pragma omp parallel
+  {
+    ItemSums sums(n);
+    std::vector<std::pair<float, int32_t>> row;  // reused: a row may be far longer than what is kept
+#pragma omp for schedule(dynamic, 16)
+    for (int i = 0; i < n; ++i) {
+      accumulate(i, &sums);
+      row.clear();
+      for (size_t k = 0; k < sums.size(); ++k) {
+        const int32_t j = sums.item(k);
+        row.push_back({weight(i, j, sums.sum(j)), j});
+      }
+      sums.Clear();
+      if (row.size() > keep) {
+        // Items are distinct: the order is total, the cut unambiguous.
+        auto better = [](const auto& a, const auto& b) {
+          return a.first != b.first ? a.first > b.first : a.second < b.second;
+        };
+        std::nth_element(row.begin(), row.begin() + keep, row.end(), better);
+        row.resize(keep);
+        std::sort(row.begin(), row.end(), better);
+      }
+      rows[i] = row;
+    }
+  }
+  ItemTable table;
+  table.offsets.assign(n + 1, 0);
+  for (int i = 0; i < n; ++i) table.offsets[i + 1] = table.offsets[i] + static_cast<int64_t>(rows[i].size());
+  table.items.reserve(table.offsets[n]);
+  table.weights.reserve(table.offsets[n]);
+  for (const auto& row : rows) {
+    for (const auto& [w, j] : row) {
+      table.items.push_back(j);
+      table.weights.push_back(w);
+    }
+  }
+  return table;
+}
+
+// Lists in compressed rows: list k is values[offsets[k], offsets[k + 1]).
+template <typename T>
+struct Lists {
+  std::vector<int64_t> offsets{0};
+  std::vector<T> values;
+  void Close() { offsets.push_back(static_cast<int64_t>(values.size())); }  // ends the last list
+  size_t size() const { return offsets.size() - 1; }
+};
+
+// Groups (key, value) pairs by key (a counting sort), each list in the pairs' order:
+// emit(add) calls add(key, value) for every pair with key < keys, and must emit the same
+// pairs in the same order both times it is called.
+template <typename T, typename Emit>
+Lists<T> GroupByKey(size_t keys, const Emit& emit) {
+  Lists<T> lists;
+  lists.offsets.assign(keys + 1, 0);
+  emit([&](size_t key, T) { ++lists.offsets[key + 1]; });
+  for (size_t k = 0; k < keys; ++k) lists.offsets[k + 1] += lists.offsets[k];
+  lists.values.resize(lists.offsets[keys]);
+  std::vector<int64_t> at(lists.offsets.begin(), lists.offsets.end() - 1);
+  emit([&](size_t key, T value) { lists.values[at[key]++] = value; });
+  return lists;
+}
+
+// Baselines: everything they need, built once from the training events, on dense item
+// indices (items numbered by first appearance in the training events).
 class Baselines {
  public:
-  Baselines(const std::vector<LoggedEvent>& train, const EvalOptions& o) : o_(o) {
-    for (const LoggedEvent& e : train) {
-      auto [it, fresh] = index_.emplace(e.item_id, static_cast<int32_t>(ids_.size()));
-      if (fresh) ids_.push_back(e.item_id);
+  Baselines(const LogSplit& split, const EvalOptions& o) : o_(o) {
+    const std::vector<LoggedEvent>& train = split.train_events;
+    std::vector<int32_t> item_of_event(train.size());
+    for (size_t k = 0; k < train.size(); ++k) {
+      auto [it, fresh] = index_.emplace(train[k].item_id, static_cast<int32_t>(ids_.size()));
+      if (fresh) ids_.push_back(train[k].item_id);
+      item_of_event[k] = it->second;
     }
-    const int n = static_cast<int>(ids_.size());
-    count_.assign(n, 0.f);
-    for (const LoggedEvent& e : train) count_[index_[e.item_id]] += 1;
+    const int n = size();
+    std::vector<float> count(n, 0.f);
+    for (int32_t item : item_of_event) count[item] += 1;
     by_popularity_.resize(n);
     std::iota(by_popularity_.begin(), by_popularity_.end(), 0);
     std::stable_sort(by_popularity_.begin(), by_popularity_.end(),
-                     [&](int32_t a, int32_t b) { return count_[a] > count_[b]; });
-    // Per-day event lists for recent popularity.
-    std::vector<std::pair<int64_t, int32_t>> day_items;
-    day_items.reserve(train.size());
-    for (const LoggedEvent& e : train) day_items.push_back({e.timestamp_ms / kDayMs, index_[e.item_id]});
-    std::sort(day_items.begin(), day_items.end());
-    for (auto& [day, item] : day_items) {
-      if (days_.empty() || days_.back() != day) {
-        days_.push_back(day);
-        day_offsets_.push_back(static_cast<int64_t>(day_items_.size()));
-      }
-      day_items_.push_back(item);
-    }
-    day_offsets_.push_back(static_cast<int64_t>(day_items_.size()));
-    BuildCovisit(train);
-    BuildKnn(train);
+                     [&](int32_t a, int32_t b) { return count[a] > count[b]; });
+    popularity_rank_.resize(n);
+    for (int r = 0; r < n; ++r) popularity_rank_[by_popularity_[r]] = r;
+    BuildDays(train, item_of_event);
+    const Lists<int32_t> sequences = UserSequences(train, item_of_event);
+    covisit_ = BuildCovisit(sequences);
+    knn_ = BuildKnn(sequences);
+    PrepareRecent(split.cases);
   }
 
   int size() const { return static_cast<int>(ids_.size()); }
 
-  // "Recent popularity" for every cut day of `cases`: the items of the window of
-  // recent_days before it (events on the cut day included), most events first (ties by
-  // overall popularity). Once per day, not per case.
-  void PrepareRecent(const std::vector<TestCase>& cases) {
-    for (const TestCase& c : cases) recent_days_.push_back(c.cut_ms / kDayMs);
-    std::sort(recent_days_.begin(), recent_days_.end());
-    recent_days_.erase(std::unique(recent_days_.begin(), recent_days_.end()), recent_days_.end());
-    std::vector<std::vector<int32_t>> lists(recent_days_.size());
-    const int64_t window_days = static_cast<int64_t>(o_.recent_days);
-#pragma omp parallel
-    {
-      std::vector<float> count(size(), 0.f);
-      std::vector<int32_t> touched;
-#pragma omp for schedule(dynamic, 4)
-      for (size_t k = 0; k < recent_days_.size(); ++k) {
-        const int64_t to_day = recent_days_[k], from_day = to_day - window_days + 1;
-        for (auto d = std::lower_bound(days_.begin(), days_.end(), from_day); d != days_.end() && *d <= to_day; ++d) {
-          const size_t at = d - days_.begin();
-          for (int64_t p = day_offsets_[at]; p < day_offsets_[at + 1]; ++p) {
-            if (count[day_items_[p]] == 0.f) touched.push_back(day_items_[p]);
-            count[day_items_[p]] += 1.f;
-          }
-        }
-        std::sort(touched.begin(), touched.end(), [&](int32_t a, int32_t b) {
-          return count[a] != count[b] ? count[a] > count[b] : count_[a] != count_[b] ? count_[a] > count_[b] : a < b;
-        });
-        lists[k] = touched;
-        for (int32_t item : touched) count[item] = 0.f;
-        touched.clear();
-      }
-    }
-    recent_offsets_.push_back(0);
-    for (const auto& list : lists) {
-      recent_items_.insert(recent_items_.end(), list.begin(), list.end());
-      recent_offsets_.push_back(static_cast<int64_t>(recent_items_.size()));
-    }
-  }
-  int32_t Find(uint64_t id) const {
-    auto it = index_.find(id);
-    return it == index_.end() ? -1 : it->second;
-  }
-  uint64_t id(int32_t item) const { return ids_[item]; }
-
-  // Per-thread working memory.
+  // Per-thread working memory, for a catalog of `items`.
   struct Scratch {
-    std::vector<float> score;
-    std::vector<int32_t> touched;
+    explicit Scratch(int items) : scores(items), excluded(items, 0) {}
+    ItemSums scores;
     std::vector<char> excluded;
-    std::vector<std::pair<float, int32_t>> ranked;
+    std::vector<int32_t> history;
+    std::vector<uint64_t> ranked;
   };
-  void Prepare(Scratch* s) const {
-    s->score.assign(size(), 0.f);
-    s->excluded.assign(size(), 0);
-  }
 
-  // The `method`'s answer for a request: ids, best first, no item of the request.
   // Methods: 0 popularity, 1 recent popularity, 2 co-visitation, 3 item-kNN, 4 item-kNN (recency).
   static constexpr int kMethods = 5;
   static const char* Name(int method) {
@@ -245,207 +303,267 @@ class Baselines {
                                    "item-kNN (recency)"};
     return kNames[method];
   }
+
+  // Every method's answer for a request (answers[m] for method m): ids, best first, no
+  // item of the request.
+  void AnswerAll(const TestCase& c, Scratch* s, std::vector<uint64_t> answers[kMethods]) const {
+    // History items (known to the baselines), newest first, distinct; excluded[] marks
+    // them (1) for every method, and the items a method has taken (2) while it answers.
+    s->history.clear();
+    for (auto it = c.request.rbegin(); it != c.request.rend(); ++it) {
+      auto found = index_.find(it->item_id);
+      if (found == index_.end() || s->excluded[found->second]) continue;
+      s->excluded[found->second] = 1;
+      s->history.push_back(found->second);
+    }
+    for (int method = 0; method < kMethods; ++method) Answer(method, c, s, &answers[method]);
+    for (int32_t h : s->history) s->excluded[h] = 0;
+  }
+
+ private:
   void Answer(int method, const TestCase& c, Scratch* s, std::vector<uint64_t>* out) const {
     out->clear();
-    // History items (known to the baselines), newest first, distinct.
-    std::vector<int32_t> history;
-    for (auto it = c.request.rbegin(); it != c.request.rend(); ++it) {
-      const int32_t item = Find(it->item_id);
-      if (item < 0 || s->excluded[item]) continue;
-      s->excluded[item] = 1;
-      history.push_back(item);
-    }
     switch (method) {
       case 0: break;
       case 1: {
-        // Precomputed per cut day (PrepareRecent): the window's items, most events first.
-        const size_t d = std::lower_bound(recent_days_.begin(), recent_days_.end(), c.cut_ms / kDayMs) -
-                         recent_days_.begin();
-        for (int64_t p = recent_offsets_[d]; p < recent_offsets_[d + 1] && static_cast<int>(out->size()) < o_.n; ++p) {
-          const int32_t item = recent_items_[p];
+        // Precomputed per cut day (PrepareRecent): the window's items, most events first, as
+        // far as an answer reads.
+        const size_t d = RecentDay(c);
+        for (int64_t p = recent_.offsets[d]; p < recent_.offsets[d + 1] && static_cast<int>(out->size()) < o_.n; ++p) {
+          const int32_t item = recent_.values[p];
           if (!s->excluded[item]) {
             out->push_back(ids_[item]);
             s->excluded[item] = 2;
           }
         }
-        for (int32_t item : by_popularity_) {
-          if (static_cast<int>(out->size()) >= o_.n) break;
-          if (!s->excluded[item]) out->push_back(ids_[item]);
+        FillByPopularity(s, out);
+        for (int64_t p = recent_.offsets[d]; p < recent_.offsets[d + 1]; ++p) {
+          if (s->excluded[recent_.values[p]] == 2) s->excluded[recent_.values[p]] = 0;
         }
-        for (int64_t p = recent_offsets_[d]; p < recent_offsets_[d + 1]; ++p) {
-          if (s->excluded[recent_items_[p]] == 2) s->excluded[recent_items_[p]] = 0;
-        }
-        for (int32_t h : history) s->excluded[h] = 0;
         return;
       }
-      case 2: {
-        int used = 0;
-        for (int32_t h : history) {
-          if (used++ >= o_.covisit_last_items) break;
-          for (int64_t p = cov_offsets_[h]; p < cov_offsets_[h + 1]; ++p) Add(s, cov_items_[p], cov_weights_[p]);
-        }
+      case 2:
+        SumRows(covisit_, o_.covisit_last_items, 1.f, s);
         break;
-      }
       case 3:
-      case 4: {
-        int used = 0;
-        float w = 1.f;
-        for (int32_t h : history) {
-          if (used++ >= o_.knn_last_items) break;
-          for (int64_t p = knn_offsets_[h]; p < knn_offsets_[h + 1]; ++p) Add(s, knn_items_[p], w * knn_weights_[p]);
-          if (method == 4) w *= static_cast<float>(o_.knn_decay);
-        }
+        SumRows(knn_, o_.knn_last_items, 1.f, s);
         break;
-      }
+      case 4:
+        SumRows(knn_, o_.knn_last_items, static_cast<float>(o_.knn_decay), s);
+        break;
     }
-    // Scored items best first (ties by popularity order), then popularity fill.
+    // Scored items best first (ties by popularity order), then popularity fill. Each is
+    // ranked by one integer: the score's bits mapped so that unsigned order is float
+    // order, complemented for best first, above the item's popularity rank.
     s->ranked.clear();
-    for (int32_t item : s->touched) {
-      if (!s->excluded[item]) s->ranked.push_back({s->score[item], item});
+    for (size_t k = 0; k < s->scores.size(); ++k) {
+      const int32_t item = s->scores.item(k);
+      if (s->excluded[item]) continue;
+      const float score = s->scores.sum(item);
+      uint32_t bits;
+      std::memcpy(&bits, &score, sizeof(bits));
+      bits = (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
+      s->ranked.push_back(uint64_t(~bits) << 32 | uint32_t(popularity_rank_[item]));
     }
     const size_t want = std::min<size_t>(s->ranked.size(), o_.n);
-    std::partial_sort(s->ranked.begin(), s->ranked.begin() + want, s->ranked.end(), [&](const auto& a, const auto& b) {
-      return a.first != b.first ? a.first > b.first : count_[a.second] != count_[b.second] ? count_[a.second] > count_[b.second] : a.second < b.second;
-    });
+    std::partial_sort(s->ranked.begin(), s->ranked.begin() + want, s->ranked.end());
     for (size_t i = 0; i < want; ++i) {
-      out->push_back(ids_[s->ranked[i].second]);
-      s->excluded[s->ranked[i].second] = 2;  // taken
+      const int32_t item = by_popularity_[s->ranked[i] & 0xffffffffu];
+      out->push_back(ids_[item]);
+      s->excluded[item] = 2;  // taken
     }
+    FillByPopularity(s, out);
+    for (size_t k = 0; k < s->scores.size(); ++k) {
+      if (s->excluded[s->scores.item(k)] == 2) s->excluded[s->scores.item(k)] = 0;
+    }
+    s->scores.Clear();
+  }
+
+  // Sums the rows of the newest `last_items` history items into s->scores, row k
+  // weighted by decay^k.
+  void SumRows(const ItemTable& table, int last_items, float decay, Scratch* s) const {
+    float w = 1.f;
+    const size_t rows = std::min<size_t>(s->history.size(), std::max(last_items, 0));
+    for (size_t k = 0; k < rows; ++k) {
+      const int32_t h = s->history[k];
+      for (int64_t p = table.offsets[h]; p < table.offsets[h + 1]; ++p) {
+        s->scores.Add(table.items[p], w * table.weights[p]);
+      }
+      w *= decay;
+    }
+  }
+
+  // Appends the most popular items not excluded until `out` holds n.
+  void FillByPopularity(const Scratch* s, std::vector<uint64_t>* out) const {
     for (int32_t item : by_popularity_) {
       if (static_cast<int>(out->size()) >= o_.n) break;
       if (!s->excluded[item]) out->push_back(ids_[item]);
     }
-    for (int32_t item : s->touched) s->score[item] = 0.f;
-    s->touched.clear();
-    for (size_t i = 0; i < want; ++i) s->excluded[s->ranked[i].second] = 0;
-    for (int32_t h : history) s->excluded[h] = 0;
   }
 
- private:
-  static void Add(Scratch* s, int32_t item, float w) {
-    if (s->score[item] == 0.f) s->touched.push_back(item);
-    s->score[item] += w;
-    if (s->score[item] == 0.f) s->score[item] = 1e-30f;  // stays in touched exactly once
-  }
-
-  // Item sequences of the training events per user, oldest first.
-  std::vector<std::vector<int32_t>> Sequences(const std::vector<LoggedEvent>& train) const {
-    absl::flat_hash_map<uint64_t, size_t> slot;
-    std::vector<std::pair<uint64_t, std::vector<int32_t>>> users;
-    for (const LoggedEvent& e : train) {
-      auto [it, fresh] = slot.emplace(e.user_id, users.size());
-      if (fresh) users.emplace_back(e.user_id, std::vector<int32_t>());
-      users[it->second].second.push_back(index_.at(e.item_id));
+  // Per-day item lists (days_, day_items_) for recent popularity.
+  void BuildDays(const std::vector<LoggedEvent>& train, const std::vector<int32_t>& item_of_event) {
+    std::vector<std::pair<int64_t, int32_t>> day_items;
+    day_items.reserve(train.size());
+    for (size_t k = 0; k < train.size(); ++k) day_items.push_back({train[k].timestamp_ms / kDayMs, item_of_event[k]});
+    // Sorted by time already (LogSplit's contract): only a day's events are counted
+    // together, so their order within the day does not matter.
+    auto by_day = [](const auto& a, const auto& b) { return a.first < b.first; };
+    if (!std::is_sorted(day_items.begin(), day_items.end(), by_day)) {
+      std::sort(day_items.begin(), day_items.end(), by_day);
     }
-    std::sort(users.begin(), users.end());
-    std::vector<std::vector<int32_t>> out;
-    for (auto& u : users) out.push_back(std::move(u.second));
-    return out;
+    for (const auto& [day, item] : day_items) {
+      if (days_.empty() || days_.back() != day) {
+        if (!days_.empty()) day_items_.Close();
+        days_.push_back(day);
+      }
+      day_items_.values.push_back(item);
+    }
+    if (!days_.empty()) day_items_.Close();
   }
 
-  // Pairs within +-covisit_window positions of each user's sequence, counted.
-  void BuildCovisit(const std::vector<LoggedEvent>& train) {
-    std::vector<uint64_t> pairs;
-    for (const std::vector<int32_t>& seq : Sequences(train)) {
-      for (size_t p = 0; p < seq.size(); ++p) {
-        for (size_t q = p + 1; q < seq.size() && q <= p + o_.covisit_window; ++q) {
-          if (seq[p] == seq[q]) continue;
-          pairs.push_back(uint64_t(uint32_t(seq[p])) << 32 | uint32_t(seq[q]));
-          pairs.push_back(uint64_t(uint32_t(seq[q])) << 32 | uint32_t(seq[p]));
+  // "Recent popularity" for every cut day of `cases`: the items of the window of
+  // recent_days before it (events on the cut day included), most events first (ties by
+  // overall popularity). Once per day, not per case, and only as far as an answer can
+  // read: n items past those its request excludes (at most one per event).
+  void PrepareRecent(const std::vector<TestCase>& cases) {
+    for (const TestCase& c : cases) recent_days_.push_back(c.cut_ms / kDayMs);
+    std::sort(recent_days_.begin(), recent_days_.end());
+    recent_days_.erase(std::unique(recent_days_.begin(), recent_days_.end()), recent_days_.end());
+    std::vector<size_t> reach(recent_days_.size(), 0);
+    for (const TestCase& c : cases) {
+      size_t& day_reach = reach[RecentDay(c)];
+      day_reach = std::max(day_reach, o_.n + c.request.size());
+    }
+    std::vector<std::vector<int32_t>> lists(recent_days_.size());
+    const int64_t window_days = static_cast<int64_t>(o_.recent_days);
+#pragma omp parallel
+    {
+      ItemSums count(size());
+#pragma omp for schedule(dynamic, 4)
+      for (size_t k = 0; k < recent_days_.size(); ++k) {
+        const int64_t to_day = recent_days_[k], from_day = to_day - window_days + 1;
+        for (auto d = std::lower_bound(days_.begin(), days_.end(), from_day); d != days_.end() && *d <= to_day; ++d) {
+          const size_t at = d - days_.begin();
+          for (int64_t p = day_items_.offsets[at]; p < day_items_.offsets[at + 1]; ++p) {
+            count.Add(day_items_.values[p], 1.f);
+          }
         }
+        std::vector<int32_t>& list = lists[k];
+        for (size_t t = 0; t < count.size(); ++t) list.push_back(count.item(t));
+        const size_t keep = std::min(list.size(), reach[k]);
+        std::partial_sort(list.begin(), list.begin() + keep, list.end(), [&](int32_t a, int32_t b) {
+          return count.sum(a) != count.sum(b) ? count.sum(a) > count.sum(b) : popularity_rank_[a] < popularity_rank_[b];
+        });
+        list.resize(keep);
+        count.Clear();
       }
     }
-    std::sort(pairs.begin(), pairs.end());
-    cov_offsets_.assign(size() + 1, 0);
-    for (size_t i = 0; i < pairs.size();) {
-      size_t j = i;
-      while (j < pairs.size() && pairs[j] == pairs[i]) ++j;
-      cov_items_.push_back(static_cast<int32_t>(pairs[i] & 0xffffffffu));
-      cov_weights_.push_back(static_cast<float>(j - i));
-      ++cov_offsets_[(pairs[i] >> 32) + 1];
-      i = j;
+    for (const auto& list : lists) {
+      recent_.values.insert(recent_.values.end(), list.begin(), list.end());
+      recent_.Close();
     }
-    for (int i = 0; i < size(); ++i) cov_offsets_[i + 1] += cov_offsets_[i];
+  }
+
+  // The case's cut day's position in recent_days_.
+  size_t RecentDay(const TestCase& c) const {
+    return std::lower_bound(recent_days_.begin(), recent_days_.end(), c.cut_ms / kDayMs) - recent_days_.begin();
+  }
+
+  // Item sequences of the training events per user, oldest first (users in order of
+  // first appearance).
+  static Lists<int32_t> UserSequences(const std::vector<LoggedEvent>& train,
+                                      const std::vector<int32_t>& item_of_event) {
+    absl::flat_hash_map<uint64_t, int32_t> slot;
+    std::vector<int32_t> user_of_event(train.size());
+    for (size_t k = 0; k < train.size(); ++k) {
+      user_of_event[k] = slot.emplace(train[k].user_id, static_cast<int32_t>(slot.size())).first->second;
+    }
+    return GroupByKey<int32_t>(slot.size(), [&](auto&& add) {
+      for (size_t k = 0; k < train.size(); ++k) add(user_of_event[k], item_of_event[k]);
+    });
+  }
+
+  // Pairs within +-covisit_window positions of each user's sequence, counted (pairs of
+  // an item with itself are not).
+  ItemTable BuildCovisit(const Lists<int32_t>& sequences) const {
+    const int n = size();
+    const int64_t window = o_.covisit_window;
+    const std::vector<int32_t>& items = sequences.values;
+    // Where each item occurs (positions in `items`), and whose sequence each position is in.
+    std::vector<int32_t> user_at(items.size());
+    for (size_t u = 0; u < sequences.size(); ++u) {
+      std::fill(user_at.begin() + sequences.offsets[u], user_at.begin() + sequences.offsets[u + 1],
+                static_cast<int32_t>(u));
+    }
+    const Lists<int64_t> occurrences = GroupByKey<int64_t>(n, [&](auto&& add) {
+      for (size_t p = 0; p < items.size(); ++p) add(items[p], static_cast<int64_t>(p));
+    });
+    auto count = [&](int i, ItemSums* sums) {
+      for (int64_t o = occurrences.offsets[i]; o < occurrences.offsets[i + 1]; ++o) {
+        const int64_t p = occurrences.values[o];
+        const int32_t u = user_at[p];
+        const int64_t from = std::max(sequences.offsets[u], p - window);
+        const int64_t to = std::min(sequences.offsets[u + 1], p + window + 1);
+        for (int64_t q = from; q < to; ++q) {
+          if (items[q] != i) sums->Add(items[q], 1.f);
+        }
+      }
+    };
+    return BuildTable(n, SIZE_MAX, count, [](int, int32_t, float pairs) { return pairs; });
   }
 
   // Cosine of binary user sets, the knn_neighbors best per item.
-  void BuildKnn(const std::vector<LoggedEvent>& train) {
+  ItemTable BuildKnn(const Lists<int32_t>& sequences) const {
     constexpr size_t kMaxItemsPerUser = 300;  // newest distinct items: bounds sum(|I_u|^2)
-    std::vector<std::vector<int32_t>> user_items;
-    for (std::vector<int32_t>& seq : Sequences(train)) {
-      std::vector<int32_t> distinct;
-      absl::flat_hash_set<int32_t> seen;
-      for (auto it = seq.rbegin(); it != seq.rend() && distinct.size() < kMaxItemsPerUser; ++it) {
-        if (seen.insert(*it).second) distinct.push_back(*it);
-      }
-      user_items.push_back(std::move(distinct));
-    }
     const int n = size();
-    std::vector<int64_t> users_offsets(n + 1, 0);
-    std::vector<float> degree(n, 0.f);
-    for (const auto& items : user_items) {
-      for (int32_t i : items) {
-        ++users_offsets[i + 1];
-        degree[i] += 1;
+    Lists<int32_t> user_items;
+    {
+      std::vector<int32_t> last_user(n, -1);  // the user whose list holds the item already
+      for (size_t u = 0; u < sequences.size(); ++u) {
+        size_t taken = 0;
+        for (int64_t p = sequences.offsets[u + 1]; p-- > sequences.offsets[u] && taken < kMaxItemsPerUser;) {
+          const int32_t item = sequences.values[p];
+          if (last_user[item] == static_cast<int32_t>(u)) continue;
+          last_user[item] = static_cast<int32_t>(u);
+          user_items.values.push_back(item);
+          ++taken;
+        }
+        user_items.Close();
       }
     }
-    for (int i = 0; i < n; ++i) users_offsets[i + 1] += users_offsets[i];
-    std::vector<int32_t> users_of(users_offsets[n]);
-    {
-      std::vector<int64_t> at(users_offsets.begin(), users_offsets.end() - 1);
+    // The users of each item; an item's degree is their number.
+    const Lists<int32_t> users_of = GroupByKey<int32_t>(n, [&](auto&& add) {
       for (size_t u = 0; u < user_items.size(); ++u) {
-        for (int32_t i : user_items[u]) users_of[at[i]++] = static_cast<int32_t>(u);
-      }
-    }
-    std::vector<std::vector<std::pair<float, int32_t>>> rows(n);
-#pragma omp parallel
-    {
-      std::vector<float> acc(n, 0.f);
-      std::vector<int32_t> touched;
-#pragma omp for schedule(dynamic, 16)
-      for (int i = 0; i < n; ++i) {
-        for (int64_t p = users_offsets[i]; p < users_offsets[i + 1]; ++p) {
-          for (int32_t j : user_items[users_of[p]]) {
-            if (j == i) continue;
-            if (acc[j] == 0.f) touched.push_back(j);
-            acc[j] += 1.f;
-          }
+        for (int64_t p = user_items.offsets[u]; p < user_items.offsets[u + 1]; ++p) {
+          add(user_items.values[p], static_cast<int32_t>(u));
         }
-        std::vector<std::pair<float, int32_t>>& row = rows[i];
-        for (int32_t j : touched) {
-          row.push_back({acc[j] / std::sqrt(degree[i] * degree[j]), j});
-          acc[j] = 0.f;
+      }
+    });
+    std::vector<float> degree(n);
+    for (int i = 0; i < n; ++i) degree[i] = static_cast<float>(users_of.offsets[i + 1] - users_of.offsets[i]);
+    auto count_common_users = [&](int i, ItemSums* sums) {
+      for (int64_t p = users_of.offsets[i]; p < users_of.offsets[i + 1]; ++p) {
+        const int32_t u = users_of.values[p];
+        for (int64_t q = user_items.offsets[u]; q < user_items.offsets[u + 1]; ++q) {
+          if (user_items.values[q] != i) sums->Add(user_items.values[q], 1.f);
         }
-        touched.clear();
-        const size_t keep = std::min<size_t>(row.size(), o_.knn_neighbors);
-        std::partial_sort(row.begin(), row.begin() + keep, row.end(), [](const auto& a, const auto& b) {
-          return a.first != b.first ? a.first > b.first : a.second < b.second;
-        });
-        row.resize(keep);
       }
-    }
-    knn_offsets_.assign(n + 1, 0);
-    for (int i = 0; i < n; ++i) {
-      for (auto& [w, j] : rows[i]) {
-        knn_items_.push_back(j);
-        knn_weights_.push_back(w);
-      }
-      knn_offsets_[i + 1] = static_cast<int64_t>(knn_items_.size());
-    }
+    };
+    return BuildTable(n, std::max(o_.knn_neighbors, 0), count_common_users,
+                      [&](int i, int32_t j, float common) { return common / std::sqrt(degree[i] * degree[j]); });
   }
 
   const EvalOptions& o_;
   absl::flat_hash_map<uint64_t, int32_t> index_;
   std::vector<uint64_t> ids_;
-  std::vector<float> count_;
-  std::vector<int32_t> by_popularity_;
-  std::vector<int64_t> days_, day_offsets_;
-  std::vector<int64_t> recent_days_, recent_offsets_;
-  std::vector<int32_t> recent_items_;
-  std::vector<int32_t> day_items_;
-  std::vector<int64_t> cov_offsets_, knn_offsets_;
-  std::vector<int32_t> cov_items_, knn_items_;
-  std::vector<float> cov_weights_, knn_weights_;
+  std::vector<int32_t> by_popularity_;   // items by count, most first (ties by index)
+  std::vector<int32_t> popularity_rank_; // an item's position in by_popularity_
+  std::vector<int64_t> days_;            // days with training events, ascending
+  Lists<int32_t> day_items_;             // per day of days_: its events' items
+  std::vector<int64_t> recent_days_;     // cut days of the cases, ascending
+  Lists<int32_t> recent_;                // per day of recent_days_: its items by recent popularity
+  ItemTable covisit_, knn_;
 };
 
 // One method's figures for one case.
@@ -453,8 +571,9 @@ struct CaseScore {
   float hit10 = 0, hit50 = 0, hit100 = 0, ndcg10 = 0, rr = 0, consumed10 = 0;
 };
 
+// `request_items`: the request's items, sorted.
 CaseScore Score(const std::vector<uint64_t>& answer, const TestCase& c,
-                const absl::flat_hash_set<uint64_t>& history, int n) {
+                const std::vector<uint64_t>& request_items, int n) {
   CaseScore s;
   int first = 0;
   double dcg = 0;
@@ -463,7 +582,7 @@ CaseScore Score(const std::vector<uint64_t>& answer, const TestCase& c,
     const bool hit = std::find(c.targets.begin(), c.targets.end(), answer[r]) != c.targets.end();
     if (hit && first == 0) first = r + 1;
     if (hit && r < 10) dcg += 1.0 / std::log2(r + 2.0);
-    if (r < 10 && history.contains(answer[r])) s.consumed10 += 0.1f;
+    if (r < 10 && std::binary_search(request_items.begin(), request_items.end(), answer[r])) s.consumed10 += 0.1f;
   }
   double idcg = 0;
   for (int r = 0; r < std::min<int>(10, static_cast<int>(c.targets.size())); ++r) idcg += 1.0 / std::log2(r + 2.0);
@@ -485,8 +604,7 @@ absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split, c
   const int methods = 1 + (o.baselines ? Baselines::kMethods : 0);
   std::unique_ptr<Baselines> baselines;
   if (o.baselines) {
-    baselines = std::make_unique<Baselines>(split.train_events, o);
-    baselines->PrepareRecent(split.cases);
+    baselines = std::make_unique<Baselines>(split, o);
   }
   const double build_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double recserve_seconds = 0;
@@ -507,15 +625,16 @@ absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split, c
     PipelineScratch scratch;
     RecommendResult result;
     std::vector<QueryEvent> events;
-    std::vector<uint64_t> answer, older;
-    Baselines::Scratch bs;
-    if (baselines) baselines->Prepare(&bs);
+    std::vector<uint64_t> answer, older, request_items;
+    std::vector<uint64_t> baseline_answers[Baselines::kMethods];
+    Baselines::Scratch bs(baselines ? baselines->size() : 0);
 #pragma omp for schedule(dynamic, 16)
     for (int64_t i = 0; i < cases; ++i) {
       if (failed.load(std::memory_order_relaxed)) continue;
       const TestCase& c = split.cases[i];
-      absl::flat_hash_set<uint64_t> history;
-      for (const LoggedEvent& e : c.request) history.insert(e.item_id);
+      request_items.clear();
+      for (const LoggedEvent& e : c.request) request_items.push_back(e.item_id);
+      std::sort(request_items.begin(), request_items.end());
       events.clear();
       const size_t from = c.request.size() > static_cast<size_t>(o.max_request_events)
                               ? c.request.size() - o.max_request_events : 0;
@@ -555,12 +674,13 @@ absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split, c
       candidates[i] = result.candidates;
       unknown[i] = std::none_of(c.targets.begin(), c.targets.end(),
                                 [&](uint64_t t) { return model.catalog().Find(t) >= 0; });
-      scores[i * methods] = Score(answer, c, history, o.n);
+      scores[i * methods] = Score(answer, c, request_items, o.n);
       top10[i * methods].assign(answer.begin(), answer.begin() + std::min<size_t>(10, answer.size()));
+      if (baselines) baselines->AnswerAll(c, &bs, baseline_answers);
       for (int m = 1; m < methods; ++m) {
-        baselines->Answer(m - 1, c, &bs, &answer);
-        scores[i * methods + m] = Score(answer, c, history, o.n);
-        top10[i * methods + m].assign(answer.begin(), answer.begin() + std::min<size_t>(10, answer.size()));
+        const std::vector<uint64_t>& a = baseline_answers[m - 1];
+        scores[i * methods + m] = Score(a, c, request_items, o.n);
+        top10[i * methods + m].assign(a.begin(), a.begin() + std::min<size_t>(10, a.size()));
       }
       const int64_t d = done.fetch_add(1, std::memory_order_relaxed) + 1;
       if (o.progress && omp_get_thread_num() == 0) o.progress(d, cases);

@@ -412,6 +412,34 @@ TEST(EvaluateTest, MetricsAverageEachCaseAtItsRank) {
   EXPECT_NEAR(covisit->mrr, (1.0 + 0.5) / 2, 1e-6);
 }
 
+// Recent popularity reads its list as deep as the request's items push it: user 1 bought
+// the first 105 of the month's 240 items (by sales, then by first sale), so its target,
+// the 111th, is 6th. Older items sold more overall: popularity alone never reaches it.
+TEST(EvaluateTest, RecentPopularityReadsPastEveryItemOfTheRequest) {
+  constexpr int64_t kCut = kT0 + 100 * kDayMs;
+  auto recent = [](int k) { return uint64_t{5000} + k; };
+  std::vector<LoggedEvent> events;
+  // One basket each (so not tested): user 2, long before the 30 days, buys 100 items
+  // twice; user 3, two days before the cut, buys the 240 recent items once, in order.
+  for (int k = 0; k < 200; ++k) events.push_back(Purchase(2, 6000 + k / 2, kT0));
+  for (int k = 0; k < 240; ++k) events.push_back(Purchase(3, recent(k), kCut - 2 * kDayMs));
+  for (int k = 0; k < 105; ++k) events.push_back(Purchase(1, recent(k), kCut - 3 * kDayMs));
+  events.push_back(Purchase(1, recent(110), kCut));
+  auto split = SplitLog(Sorted(events), LeaveLastOut());
+  ASSERT_TRUE(split.ok()) << split.status();
+  ASSERT_EQ(CaseUsers(*split), std::set<uint64_t>({1}));
+  ASSERT_EQ(split->cases[0].targets, std::vector<uint64_t>({recent(110)}));
+  auto model = TinyModel();
+  ASSERT_NE(model, nullptr);
+  auto report = Evaluate(*model, *split, EvalOptions());
+  ASSERT_TRUE(report.ok()) << report.status();
+  const MethodMetrics* recent_popularity = Method(*report, "recent popularity");
+  ASSERT_NE(recent_popularity, nullptr);
+  EXPECT_EQ(recent_popularity->hit10, 1.0);
+  EXPECT_NEAR(recent_popularity->mrr, 1.0 / 6, 1e-6);
+  EXPECT_EQ(Method(*report, "popularity")->hit100, 0.0);
+}
+
 TEST(EvaluateTest, RefusesAListShorterThanHitAt100) {
   auto model = TinyModel();
   ASSERT_NE(model, nullptr);
