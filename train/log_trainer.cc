@@ -15,8 +15,10 @@
 #include "engine/features.h"
 #include "engine/model.h"
 #include "engine/quality.h"
+#include "engine/ranker.h"
 #include "engine/status_macros.h"
 #include "train/artifacts.h"
+#include "train/mlp_trainer.h"
 #include "train/trainer.h"
 
 namespace recserve {
@@ -362,26 +364,67 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   mlp_options.learning_rate = lo.learning_rate;
   mlp_options.patience = lo.patience;
   if (!lo.parallel) omp_set_num_threads(1);
-  absl::StatusOr<Mlp> mlp = TrainMlp(fit.features, fit.labels, fit.count, width, val.features, val.labels, val.count,
-                                     mlp_options, &out.mlp_report);
-  if (mlp.ok() && lo.refit_on_all_rows) {
+  if (lo.ensemble < 1 || lo.ensemble > 16) {
+    return absl::InvalidArgumentError(absl::StrFormat("log trainer: ensemble is %d; must be in [1, 16]", lo.ensemble));
+  }
+  // One member: early stopping on the validation anchor, then (refit) that many epochs on
+  // every anchor's rows.
+  auto train_member = [&](const MlpTrainOptions& member_options, MlpTrainReport* report) -> absl::StatusOr<Mlp> {
+    absl::StatusOr<Mlp> mlp = TrainMlp(fit.features, fit.labels, fit.count, width, val.features, val.labels,
+                                       val.count, member_options, report);
+    if (!mlp.ok() || !lo.refit_on_all_rows) return mlp;
     // The validation anchor is the newest data, the closest to what the bundle will
     // serve: once it has chosen the epoch count, learn from it too.
     Rows all = fit;
     all.features.insert(all.features.end(), val.features.begin(), val.features.end());
     all.labels.insert(all.labels.end(), val.labels.begin(), val.labels.end());
     all.count += val.count;
-    MlpTrainOptions refit = mlp_options;
-    refit.max_epochs = out.mlp_report.best_epoch;
+    MlpTrainOptions refit = member_options;
+    refit.max_epochs = report->best_epoch;
     refit.patience = 0;
     MlpTrainReport refit_report;
     mlp = TrainMlp(all.features, all.labels, all.count, width, val.features, val.labels, val.count, refit,
                    &refit_report);
     say(absl::StrFormat("mlp refit on train + validation rows: %d epochs", refit_report.epochs));
+    return mlp;
+  };
+  std::vector<Mlp> members;
+  absl::Status trained;
+  for (int k = 0; k < lo.ensemble && trained.ok(); ++k) {
+    MlpTrainOptions member_options = mlp_options;
+    if (lo.ensemble > 1) {
+      member_options.seed = Mix(mlp_options.seed, static_cast<uint64_t>(k));
+      for (int& h : member_options.hidden) h = (h + lo.ensemble - 1) / lo.ensemble;
+    }
+    MlpTrainReport member_report;
+    absl::StatusOr<Mlp> mlp = train_member(member_options, &member_report);
+    if (!mlp.ok()) {
+      trained = mlp.status();
+      break;
+    }
+    members.push_back(*std::move(mlp));
+    if (k == 0) out.mlp_report = std::move(member_report);
+    if (lo.ensemble > 1) {
+      say(absl::StrFormat("ensemble member %d/%d: best epoch %d, validation AUC %.4f", k + 1, lo.ensemble,
+                          member_report.best_epoch, member_report.best_val_auc));
+    }
   }
   omp_set_num_threads(threads);
-  if (!mlp.ok()) return mlp.status();
-  b.mlp = *std::move(mlp);
+  RETURN_IF_ERROR(trained);
+  ASSIGN_OR_RETURN(b.mlp, CombineMlps(members));
+  if (lo.ensemble > 1) {
+    // The served network's own validation figures (before any refit the members' first
+    // report describes member 0 alone).
+    ASSIGN_OR_RETURN(std::unique_ptr<Ranker> ranker, CreateFp32Ranker(b.mlp));
+    ASSIGN_OR_RETURN(const std::vector<float> scores, ScoreAll(*ranker, val.features, val.count));
+    out.mlp_report.best_val_auc = Auc(scores, val.labels);
+    double logloss = 0;
+    for (int r = 0; r < val.count; ++r) {
+      const double p = std::clamp<double>(scores[r], 1e-7, 1 - 1e-7);
+      logloss -= val.labels[r] > 0 ? std::log(p) : std::log(1 - p);
+    }
+    out.mlp_report.best_val_logloss = logloss / val.count;
+  }
   say(absl::StrFormat("mlp: %d epochs, best %d, validation logloss %.4f AUC %.4f", out.mlp_report.epochs,
                       out.mlp_report.best_epoch, out.mlp_report.best_val_logloss, out.mlp_report.best_val_auc));
 

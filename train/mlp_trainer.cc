@@ -499,4 +499,52 @@ absl::StatusOr<Mlp> TrainMlp(absl::Span<const float> rows, absl::Span<const floa
   }
 }
 
+absl::StatusOr<Mlp> CombineMlps(absl::Span<const Mlp> members) {
+  if (members.empty()) return absl::InvalidArgumentError("CombineMlps: no members");
+  const Mlp& first = members.front();
+  for (size_t k = 0; k < members.size(); ++k) {
+    RETURN_IF_ERROR(ValidateMlp(members[k]));
+    if (members[k].layers.size() != first.layers.size() || members[k].input_dim() != first.input_dim()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "CombineMlps: member %d has %d layers and input %d; member 0 has %d and %d", k, members[k].layers.size(),
+          members[k].input_dim(), first.layers.size(), first.input_dim()));
+    }
+  }
+  if (members.size() == 1) return first;
+  Mlp net;
+  const size_t depth = first.layers.size();
+  const float inv_members = 1.0f / static_cast<float>(members.size());
+  for (size_t li = 0; li < depth; ++li) {
+    const bool input_layer = li == 0, output_layer = li + 1 == depth;
+    DenseLayer l;
+    l.relu = first.layers[li].relu;
+    l.in = input_layer ? first.input_dim() : 0;
+    for (const Mlp& m : members) {
+      if (!input_layer) l.in += m.layers[li].in;
+      l.out += output_layer ? 0 : m.layers[li].out;
+    }
+    if (output_layer) l.out = 1;
+    l.weight.assign(static_cast<size_t>(l.out) * l.in, 0.f);
+    l.bias.assign(l.out, 0.f);
+    int row = 0, col = 0;  // where the current member's block starts
+    for (const Mlp& m : members) {
+      const DenseLayer& src = m.layers[li];
+      for (int o = 0; o < src.out; ++o) {
+        const int r = output_layer ? 0 : row + o;
+        const int c = input_layer ? 0 : col;
+        const float scale = output_layer ? inv_members : 1.0f;
+        for (int i = 0; i < src.in; ++i) {
+          l.weight[static_cast<size_t>(r) * l.in + c + i] = scale * src.weight[static_cast<size_t>(o) * src.in + i];
+        }
+        l.bias[r] += scale * src.bias[o];
+      }
+      row += output_layer ? 0 : src.out;
+      col += input_layer ? 0 : src.in;
+    }
+    net.layers.push_back(std::move(l));
+  }
+  RETURN_IF_ERROR(ValidateMlp(net));
+  return net;
+}
+
 }  // namespace recserve

@@ -85,6 +85,14 @@ absl::StatusOr<Mlp> TrainMlp(absl::Span<const float> rows, absl::Span<const floa
                              absl::Span<const float> val_labels, int num_val,
                              const MlpTrainOptions& options, MlpTrainReport* report);
 
+// One network whose logit is the mean of the members' logits: the members side by side,
+// each layer's weight block-diagonal across members (the first layer's blocks share the
+// input, so they are stacked), the output layer the members' output rows scaled by
+// 1 / members. It runs every member in one pass at the cost of one network of the summed
+// widths, and its sigmoid is the members' geometric-mean odds. The members must take the
+// same input and have the same depth; returns InvalidArgument naming the first mismatch.
+absl::StatusOr<Mlp> CombineMlps(absl::Span<const Mlp> members);
+
 }  // namespace recserve
 
 #endif  // RECSERVE_TRAIN_MLP_TRAINER_H_

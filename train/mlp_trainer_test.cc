@@ -224,5 +224,52 @@ TEST(MlpTrainerTest, RefusesInconsistentOrInvalidInputs) {
   expect_invalid(Train(train, val, bad, nullptr), "learning_rate");
 }
 
+TEST(MlpTrainerTest, CombinedMembersScoreTheMeanOfTheirLogits) {
+  const Problem train = MakeProblem(3000, 12);
+  const Problem val = MakeProblem(1000, 13);
+  MlpTrainOptions o = QuietOptions();
+  o.max_epochs = 2;
+  std::vector<Mlp> members;
+  for (uint64_t seed : {1, 2, 3}) {
+    o.seed = seed;
+    o.hidden = {16 + static_cast<int>(seed), 8};  // widths may differ between members
+    absl::StatusOr<Mlp> m = Train(train, val, o, nullptr);
+    ASSERT_TRUE(m.ok()) << m.status();
+    members.push_back(*std::move(m));
+  }
+  absl::StatusOr<Mlp> combined = CombineMlps(members);
+  ASSERT_TRUE(combined.ok()) << combined.status();
+  EXPECT_EQ(combined->LayerSizes(), (std::vector<int>{kFeatures, 17 + 18 + 19, 24, 1}));
+  std::vector<std::vector<float>> member_scores;
+  for (const Mlp& m : members) member_scores.push_back(Score(m, val));
+  const std::vector<float> scores = Score(*combined, val);
+  auto logit = [](double p) { return std::log(p / (1 - p)); };
+  for (int r = 0; r < val.n; ++r) {
+    double mean = 0;
+    for (const auto& s : member_scores) mean += logit(s[r]) / members.size();
+    ASSERT_NEAR(logit(scores[r]), mean, 1e-3) << "row " << r;
+  }
+  // One member is itself.
+  absl::StatusOr<Mlp> one = CombineMlps(absl::MakeConstSpan(members).subspan(0, 1));
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->layers[0].weight, members[0].layers[0].weight);
+}
+
+TEST(MlpTrainerTest, CombineRefusesMembersOfDifferentShapes) {
+  const Problem train = MakeProblem(500, 14);
+  const Problem val = MakeProblem(200, 15);
+  MlpTrainOptions o = QuietOptions();
+  o.max_epochs = 1;
+  absl::StatusOr<Mlp> deep = Train(train, val, o, nullptr);
+  o.hidden = {8};
+  absl::StatusOr<Mlp> shallow = Train(train, val, o, nullptr);
+  ASSERT_TRUE(deep.ok() && shallow.ok());
+  const std::vector<Mlp> members = {*deep, *shallow};
+  absl::StatusOr<Mlp> combined = CombineMlps(members);
+  EXPECT_EQ(combined.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(combined.status().message()), HasSubstr("member 1 has 2 layers"));
+  EXPECT_EQ(CombineMlps({}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace recserve

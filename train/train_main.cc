@@ -38,7 +38,7 @@ ABSL_FLAG(int, max_train_rows, 1500000, "Cap on ranking rows used for gradient s
 ABSL_FLAG(int, threads, 0, "Threads for training (0 = all cores)");
 ABSL_FLAG(uint64_t, seed, 11, "Seed for every random choice");
 ABSL_FLAG(bool, quiet, false, "No progress lines");
-ABSL_FLAG(std::string, anchors, "0.6,0.7,0.8,0.9",
+ABSL_FLAG(std::string, anchors, "0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9",
           "Real logs: ranker anchors as shares of the training time range (the last one validates)");
 ABSL_FLAG(double, positive_horizon_days, 0,
           "Real logs: ranker positives are the next basket's new items and every new item within this many days");
@@ -47,7 +47,7 @@ ABSL_FLAG(double, popularity_half_life_days, 0,
 ABSL_FLAG(int64_t, max_rows, 4000000,
           "Real logs: ranker rows over all anchors at most (a seeded sample of whole requests past it; 0: no bound)");
 ABSL_FLAG(int, max_positives, 3, "Real logs: recalled positives kept per ranker request (0: all)");
-ABSL_FLAG(int, negatives, 300, "Real logs: candidates sampled as negatives per ranker request");
+ABSL_FLAG(int, negatives, 100, "Real logs: candidates sampled as negatives per ranker request");
 ABSL_FLAG(int, covisit_window, 5, "Real logs: co-visitation pairs up to this many positions apart (past the basket with --covisit_basket_pairs)");
 ABSL_FLAG(double, covisit_gap_days, 365, "Real logs: ... and at most this many days apart");
 ABSL_FLAG(bool, covisit_basket_pairs, false, "Real logs: every pair inside a basket (one timestamp) counts");
@@ -57,6 +57,9 @@ ABSL_FLAG(int, covisit_neighbors, 100, "Real logs: co-visitation neighbours kept
 ABSL_FLAG(std::string, recall_sizes, "",
           "Manifest recall sizes covisit_k,embedding_k,popularity_k,max_candidates (empty: 200,200,50,500 for worlds, 400,300,100,800 for real logs)");
 ABSL_FLAG(double, half_life_days, 365, "User model: an event's weight halves every this many days before the newest");
+ABSL_FLAG(int, ensemble, 2,
+          "Real logs: rankers of different seeds served as one network averaging their logits, each "
+          "--hidden / ensemble wide");
 ABSL_FLAG(bool, refit, true, "Real logs: refit the ranker on every anchor's rows once validation chose the epochs");
 ABSL_FLAG(bool, parallel_training, false,
           "Real logs: item2vec and the MLP on every core (faster; the bundle then depends on the thread count)");
@@ -122,6 +125,7 @@ int main(int argc, char** argv) {
     lo.covisit_neighbors = absl::GetFlag(FLAGS_covisit_neighbors);
     lo.parallel = absl::GetFlag(FLAGS_parallel_training);
     lo.refit_on_all_rows = absl::GetFlag(FLAGS_refit);
+    lo.ensemble = absl::GetFlag(FLAGS_ensemble);
     options.half_life_seconds = absl::GetFlag(FLAGS_half_life_days) * 86400;
     if (!absl::GetFlag(FLAGS_recall_sizes).empty()) {
       std::vector<std::string> parts = absl::StrSplit(absl::GetFlag(FLAGS_recall_sizes), ',');

@@ -36,9 +36,13 @@ namespace recserve {
 // next basket after the anchor, the negatives a sample of the other candidates. The
 // bundle's artifacts are then rebuilt on every training event.
 struct LogTrainerOptions {
-  // Anchors as shares of the training time range.
-  std::vector<double> anchor_fractions = {0.6, 0.7, 0.8, 0.9};
-  int negatives_per_request = 300;
+  // Anchors as shares of the training time range. Many anchors with few negatives each
+  // rather than a few with many: the positives are what is scarce (online-retail,
+  // leave-last-out, ten seeds: 4 anchors x 300 negatives gave hit@100 1.143x the best
+  // baseline, worst seed 1.046x; 13 anchors x 100 gave 1.172x, worst 1.140x, and half
+  // the seed-to-seed spread), at about four times the training time.
+  std::vector<double> anchor_fractions = {0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9};
+  int negatives_per_request = 100;
   int max_positives_per_request = 3;  // 0: every recalled positive
   // Ranker rows over all anchors at most (~28 floats each): past it each anchor keeps a
   // seeded sample of whole requests. 0: no bound.
@@ -75,6 +79,14 @@ struct LogTrainerOptions {
   // co-visitation at 1e-3, 1.18x and 1.14x here).
   float learning_rate = 3e-4f;
   int patience = 5;
+  // Rankers trained with different seeds (on the same rows) and served as one network
+  // that averages their logits (CombineMlps): seed-to-seed noise of one training shrinks.
+  // Each member is TrainerOptions::mlp.hidden divided by `ensemble` (rounded up), so the
+  // served network costs what one full-width ranker costs (the same layer sizes, the
+  // off-diagonal blocks zero). 1 = one ranker. Two by default: online-retail,
+  // leave-last-out, ten seeds (13 anchors x 100 negatives both): hit@100 1.172x -> 1.180x
+  // the best baseline, NDCG@10 worst seed 1.094x -> 1.142x, at the same training time.
+  int ensemble = 2;
   // Item2vec and the MLP run on one thread so that the bundle is the same bytes whatever
   // the machine; true lets them use every core (faster, not bit-reproducible).
   bool parallel = false;
