@@ -208,8 +208,12 @@ int Status() {
   recserve::v1::GetModelStatusResponse response;
   grpc::Status status = stub->GetModelStatus(&ctx, {}, &response);
   if (!status.ok()) return Fail("status", status, address);
-  std::printf("model %s at %s, serving version %lld\n", response.model_name().c_str(),
-              response.base_path().c_str(), static_cast<long long>(response.serving_version()));
+  const std::string policy = response.pinned_version() == 0
+                                 ? std::string("newest; no pin")
+                                 : absl::StrFormat("pinned to version %d", response.pinned_version());
+  std::printf("model %s at %s, serving version %lld (%s)\n", response.model_name().c_str(),
+              response.base_path().c_str(), static_cast<long long>(response.serving_version()),
+              policy.c_str());
   std::printf("%8s  %-10s  %8s  %10s  %8s  %9s  %s\n", "version", "state", "items", "params",
               "load s", "auc delta", "ranker / error");
   for (const auto& v : response.versions()) {

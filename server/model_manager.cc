@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <system_error>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -203,17 +204,15 @@ absl::StatusOr<int64_t> ModelManager::SetServingVersion(int64_t version) {
   if (version < 0) {
     return absl::InvalidArgumentError(absl::StrCat("version: ", version, " is negative"));
   }
+  // The pin is not set here: the load thread tries it and sets it only if it serves.
+  MutexLock pin_lock(&pin_mu_);
   uint64_t ticket;
   {
     MutexLock lock(&mu_);
-    pinned_ = version;
     ticket = ++requested_;
+    pin_request_ = PinRequest{version, ticket};
   }
-  absl::StatusOr<int64_t> serving = WaitForCycle(ticket);
-  if (serving.ok() && version != 0 && *serving != version) {
-    return absl::NotFoundError(absl::StrCat("version ", version, " is not loadable (see status)"));
-  }
-  return serving;
+  return WaitForCycle(ticket);
 }
 
 std::vector<v1::VersionStatus> ModelManager::Versions() const {
@@ -342,6 +341,8 @@ void ModelManager::LoadLoop() {
   absl::Time next_poll = absl::Now() + options_.poll_interval;
   while (true) {
     uint64_t target;
+    std::optional<PinRequest> pin_request;
+    int64_t pinned;
     {
       MutexLock lock(&mu_);
       auto wake = [this, &handled]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -358,9 +359,12 @@ void ModelManager::LoadLoop() {
       const bool asked = requested_ > handled;
       if (!asked && !(polling && absl::Now() >= next_poll)) continue;
       target = requested_;
+      pin_request = std::exchange(pin_request_, std::nullopt);  // its ticket is <= target
+      pinned = pinned_;
     }
     next_poll = absl::Now() + options_.poll_interval;
     absl::Status result;
+    absl::Status pin_result;  // the answer to pin_request
     {
       std::optional<IdleCycle> idle_cycle;
       if (idle) {
@@ -370,11 +374,27 @@ void ModelManager::LoadLoop() {
           // No thread for the watchdog (a pids limit): this cycle runs at normal priority.
         }
       }
-      result = RunCycle();
+      // A pin asked for is tried first and takes force only if its version serves (0,
+      // the newest-version policy, always does). Refused, it changes nothing, and the
+      // cycle runs again under the pin in force for the scans asked for alongside it.
+      bool pin_taken = false;
+      if (pin_request) {
+        pin_result = RunCycle(pin_request->version);
+        MutexLock lock(&mu_);
+        if (pin_request->version == 0 || serving_version_ == pin_request->version) {
+          pinned_ = pinned = pin_request->version;
+          pin_taken = true;
+        } else if (pin_result.ok()) {
+          pin_result = absl::NotFoundError(
+              absl::StrCat("version ", pin_request->version, " is not loadable (see status)"));
+        }
+      }
+      result = pin_taken ? pin_result : RunCycle(pinned);
     }
     MutexLock lock(&mu_);
     for (uint64_t t = handled + 1; t <= target; ++t) {
-      if (!result.ok()) cycle_results_[t] = result;
+      const absl::Status& answer = pin_request && t == pin_request->ticket ? pin_result : result;
+      if (!answer.ok()) cycle_results_[t] = answer;
     }
     // Results nobody waits for any more must not pile up.
     while (cycle_results_.size() > 64) cycle_results_.erase(cycle_results_.begin());
@@ -384,14 +404,13 @@ void ModelManager::LoadLoop() {
   }
 }
 
-absl::Status ModelManager::RunCycle() {
+absl::Status ModelManager::RunCycle(int64_t pinned) {
   std::map<std::string, std::string> refused;
   const std::map<int64_t, std::string> found = ScanVersions(options_.base_path, &refused);
-  int64_t pinned, serving;
+  int64_t serving;
   std::vector<std::pair<int64_t, std::string>> to_try;  // newest first
   {
     MutexLock lock(&mu_);
-    pinned = pinned_;
     serving = serving_version_;
     for (const auto& [name, why] : refused) {
       int64_t v = 0;
@@ -474,11 +493,6 @@ absl::Status ModelManager::RunCycle() {
       continue;
     }
     e.status.set_loaded_unix_ms(absl::ToUnixMillis(absl::Now()));
-    // The newest-version policy may have moved on while this one loaded (a pin).
-    if (pinned_ != 0 && pinned_ != version) {
-      e.status.set_state(v1::UNLOADED);
-      break;
-    }
     Publish(version, *std::move(model));
     break;
   }

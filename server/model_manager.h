@@ -11,7 +11,8 @@
 //             (a shared_ptr) and keep it until they finish; a replaced version is kept
 //             in a retired list and destroyed by the load thread once no request holds
 //             it, never on a request thread.
-// Policy: the newest loadable version serves, unless a version is pinned. A version that
+// Policy: the newest loadable version serves, unless a version is pinned. A pin takes
+// force only once its version serves: a refused pin changes nothing. A version that
 // fails to load is FAILED (with the reason) and is retried only when its READY file
 // changes; it never replaces the serving version.
 //
@@ -27,6 +28,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -111,13 +113,18 @@ class ModelManager {
   absl::StatusOr<int64_t> ReloadNow() ABSL_LOCKS_EXCLUDED(mu_);
   // Asks for a scan without waiting (SIGHUP).
   void RequestScan() ABSL_LOCKS_EXCLUDED(mu_);
-  // Pins `version` (rollback or roll forward) and waits until it serves or fails;
-  // 0 returns to the newest-version policy.
-  absl::StatusOr<int64_t> SetServingVersion(int64_t version) ABSL_LOCKS_EXCLUDED(mu_);
+  // Pins `version` (rollback or roll forward) and waits until it serves or is refused;
+  // 0 returns to the newest-version policy (never refused; the error of a newest version
+  // that fails to load is returned, as by ReloadNow). A refused pin (NOT_FOUND: no such
+  // version; FAILED_PRECONDITION: it failed before and its READY is unchanged; a load or
+  // check error) changes nothing: the pin in force before and the serving version stay.
+  // Calls are tried one at a time, in turn.
+  absl::StatusOr<int64_t> SetServingVersion(int64_t version) ABSL_LOCKS_EXCLUDED(pin_mu_, mu_);
 
   // Every version seen, newest first.
   std::vector<v1::VersionStatus> Versions() const ABSL_LOCKS_EXCLUDED(mu_);
   const std::string& base_path() const { return options_.base_path; }
+  // The pin in force (0: the newest loadable version serves).
   int64_t pinned_version() const ABSL_LOCKS_EXCLUDED(mu_);
   // Versions loaded right now (serving, previous, retired but still in use).
   int loaded_count() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -138,9 +145,17 @@ class ModelManager {
   };
   explicit ModelManager(ModelManagerOptions options) : options_(std::move(options)) {}
 
+  // A SetServingVersion waiting for the load thread: the version asked for and the scan
+  // ticket its answer is filed under.
+  struct PinRequest {
+    int64_t version;
+    uint64_t ticket;
+  };
+
   void LoadLoop() ABSL_LOCKS_EXCLUDED(mu_);
-  // One scan-and-load cycle; returns the first load error of this cycle.
-  absl::Status RunCycle() ABSL_LOCKS_EXCLUDED(mu_);
+  // One scan-and-load cycle under `pinned` (0: the newest loadable version); returns the
+  // first load error of this cycle, or why `pinned` cannot serve.
+  absl::Status RunCycle(int64_t pinned) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::shared_ptr<const Model>> LoadVersion(int64_t version, const std::string& path,
                                                           v1::ModelFigures* figures);
   void Publish(int64_t version, std::shared_ptr<const Model> model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -157,10 +172,17 @@ class ModelManager {
   mutable Mutex serving_mu_;
   std::shared_ptr<const Model> serving_ ABSL_GUARDED_BY(serving_mu_);
 
-  mutable Mutex mu_;
+  // Held by SetServingVersion from asking to its answer: one pin is tried at a time.
+  Mutex pin_mu_;
+
+  mutable Mutex mu_ ABSL_ACQUIRED_AFTER(pin_mu_);
   std::map<int64_t, Entry> versions_ ABSL_GUARDED_BY(mu_);
   int64_t serving_version_ ABSL_GUARDED_BY(mu_) = 0;
+  // The pin in force. After Create, set only by the load thread, after the cycle that
+  // tried a PinRequest made its version serve (or for 0): never to a refused version.
   int64_t pinned_ ABSL_GUARDED_BY(mu_) = 0;
+  // Taken by the next cycle, together with the scan tickets up to its own.
+  std::optional<PinRequest> pin_request_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<const Model>> retired_ ABSL_GUARDED_BY(mu_);
   uint64_t requested_ ABSL_GUARDED_BY(mu_) = 0;  // scan tickets handed out
   uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;  // tickets whose cycle finished

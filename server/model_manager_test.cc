@@ -218,6 +218,52 @@ TEST_F(ModelManagerTest, PinRollsBackAndUnpinReturnsToNewest) {
   EXPECT_LE(m->loaded_count(), 2);
 }
 
+TEST_F(ModelManagerTest, RefusedPinLeavesThePreviousPinInForce) {
+  Write(1);
+  Write(2);
+  auto m = Start();
+  ASSERT_TRUE(m->WaitUntilServing(absl::Seconds(30)));
+  ASSERT_EQ(m->serving_version(), 2);
+
+  // No pin in force: a pin to a version that does not exist is refused and changes nothing.
+  EXPECT_EQ(m->SetServingVersion(8).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(m->pinned_version(), 0);
+  EXPECT_EQ(m->serving_version(), 2);
+  Write(3);
+  auto serving = m->ReloadNow();  // the newest-version policy still holds
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  EXPECT_EQ(*serving, 3);
+
+  // A pin in force stays in force when another pin is refused.
+  ASSERT_EQ(*m->SetServingVersion(1), 1);
+  EXPECT_EQ(m->SetServingVersion(8).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(m->pinned_version(), 1);
+  EXPECT_EQ(m->serving_version(), 1);
+  Write(4);
+  serving = m->ReloadNow();
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  EXPECT_EQ(*serving, 1);  // still pinned: version 4 does not take over
+
+  // A version that exists but fails to load is refused the same way.
+  Write(5);
+  ASSERT_TRUE(WriteFileAtomically(base_ + "/5/items.safetensors", "not safetensors").ok());
+  const absl::Status refused = m->SetServingVersion(5).status();
+  EXPECT_FALSE(refused.ok());
+  EXPECT_THAT(refused.message(), HasSubstr("version 5"));
+  EXPECT_EQ(m->pinned_version(), 1);
+  EXPECT_EQ(m->serving_version(), 1);
+  EXPECT_EQ(StatusOf(*m, 5).state(), v1::FAILED);
+  serving = m->ReloadNow();
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  EXPECT_EQ(*serving, 1);
+
+  // Unpinning is never refused: the newest loadable version (4; 5 is FAILED) serves.
+  serving = m->SetServingVersion(0);
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  EXPECT_EQ(*serving, 4);
+  EXPECT_EQ(m->pinned_version(), 0);
+}
+
 int64_t ResidentBytes() {
   std::ifstream statm("/proc/self/statm");
   int64_t pages = 0, resident = 0;

@@ -112,6 +112,18 @@ absl::Status ValidateRequest(const v1::RecommendRequest& r, const RequestLimits&
   return absl::OkStatus();
 }
 
+absl::Time DeadlineFromGrpc(gpr_timespec deadline) {
+  if (gpr_time_cmp(deadline, gpr_inf_future(deadline.clock_type)) == 0) return absl::InfiniteFuture();
+  if (gpr_time_cmp(deadline, gpr_inf_past(deadline.clock_type)) == 0) return absl::InfinitePast();
+  // The server core's deadlines are on the monotonic clock; converting saturates to
+  // infinite instead of overflowing.
+  const gpr_timespec wall = gpr_convert_clock_type(deadline, GPR_CLOCK_REALTIME);
+  if (gpr_time_cmp(wall, gpr_inf_future(GPR_CLOCK_REALTIME)) == 0) return absl::InfiniteFuture();
+  if (gpr_time_cmp(wall, gpr_inf_past(GPR_CLOCK_REALTIME)) == 0) return absl::InfinitePast();
+  // absl::Time holds +-2^63 seconds: no overflow for any finite timespec.
+  return absl::FromUnixSeconds(wall.tv_sec) + absl::Nanoseconds(wall.tv_nsec);
+}
+
 void RecommenderService::WarmWorkers(const Model& model) {
   pool_->RunOnEveryWorker([this, &model] {
     WorkerState& worker = ThisWorker();
@@ -140,7 +152,7 @@ grpc::ServerUnaryReactor* RecommenderService::Recommend(grpc::CallbackServerCont
   RecommendCall call;
   call.request = request;
   call.response = response;
-  call.deadline = absl::FromChrono(context->deadline());
+  call.deadline = DeadlineFromGrpc(context->raw_deadline());
   call.context = context;
   const auto& metadata = context->client_metadata();
   auto rid = metadata.find("x-request-id");

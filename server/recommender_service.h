@@ -9,6 +9,8 @@
 #ifndef RECSERVE_SERVER_RECOMMENDER_SERVICE_H_
 #define RECSERVE_SERVER_RECOMMENDER_SERVICE_H_
 
+#include <grpc/support/time.h>
+
 #include <atomic>
 #include <functional>
 #include <string>
@@ -49,12 +51,19 @@ struct RequestOutcome {
 absl::Status ValidateRequest(const v1::RecommendRequest& request, const RequestLimits& limits,
                              absl::Time now);
 
+// A call's deadline as gRPC holds it (ServerContext::raw_deadline(), any clock), as an
+// absl::Time: infinite (no deadline) is absl::InfiniteFuture(), and a deadline past the
+// year 2262 stays that far in the future. ServerContext::deadline() goes through
+// std::chrono::system_clock, whose nanosecond count overflows there into the past (a
+// `grpc-timeout: 2100000H` call was answered DEADLINE_EXCEEDED).
+absl::Time DeadlineFromGrpc(gpr_timespec deadline);
+
 // One Recommend call as Submit() takes it. `request` and `response` must stay valid
 // until `done` has been called.
 struct RecommendCall {
   const v1::RecommendRequest* request = nullptr;
   v1::RecommendResponse* response = nullptr;
-  absl::Time deadline = absl::InfiniteFuture();
+  absl::Time deadline = absl::InfiniteFuture();  // InfiniteFuture: none
   std::string request_id;                          // empty: one is made up
   grpc::CallbackServerContext* context = nullptr;  // if set, a cancelled call is not run
 };

@@ -1,6 +1,11 @@
 #include "server/recommender_service.h"
 
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <set>
@@ -181,6 +186,153 @@ TEST(RecommenderServiceTest, CallsPastTheInflightCapAreShedWithResourceExhausted
   }
   server->Shutdown();
   pool.Stop();
+}
+
+// A Recommend call over a raw HTTP/2 connection, for headers gRPC's own client never
+// sends: its encoder caps grpc-timeout at 27000H (3 years), while the server accepts up
+// to 1e9 hours. Returns the response message, or an error when none came (the status is
+// in HPACK-coded trailers, not decoded here).
+absl::StatusOr<v1::RecommendResponse> RecommendOverRawHttp2(int port, const v1::RecommendRequest& request,
+                                                            const std::string& grpc_timeout) {
+  auto frame = [](uint8_t type, uint8_t flags, uint32_t stream, const std::string& payload) {
+    const uint32_t n = static_cast<uint32_t>(payload.size());
+    std::string f = {static_cast<char>(n >> 16), static_cast<char>(n >> 8), static_cast<char>(n),
+                     static_cast<char>(type), static_cast<char>(flags),
+                     static_cast<char>((stream >> 24) & 0x7f), static_cast<char>(stream >> 16),
+                     static_cast<char>(stream >> 8), static_cast<char>(stream)};
+    return f + payload;
+  };
+  auto header = [](const std::string& name, const std::string& value) {  // HPACK literal, not indexed
+    return std::string(1, '\0') + static_cast<char>(name.size()) + name + static_cast<char>(value.size()) + value;
+  };
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::InternalError("socket");
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  timeval timeout{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return absl::InternalError("connect");
+  auto send_all = [fd](const std::string& bytes) {
+    for (size_t sent = 0; sent < bytes.size();) {
+      const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      sent += static_cast<size_t>(n);
+    }
+    return true;
+  };
+  auto read_all = [fd](char* out, size_t size) {
+    for (size_t got = 0; got < size;) {
+      const ssize_t n = ::recv(fd, out + got, size - got, 0);
+      if (n <= 0) return false;
+      got += static_cast<size_t>(n);
+    }
+    return true;
+  };
+  const std::string message = request.SerializeAsString();
+  const uint32_t m = static_cast<uint32_t>(message.size());
+  const std::string body = std::string(1, '\0') + static_cast<char>(m >> 24) + static_cast<char>(m >> 16) +
+                           static_cast<char>(m >> 8) + static_cast<char>(m) + message;
+  const std::string headers = header(":method", "POST") + header(":scheme", "http") +
+                              header(":path", "/recserve.v1.Recommender/Recommend") +
+                              header(":authority", "localhost") + header("content-type", "application/grpc") +
+                              header("te", "trailers") + header("grpc-timeout", grpc_timeout);
+  constexpr uint8_t kData = 0, kHeaders = 1, kRstStream = 3, kSettings = 4, kPing = 6, kGoaway = 7;
+  constexpr uint8_t kEndStream = 1, kAck = 1, kEndHeaders = 4;
+  if (!send_all("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(kSettings, 0, 0, "") +
+                frame(kHeaders, kEndHeaders, 1, headers) + frame(kData, kEndStream, 1, body))) {
+    return absl::InternalError("send");
+  }
+  std::string data;  // stream 1's DATA payloads
+  while (true) {
+    char head[9];
+    if (!read_all(head, sizeof(head))) break;
+    const auto byte = [&head](int i) { return static_cast<uint32_t>(static_cast<uint8_t>(head[i])); };
+    const uint32_t length = byte(0) << 16 | byte(1) << 8 | byte(2);
+    const uint8_t type = head[3], flags = head[4];
+    const uint32_t stream = (byte(5) << 24 | byte(6) << 16 | byte(7) << 8 | byte(8)) & 0x7fffffff;
+    std::string payload(length, '\0');
+    if (!read_all(payload.data(), length)) break;
+    if (type == kSettings && !(flags & kAck)) send_all(frame(kSettings, kAck, 0, ""));
+    if (type == kPing && !(flags & kAck)) send_all(frame(kPing, kAck, 0, payload));
+    if (type == kData && stream == 1) data += payload;
+    if ((type == kHeaders && stream == 1 && (flags & kEndStream)) || (type == kRstStream && stream == 1) ||
+        type == kGoaway) {
+      break;  // trailers: the call is over
+    }
+  }
+  if (data.size() < 5) return absl::UnknownError("no response message: the call failed");
+  v1::RecommendResponse response;
+  if (!response.ParseFromArray(data.data() + 5, static_cast<int>(data.size() - 5))) {
+    return absl::DataLossError("response message does not parse");
+  }
+  return response;
+}
+
+// A deadline past what std::chrono::system_clock holds in nanoseconds (year 2262) or an
+// infinite one means "no deadline", never "already passed".
+TEST(RecommenderServiceTest, FarAndInfiniteDeadlinesAreNoDeadlineNotAlreadyPassed) {
+  const std::string dir = testing::TempDir("far_deadline");
+  ASSERT_TRUE(WriteBundle(testing::TinyBundle(), dir + "/1").ok());
+  ModelManagerOptions mo;
+  mo.base_path = dir;
+  mo.warmup_requests = 1;
+  auto manager = ModelManager::Create(mo);
+  ASSERT_TRUE(manager.ok()) << manager.status();
+  ASSERT_TRUE((*manager)->WaitUntilServing(absl::Seconds(30)));
+  WorkerPool pool(1);
+  RecommenderService service(manager->get(), &pool, RequestLimits());
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  auto server = builder.BuildAndStart();
+  ASSERT_NE(port, 0);
+  v1::RecommendRequest request;
+  request.set_n(3);
+
+  // Timeouts gRPC's client sends (30 s; 27000 hours, its largest), then the case,
+  // `grpc-timeout: 2100000H` (about the year 2265), and the largest the server takes.
+  for (const char* timeout : {"30S", "27000H", "2100000H", "1000000000H"}) {
+    absl::StatusOr<v1::RecommendResponse> response = RecommendOverRawHttp2(port, request, timeout);
+    EXPECT_TRUE(response.ok()) << "grpc-timeout " << timeout << ": " << response.status();
+    if (response.ok()) {
+      EXPECT_EQ(response->items_size(), 3) << timeout;
+    }
+  }
+  // No deadline at all, through gRPC's own client.
+  auto stub = v1::Recommender::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::time_point::max());
+  v1::RecommendResponse response;
+  const grpc::Status status = stub->Recommend(&ctx, request, &response);
+  EXPECT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
+  EXPECT_EQ(response.items_size(), 3);
+  server->Shutdown();
+  pool.Stop();
+}
+
+TEST(DeadlineFromGrpcTest, InfiniteAndPastYear2262DeadlinesStayInTheFuture) {
+  EXPECT_EQ(DeadlineFromGrpc(gpr_inf_future(GPR_CLOCK_REALTIME)), absl::InfiniteFuture());
+  EXPECT_EQ(DeadlineFromGrpc(gpr_inf_future(GPR_CLOCK_MONOTONIC)), absl::InfiniteFuture());
+  EXPECT_EQ(DeadlineFromGrpc(gpr_inf_past(GPR_CLOCK_MONOTONIC)), absl::InfinitePast());
+  // Year 2265: past std::chrono::system_clock's nanosecond range, well inside absl::Time's.
+  const int64_t year_2265 = 9300000000;
+  EXPECT_EQ(DeadlineFromGrpc(gpr_timespec{year_2265, 5, GPR_CLOCK_REALTIME}),
+            absl::FromUnixSeconds(year_2265) + absl::Nanoseconds(5));
+  EXPECT_EQ(DeadlineFromGrpc(gpr_timespec{1700000000, 250000000, GPR_CLOCK_REALTIME}),
+            absl::FromUnixMillis(1700000000250));
+  // A monotonic deadline (what the server core hands over) lands near the same wall time.
+  const gpr_timespec in_a_minute =
+      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_seconds(60, GPR_TIMESPAN));
+  EXPECT_LT(absl::AbsDuration(DeadlineFromGrpc(in_a_minute) - (absl::Now() + absl::Seconds(60))),
+            absl::Seconds(5));
 }
 
 // A served model (keyed or numeric tiny bundle) and the service over it, called through

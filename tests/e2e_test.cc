@@ -272,12 +272,28 @@ TEST_F(E2eTest, CliReloadsAndPinsVersionsThroughTheAdminService) {
   std::string out;
   ASSERT_EQ(e2e::RunCommand(cli + "reload", &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("serving version 2"));
+  ASSERT_EQ(e2e::RunCommand(cli + "status", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("serving version 2 (newest; no pin)"));
   ASSERT_EQ(e2e::RunCommand(cli + "pin --version=1", &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("serving version 1 (pinned)"));
+  ASSERT_EQ(e2e::RunCommand(cli + "status", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("serving version 1 (pinned to version 1)"));
+  // A refused pin leaves the pin in force, and reloads keep working.
+  EXPECT_EQ(e2e::RunCommand(cli + "pin --version=7", &out), 1);
+  EXPECT_THAT(out, HasSubstr("NOT_FOUND"));
+  EXPECT_THAT(out, HasSubstr("7"));
+  ASSERT_EQ(e2e::RunCommand(cli + "status", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("serving version 1 (pinned to version 1)"));
+  ASSERT_EQ(e2e::RunCommand(cli + "reload", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("serving version 1"));
   ASSERT_EQ(e2e::RunCommand(cli + "pin --version=0", &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("serving version 2 (newest)"));
   EXPECT_EQ(e2e::RunCommand(cli + "pin --version=7", &out), 1);
-  EXPECT_THAT(out, HasSubstr("7"));
+  ASSERT_EQ(e2e::RunCommand(cli + "status", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("serving version 2 (newest; no pin)"));
+  ASSERT_TRUE(e2e::PublishCopy(models + "/1", models, 3).ok());
+  ASSERT_EQ(e2e::RunCommand(cli + "reload", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("serving version 3"));
   EXPECT_EQ(e2e::RunCommand(cli + "pin", &out), 2);
   EXPECT_THAT(out, HasSubstr("give --version=N"));
 }
