@@ -80,7 +80,7 @@ TEST_F(FallbackServingTest, StrictModeRefusesAVersionWhoseInt8FailsTheGate) {
 
 // recserve_model_compression{policy} and recserve_model_compression_fallback.
 TEST(FallbackMetricsTest, PrometheusNamesTheServedFormAndWhetherItIsAFallback) {
-  auto metrics = Metrics::Create("127.0.0.1:0", [] { return 0; });
+  auto metrics = Metrics::Create("127.0.0.1:0", MetricsHttpOptions(), [] { return 0; });
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   auto model = Model::Create(testing::TinyBundle(), 3);
   ASSERT_TRUE(model.ok()) << model.status();

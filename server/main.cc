@@ -22,8 +22,15 @@ ABSL_FLAG(std::string, host, "0.0.0.0", "Address the Recommender service listens
 ABSL_FLAG(int, port, 8500, "Port of the Recommender service (with health and reflection); 0 = any");
 ABSL_FLAG(std::string, admin_host, "127.0.0.1", "Address of the admin service (keep it private)");
 ABSL_FLAG(int, admin_port, 8501, "Port of the admin service; -1 = no admin service");
-ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "Address of the Prometheus /metrics endpoint");
+ABSL_FLAG(std::string, metrics_host, "127.0.0.1",
+          "Address of the Prometheus /metrics endpoint (0.0.0.0 for scrapes from other hosts, behind a "
+          "network policy: the HTTP server holds a thread per connection)");
 ABSL_FLAG(int, metrics_port, 9090, "Port of the Prometheus /metrics endpoint; 0 = any, -1 = off");
+ABSL_FLAG(int, metrics_threads, 16,
+          "HTTP threads of /metrics: connections served at once (an idle client holds one until "
+          "--metrics_request_timeout)");
+ABSL_FLAG(absl::Duration, metrics_request_timeout, absl::Seconds(2),
+          "/metrics: a client must send its request (and read the answer) within this, or is dropped");
 ABSL_FLAG(std::string, model_base_path, "models/default",
           "Directory of model versions (<base>/<version>/ with READY)");
 ABSL_FLAG(absl::Duration, poll_interval, absl::Seconds(2),
@@ -100,6 +107,8 @@ int Run() {
   options.worker_threads =
       absl::GetFlag(FLAGS_worker_threads) > 0 ? absl::GetFlag(FLAGS_worker_threads) : std::max(1, cores);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.metrics_http.threads = absl::GetFlag(FLAGS_metrics_threads);
+  options.metrics_http.request_timeout = absl::GetFlag(FLAGS_metrics_request_timeout);
   options.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
   options.limits.max_events = absl::GetFlag(FLAGS_max_events);
   options.limits.max_n = absl::GetFlag(FLAGS_max_n);
@@ -166,6 +175,13 @@ int Run() {
   if (m.load_threads < 0 || m.load_threads > 1024) {
     std::fprintf(stderr, "recserve: --load_threads must be between 0 (one per core) and 1024, not %d\n",
                  m.load_threads);
+    return 2;
+  }
+  if (options.metrics_http.threads < 1 || options.metrics_http.threads > 1024 ||
+      options.metrics_http.request_timeout < absl::Milliseconds(1) ||
+      options.metrics_http.request_timeout > absl::Minutes(10)) {
+    std::fprintf(stderr, "recserve: --metrics_threads must be in [1, 1024] and --metrics_request_timeout in "
+                         "[1ms, 10m]\n");
     return 2;
   }
   if (options.max_connection_age < absl::ZeroDuration() || options.max_connection_age > absl::Hours(24 * 20)) {

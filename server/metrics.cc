@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -129,6 +130,7 @@ class CallbackGauge : public prometheus::Collectable {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind_address,
+                                                        const MetricsHttpOptions& http,
                                                         std::function<int()> inflight) {
   std::unique_ptr<Metrics> m(new Metrics());
   m->registry_ = std::make_shared<prometheus::Registry>();
@@ -183,7 +185,12 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind
   BuildGauge().Name("recserve_build_info").Help("recserve build.").Register(reg)
       .Add({{"version", RECSERVE_VERSION}, {"git_sha", RECSERVE_GIT_SHA}}).Set(1);
   try {
-    m->exposer_ = std::make_unique<prometheus::Exposer>(bind_address);
+    // civetweb's options: request_timeout_ms bounds each read and write of a request, so
+    // an idle or slow client gives its thread back; keep-alive stays off (one request per
+    // connection).
+    m->exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", bind_address, "num_threads", absl::StrCat(http.threads), "request_timeout_ms",
+        absl::StrCat(absl::ToInt64Milliseconds(http.request_timeout))});
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", bind_address, ": ", e.what()));
   }

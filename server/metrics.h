@@ -19,15 +19,25 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "server/recommender_service.h"
 
 namespace recserve {
 
+// The /metrics HTTP server (prometheus-cpp's civetweb) serves one connection per thread:
+// a client that connects and sends nothing holds a thread until `request_timeout`. With
+// the library's defaults (2 threads, 30 s) two idle clients blocked every scrape.
+struct MetricsHttpOptions {
+  int threads = 16;
+  absl::Duration request_timeout = absl::Seconds(2);
+};
+
 class Metrics {
  public:
-  // Exposes on `bind_address` (e.g. "0.0.0.0:9090"; port 0 picks one). `inflight`
+  // Exposes on `bind_address` (e.g. "127.0.0.1:9090"; port 0 picks one). `inflight`
   // reports in-flight requests when scraped.
   static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& bind_address,
+                                                        const MetricsHttpOptions& http,
                                                         std::function<int()> inflight);
   int port() const;
 

@@ -51,7 +51,7 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   // Everything the manager's and workers' callbacks read is set before their threads
   // start (the manager's below, gRPC's at BuildAndStart).
   if (!s->options_.metrics_address.empty()) {
-    ASSIGN_OR_RETURN(s->metrics_, Metrics::Create(s->options_.metrics_address,
+    ASSIGN_OR_RETURN(s->metrics_, Metrics::Create(s->options_.metrics_address, s->options_.metrics_http,
                                                   [self] { return self->recommender_->inflight(); }));
   }
   s->manager_->Start();

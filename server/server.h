@@ -33,6 +33,7 @@ struct ServerOptions {
   std::string listen_address = "0.0.0.0:8500";   // Recommender, health, reflection
   std::string admin_address = "127.0.0.1:8501";  // Admin; empty = no admin listener
   std::string metrics_address = "";              // Prometheus /metrics; empty = off
+  MetricsHttpOptions metrics_http;               // its HTTP server's threads and timeout
   int worker_threads = 2;                        // engine worker threads
   int max_message_bytes = 1 << 20;               // largest request accepted
   absl::Duration max_connection_age;             // GOAWAY to older connections; 0 = never

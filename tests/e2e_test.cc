@@ -1,6 +1,7 @@
 // End to end: the real recserve binary on a loopback port, serving a trainer-made
 // bundle, called by a C++ gRPC client, an independent Python client and recserve-cli.
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -225,6 +226,30 @@ TEST_F(E2eTest, MetricsCountWhatClientsSentAndDescribeTheModel) {
   EXPECT_EQ(Sample(*text, "recserve_inflight_requests"), 0);
   EXPECT_NE(text->find("recserve_build_info{git_sha="), std::string::npos);
   EXPECT_NE(text->find("# TYPE recserve_request_duration_seconds histogram"), std::string::npos);
+}
+
+// Prometheus-cpp's HTTP server holds a thread per connection; with the library's
+// defaults (2 threads, 30 s read timeout) two clients that connect and send nothing
+// blocked every scrape for 30 s, sixteen for four minutes. The scrape must come back
+// within Prometheus's default scrape timeout (10 s) while sixteen such clients hold on.
+TEST_F(E2eTest, MetricsAnswerScrapesWhileSixteenIdleClientsHoldConnections) {
+  StartServer({"--metrics_port=0"});
+  ASSERT_GT(server_->metrics_port(), 0);
+  std::vector<int> idle;
+  for (int i = 0; i < 16; ++i) {
+    // Half send nothing, half the first line of a request and then stall.
+    auto fd = e2e::ConnectAndStall(server_->metrics_port(), i % 2 ? "GET /metrics HTTP/1.1\r\n" : "");
+    ASSERT_TRUE(fd.ok()) << fd.status();
+    idle.push_back(*fd);
+  }
+  absl::SleepFor(absl::Milliseconds(200));  // let the server take them all first
+  auto text = e2e::HttpGet(server_->metrics_port(), "/metrics", absl::Seconds(10));
+  for (int fd : idle) ::close(fd);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_NE(text->find("recserve_build_info"), std::string::npos);
+  // And the Recommender was never affected.
+  v1::RecommendResponse r;
+  EXPECT_TRUE(Call(WarmRequest(5), &r).ok());
 }
 
 TEST_F(E2eTest, ReflectionListsOurService) {

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -278,7 +279,7 @@ absl::StatusOr<std::vector<std::string>> ListServicesByReflection(const std::str
   return names;
 }
 
-absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
+absl::StatusOr<int> ConnectAndStall(int port, const std::string& prefix) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return absl::InternalError("socket failed");
   sockaddr_in addr{};
@@ -289,15 +290,33 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
     ::close(fd);
     return absl::UnavailableError(absl::StrCat("cannot connect to port ", port));
   }
-  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-  if (::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+  if (!prefix.empty() && ::write(fd, prefix.data(), prefix.size()) != static_cast<ssize_t>(prefix.size())) {
     ::close(fd);
     return absl::UnavailableError("write failed");
   }
+  return fd;
+}
+
+absl::StatusOr<std::string> HttpGet(int port, const std::string& path, absl::Duration timeout) {
+  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+  absl::StatusOr<int> connected = ConnectAndStall(port, request);
+  if (!connected.ok()) return connected.status();
+  const int fd = *connected;
+  const absl::Time deadline = absl::Now() + timeout;
   std::string response;
   char buf[8192];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
+  while (true) {
+    pollfd p{fd, POLLIN, 0};
+    const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+    if (left_ms <= 0 || ::poll(&p, 1, static_cast<int>(left_ms)) <= 0) {
+      ::close(fd);
+      return absl::DeadlineExceededError(
+          absl::StrCat("GET ", path, " on port ", port, ": no complete answer within ", absl::FormatDuration(timeout)));
+    }
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    response.append(buf, static_cast<size_t>(n));
+  }
   ::close(fd);
   const size_t body = response.find("\r\n\r\n");
   if (response.rfind("HTTP/1.", 0) != 0 || body == std::string::npos) {

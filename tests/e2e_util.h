@@ -83,8 +83,13 @@ bool WaitForServing(const std::string& address, const std::string& service, absl
 // client).
 absl::StatusOr<std::vector<std::string>> ListServicesByReflection(const std::string& address);
 
-// GET http://127.0.0.1:<port><path>; returns the body (NotFound-style errors as Status).
-absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
+// GET http://127.0.0.1:<port><path>; returns the body (NotFound-style errors as Status;
+// DeadlineExceeded when the answer has not come within `timeout`).
+absl::StatusOr<std::string> HttpGet(int port, const std::string& path, absl::Duration timeout = absl::Minutes(2));
+
+// Opens a TCP connection to 127.0.0.1:<port> and writes `prefix` (may be empty); returns the
+// socket, which the caller closes. For clients that connect and then stall.
+absl::StatusOr<int> ConnectAndStall(int port, const std::string& prefix);
 
 // Runs a command, returns its exit code; stdout+stderr go to `output`.
 int RunCommand(const std::string& command, std::string* output);
