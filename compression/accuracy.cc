@@ -21,6 +21,20 @@ std::string AccuracyReport::ToString() const {
 AccuracyReport CompareScores(absl::Span<const float> fp32, absl::Span<const float> served,
                              absl::Span<const float> labels, absl::Span<const int64_t> groups,
                              int top_n) {
+  int non_finite = 0;
+  for (size_t i = 0; i < fp32.size(); ++i) non_finite += !std::isfinite(fp32[i]) || !std::isfinite(served[i]);
+  if (non_finite > 0) {
+    // NaN breaks the ordering the AUC and top-n sorts need: measure copies with 0 instead.
+    auto finite = [](absl::Span<const float> scores) {
+      std::vector<float> out(scores.begin(), scores.end());
+      for (float& p : out) p = std::isfinite(p) ? p : 0.f;
+      return out;
+    };
+    const std::vector<float> fp32_copy = finite(fp32), served_copy = finite(served);
+    AccuracyReport r = CompareScores(fp32_copy, served_copy, labels, groups, top_n);
+    r.non_finite = non_finite;
+    return r;
+  }
   AccuracyReport r;
   r.rows = static_cast<int>(fp32.size());
   r.top_n = top_n;
@@ -62,6 +76,11 @@ AccuracyReport CompareScores(absl::Span<const float> fp32, absl::Span<const floa
 }
 
 absl::Status CheckGate(const AccuracyReport& r, const v1::AccuracyGate& gate) {
+  if (r.non_finite > 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "accuracy gate: %d of %d calibration rows scored NaN or infinity (the ranker's arithmetic overflows); %s",
+        r.non_finite, r.rows, r.ToString()));
+  }
   const bool auc_ok = -r.auc_delta <= gate.max_auc_drop();
   const bool logloss_ok = r.logloss_delta <= gate.max_logloss_rise();
   if (auc_ok && logloss_ok) return absl::OkStatus();
@@ -71,6 +90,7 @@ absl::Status CheckGate(const AccuracyReport& r, const v1::AccuracyGate& gate) {
 }
 
 std::string GateFailure(const AccuracyReport& r, const v1::AccuracyGate& gate) {
+  if (r.non_finite > 0) return absl::StrFormat("rows scored NaN or infinity: %d", r.non_finite);
   std::string out;
   if (!(-r.auc_delta <= gate.max_auc_drop())) {
     out = absl::StrFormat("AUC drop %.4f > %g", -r.auc_delta, gate.max_auc_drop());

@@ -23,17 +23,22 @@ struct AccuracyReport {
   int top_n = 0;
   double max_abs_diff = 0;   // largest |p_served - p_fp32| over the rows
   double mean_abs_diff = 0;  // mean |p_served - p_fp32|
+  // Rows either scoring scored NaN or infinite: the figures above take such a score as
+  // 0, and the gate refuses any.
+  int non_finite = 0;
 
   std::string ToString() const;
 };
 
-// Compares two scorings of the same rows; `groups` ties rows into slates.
+// Compares two scorings of the same rows; `groups` ties rows into slates. A score that
+// is not finite is counted in non_finite and taken as 0 (the lowest probability) for the
+// figures, so no NaN reaches a sort.
 AccuracyReport CompareScores(absl::Span<const float> fp32, absl::Span<const float> served,
                              absl::Span<const float> labels, absl::Span<const int64_t> groups,
                              int top_n = 3);
 
-// OK when the AUC drop and logloss rise are within `gate`; otherwise FailedPrecondition
-// with the measured figures and the thresholds.
+// OK when no score was non-finite and the AUC drop and logloss rise are within `gate`;
+// otherwise FailedPrecondition with the measured figures and the thresholds.
 absl::Status CheckGate(const AccuracyReport& report, const v1::AccuracyGate& gate);
 
 // What CheckGate refuses, in short: "" when `report` passes `gate`, else e.g.

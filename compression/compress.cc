@@ -1,6 +1,7 @@
 #include "compression/compress.h"
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
 #include <random>
 
@@ -129,6 +130,15 @@ absl::StatusOr<GatedRanker> BuildGatedRanker(const Mlp& mlp, const CalibrationSe
   // can serve as the last resort.
   ASSIGN_OR_RETURN(std::unique_ptr<Ranker> fp32, CreateFp32Ranker(mlp, buckets));
   ASSIGN_OR_RETURN(const std::vector<float> want, ScoreAll(*fp32, cal.features, cal.rows));
+  // The reference itself overflows: nothing can be measured against it, and fp32 would
+  // serve the same arithmetic. The version is refused rather than falling back.
+  auto not_finite = [](float p) { return !std::isfinite(p); };
+  if (auto first = std::find_if(want.begin(), want.end(), not_finite); first != want.end()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "accuracy gate: the fp32 ranker scores %d of %d calibration rows NaN or infinity (row %d: %g); its "
+        "arithmetic overflows on this version's values",
+        std::count_if(first, want.end(), not_finite), cal.rows, first - want.begin(), *first));
+  }
   auto measure = [&](const Ranker& ranker) -> absl::StatusOr<AccuracyReport> {
     ASSIGN_OR_RETURN(std::vector<float> got, ScoreAll(ranker, cal.features, cal.rows));
     return CompareScores(want, got, cal.labels, cal.groups);

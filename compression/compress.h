@@ -3,7 +3,9 @@
 //
 // The gate never loosens; what it refuses, the fallback chain replaces with the next
 // form, so that a fresh version is not left unserved by compression:
-//   prune+int8 -> int8 -> mixed precision -> none (fp32, which always passes)
+//   prune+int8 -> int8 -> mixed precision -> none (fp32, which always passes unless it
+//   scores a calibration row NaN or infinity: then nothing can be measured and
+//   BuildGatedRanker refuses the version)
 // starting at the policy's mode. The int8 step first tries other activation ranges
 // (Int8Calibrations: the policy's, then percentile 99.9 ranges, which rescue models whose
 // heavy-tailed columns stretch the ranges, then max ranges) and still serves pure int8
@@ -104,8 +106,11 @@ struct GatedRanker {
 
 // Builds the policy's form, measures it against fp32 on the calibration rows (the fp32
 // scores computed once for every attempt) and walks the fallback chain while the gate
-// refuses. FailedPrecondition without calibration rows; errors of building or scoring
-// are returned as they are (they are not gate refusals).
+// refuses; a form scoring a row NaN or infinity is refused like one that lost accuracy.
+// FailedPrecondition without calibration rows, or when the fp32 ranker itself scores a
+// row NaN or infinity (no form can be measured, and fp32 would serve the same
+// arithmetic); errors of building or scoring are returned as they are (they are not gate
+// refusals).
 absl::StatusOr<GatedRanker> BuildGatedRanker(const Mlp& mlp, const CalibrationSet& calibration,
                                             const CompressionPolicy& policy,
                                             const Fp32RankerOptions& buckets = {});

@@ -148,6 +148,27 @@ TEST(QuantizeTest, RefusesCalibrationOfTheWrongWidth) {
 }
 
 // Every split of a 3-layer MLP into fp32 and int8 layers, as QuantizeMlp calibrates it.
+// Columns whose spans float cannot bin: a subnormal-wide one (1024 / span overflows a
+// float) and one as wide as the bundle limits allow. Their MSE ranges are the columns'
+// own [min, max], every scale is finite, and the int8 ranker scores every row.
+TEST(QuantizeTest, ColumnsOfExtremeSpansGetFiniteRanges) {
+  const Mlp mlp = testing::RandomMlp({6, 16, 1}, 4);
+  CalibrationSet cal = Rows(300, 6, 9);
+  for (int r = 0; r < cal.rows; ++r) {
+    cal.features[r * 6 + 1] = r % 2 ? 1e-39f : 0.f;
+    cal.features[r * 6 + 4] = r % 2 ? 1e15f : -1e15f;
+  }
+  auto q = QuantizeMlp(mlp, cal, QuantizeOptions());
+  ASSERT_TRUE(q.ok()) << q.status();
+  for (float v : q->input_inv_scale) EXPECT_TRUE(std::isfinite(v));
+  for (float v : q->input_offset) EXPECT_TRUE(std::isfinite(v));
+  auto ranker = CreateInt8Ranker(*q);
+  ASSERT_TRUE(ranker.ok()) << ranker.status();
+  auto scores = ScoreAll(**ranker, cal.features, cal.rows);
+  ASSERT_TRUE(scores.ok()) << scores.status();
+  for (float p : *scores) EXPECT_TRUE(std::isfinite(p));
+}
+
 TEST(MixedPrecisionTest, OneDnnMixedRankerMatchesItsReferenceForEverySplit) {
   const Mlp mlp = testing::RandomMlp({40, 64, 32, 1}, 7);
   const CalibrationSet cal = Rows(2000, 40, 1);
@@ -555,6 +576,41 @@ TEST(AccuracyTest, GateRefusesAndReportsTheMeasuredDeltas) {
   r.auc_delta = -0.001;
   r.logloss_delta = 0.001;
   EXPECT_TRUE(CheckGate(r, gate).ok());
+}
+
+TEST(AccuracyTest, NonFiniteScoresFailTheGateAndNeverReachAComparator) {
+  const std::vector<float> fp32 = {0.9f, 0.1f, 0.5f, 0.8f, 0.2f, 0.3f};
+  const std::vector<float> served = {0.9f, std::nanf(""), 0.5f, 0.8f, 0.2f, 0.3f};
+  const std::vector<float> labels = {1, 0, 0, 1, 0, 0};
+  const std::vector<int64_t> groups = {1, 1, 1, 2, 2, 2};
+  const AccuracyReport r = CompareScores(fp32, served, labels, groups, 1);
+  EXPECT_EQ(r.non_finite, 1);
+  EXPECT_TRUE(std::isfinite(r.served_auc) && std::isfinite(r.auc_delta) && std::isfinite(r.max_abs_diff));
+  v1::AccuracyGate gate;
+  gate.set_max_auc_drop(1.f);  // everything else would pass
+  gate.set_max_logloss_rise(1.f);
+  const absl::Status s = CheckGate(r, gate);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("1 of 6 calibration rows scored NaN or infinity"));
+  EXPECT_EQ(GateFailure(r, gate), "rows scored NaN or infinity: 1");
+}
+
+// A ranker within every value limit whose arithmetic still overflows on the calibration
+// rows (weights and features near 1e14: the second hidden layer is past FLT_MAX): the
+// fp32 reference itself scores NaN, so no form can be measured, fp32 included.
+TEST(FallbackTest, NonFiniteFp32CalibrationScoresRefuseEveryForm) {
+  Mlp mlp = testing::RandomMlp({24, 16, 8, 1}, 3);
+  for (DenseLayer& l : mlp.layers) {
+    for (float& w : l.weight) w *= 1e14f;
+  }
+  CalibrationSet cal = Rows(400, 24, 2);
+  for (float& x : cal.features) x *= 1e14f;
+  for (const char* mode : {"int8", "none"}) {
+    auto gated = BuildGatedRanker(mlp, cal, GatePolicy(mode, 0.01f, 0.01f));
+    EXPECT_EQ(gated.status().code(), absl::StatusCode::kFailedPrecondition) << mode;
+    EXPECT_THAT(std::string(gated.status().message()), HasSubstr("fp32 ranker scores")) << mode;
+    EXPECT_THAT(std::string(gated.status().message()), HasSubstr("calibration rows NaN or infinity")) << mode;
+  }
 }
 
 TEST(PolicyTest, FlagsOverrideTheManifestAndBadValuesAreNamed) {

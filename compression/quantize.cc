@@ -49,6 +49,10 @@ class MseRangeSearch {
     for (int pass = 0; pass < 3; ++pass) {
       const double w = (b - a) / kBins;
       const float fa = static_cast<float>(a), fb = static_cast<float>(b), inv_w = static_cast<float>(kBins / (b - a));
+      // A window float cannot bin (a subnormal width: kBins / width overflows; an
+      // infinite one) would turn bin indices into NaN: keep the range found so far (the
+      // column's own [min, max] on the first pass).
+      if (!std::isfinite(inv_w) || !(inv_w > 0)) break;
       // counts_[kBins]: the exact zeros of ReLU outputs.
       counts_.assign(kBins + 1, 0);
       Moments under, over;
@@ -181,6 +185,13 @@ std::vector<std::pair<float, float>> ColumnRanges(const std::vector<float>& m, i
   return ranges;
 }
 
+// The real value of one quantization step of a range `span` wide over `steps` steps; 1
+// for an empty span or one so narrow (subnormal) that 1 / step would overflow a float.
+float StepOf(float span, float steps) {
+  const float step = span / steps;
+  return step > 0 && std::isfinite(1.f / step) ? step : 1.f;
+}
+
 // fp32 forward of one layer over all rows: out = act(in W^T + b), on oneDNN's sgemm
 // (calibration runs at every model load; plain loops took most of a second).
 std::vector<float> Forward(const DenseLayer& l, const std::vector<float>& in, int rows) {
@@ -245,8 +256,7 @@ absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& c
     const float margin = static_cast<float>(options.input_margin) * (hi - lo);
     lo -= margin;
     hi += margin;
-    const float span = hi - lo;
-    in_scale[j] = span > 0 ? span / 255.f : 1.f;
+    in_scale[j] = StepOf(hi - lo, 255.f);
     q.input_offset[j] = lo;
     q.input_inv_scale[j] = 1.f / in_scale[j];
   }
@@ -298,12 +308,19 @@ absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& c
     std::vector<float> next;
     if (l.relu) {
       next = Forward(l, activations, rows);
+      // Ranges of NaN or infinite outputs would be nonsense (and NaN breaks their sorts).
+      if (auto bad = std::find_if(next.begin(), next.end(), [](float v) { return !std::isfinite(v); });
+          bad != next.end()) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "quantize: layer %d's output %d on calibration row %d is %g; the fp32 ranker's arithmetic overflows on "
+            "these rows",
+            li, (bad - next.begin()) % l.out, (bad - next.begin()) / l.out, *bad));
+      }
       std::vector<int> all(l.out);
       for (int o = 0; o < l.out; ++o) all[o] = o;
       const std::vector<std::pair<float, float>> out_ranges = ColumnRanges(next, rows, l.out, all, options, /*zero_floor=*/true);
       for (int o = 0; o < l.out; ++o) {
-        const float hi = out_ranges[o].second;
-        out_scale[o] = hi > 0 ? hi / 255.f : 1.f;
+        out_scale[o] = StepOf(out_ranges[o].second, 255.f);
       }
     }
     for (int o = 0; o < l.out; ++o) {
@@ -315,7 +332,7 @@ absl::StatusOr<QuantizedMlp> QuantizeMlp(const Mlp& mlp, const CalibrationSet& c
         bias += static_cast<double>(w[cols[j]]) * col_offset[j];
         max_abs = std::max(max_abs, std::abs(w[cols[j]] * col_scale[j]));
       }
-      const float w_scale = max_abs > 0 ? max_abs / 127.f : 1.f;
+      const float w_scale = StepOf(max_abs, 127.f);
       int8_t* qw = &ql.weight[static_cast<size_t>(o) * nin];
       double correction = 0;
       for (int j = 0; j < nin; ++j) {

@@ -17,6 +17,7 @@
 #include "engine/onnx_mlp.h"
 #include "engine/safetensors.h"
 #include "engine/status_macros.h"
+#include "engine/value_limits.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 
@@ -165,13 +166,18 @@ absl::Status ValidateManifest(const v1::Manifest& m) {
     if (s <= 0 || s > 65536) return Bad("layer_sizes", absl::StrCat("bad size ", s));
   }
   const v1::UserModelSpec& u = m.user_model();
+  // Bounded so that sums over a user's events stay finite (value_limits.h).
   for (float w : {u.view_weight(), u.click_weight(), u.cart_weight(), u.purchase_weight()}) {
-    if (!std::isfinite(w) || w < 0) return Bad("user_model", absl::StrCat("bad event weight ", w));
+    if (!(w >= 0 && w <= kMaxEventWeight)) {
+      return Bad("user_model", absl::StrFormat("event weight %g is outside [0, %g]", w, kMaxEventWeight));
+    }
   }
   if (!(u.half_life_seconds() > 0) || !std::isfinite(u.half_life_seconds())) {
     return Bad("user_model.half_life_seconds", absl::StrCat("is ", u.half_life_seconds()));
   }
-  if (u.max_events() <= 0) return Bad("user_model.max_events", absl::StrCat("is ", u.max_events()));
+  if (u.max_events() <= 0 || u.max_events() > kMaxUserEvents) {
+    return Bad("user_model.max_events", absl::StrFormat("is %d, outside [1, %d]", u.max_events(), kMaxUserEvents));
+  }
   const v1::RecallSpec& r = m.recall();
   for (int k : {r.embedding_k(), r.covisit_k(), r.popularity_k()}) {
     if (k < 0 || k > 100000) return Bad("recall", absl::StrCat("bad quota ", k));
@@ -283,6 +289,14 @@ absl::StatusOr<BundleContents> ReadBundle(const std::string& dir) {
     const int64_t rows = static_cast<int64_t>(b.calibration.features.size()) / width;
     ASSIGN_OR_RETURN(b.calibration.labels, cal->GetF32("labels", {rows}));
     ASSIGN_OR_RETURN(b.calibration.groups, cal->GetI64("groups", {rows}));
+    const std::vector<float>& features = b.calibration.features;
+    for (size_t k = 0; k < features.size(); ++k) {
+      if (!(std::abs(features[k]) <= kMaxBundleValue)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: 'features'[%d] is %g (row %d, column %d); bundle values must be within +-%g", kCalibrationFile, k,
+            features[k], k / width, k % width, kMaxBundleValue));
+      }
+    }
     for (int64_t i = 0; i < rows; ++i) {
       const float l = b.calibration.labels[i];
       if (l != 0.f && l != 1.f) {

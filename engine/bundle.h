@@ -15,7 +15,9 @@
 //
 // ReadBundle distrusts every byte: READY present, manifest parsed and checked, every
 // listed file present with the listed size and SHA-256, every tensor's dtype and shape
-// consistent with the manifest, all floats finite. Errors name the file and field.
+// consistent with the manifest, all floats finite (and the calibration features and
+// ranker weights within +-kMaxBundleValue; Model::Create checks the catalog's and the
+// co-visitation's: engine/value_limits.h). Errors name the file and field.
 // WriteBundle fills in the file entries of the manifest and writes READY last.
 #ifndef RECSERVE_ENGINE_BUNDLE_H_
 #define RECSERVE_ENGINE_BUNDLE_H_
@@ -57,7 +59,8 @@ struct BundleContents {
   std::string hnsw_graph_path;
 };
 
-// Checks the manifest on its own: schema version, feature spec, layer sizes, policy and
+// Checks the manifest on its own: schema version, feature spec, layer sizes, user model
+// (event weights in [0, kMaxEventWeight], max_events in [1, kMaxUserEvents]), policy and
 // gate ranges, file entries (plain names, no duplicates).
 absl::Status ValidateManifest(const v1::Manifest& manifest);
 

@@ -7,6 +7,7 @@
 #include "engine/file_util.h"
 #include "engine/item_key.h"
 #include "engine/model.h"
+#include "engine/onnx_mlp.h"
 #include "engine/safetensors.h"
 #include "engine/test_util.h"
 #include "gmock/gmock.h"
@@ -241,6 +242,67 @@ TEST_F(BundleTest, NanEmbeddingIsRefused) {
   ReplaceFile(kItemsFile, ItemsWith([](CatalogData* d) { d->embeddings[5] = std::nanf(""); }));
   EXPECT_EQ(Read().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Read().message(), HasSubstr("embeddings"));
+}
+
+TEST_F(BundleTest, HugeFiniteValuesAreRefusedAtLoad) {
+  // Finite, but past kMaxBundleValue (1e15): products and sums of such values overflow
+  // to infinity and NaN on the request path (value_limits.h).
+  struct Case {
+    std::function<void(BundleContents*)> edit;
+    std::string want;
+  } cases[] = {
+      {[](BundleContents* b) { b->items.embeddings[5] = 1e30f; }, "'embeddings' of item 0 (id 1000) is 1e+30"},
+      {[](BundleContents* b) { b->items.dense[7] = -2e20f; }, "'dense' of item 2 (id 1002) is -2e+20"},
+      {[](BundleContents* b) { b->items.popularity[3] = 3e38f; }, "'popularity' of item 3 (id 1003) is 3e+38"},
+      {[](BundleContents* b) { b->covisit.weights[4] = 1e16f; }, "'weights'[4] is 1e+16"},
+      {[](BundleContents* b) {
+         b->covisit.counts.assign(b->covisit.weights.size(), 1.f);
+         b->covisit.counts[6] = 1e20f;
+       },
+       "'counts'[6] is 1e+20"},
+      {[](BundleContents* b) { b->calibration.features[11] = -1e25f; }, "'features'[11] is -1e+25"},
+  };
+  for (const Case& c : cases) {
+    BundleContents b = contents_;
+    c.edit(&b);
+    const std::string dir = dir_ + "-" + std::to_string(&c - cases);
+    ASSERT_TRUE(WriteBundle(std::move(b), dir).ok());
+    const absl::Status loaded = Model::Load(dir, 1).status();
+    EXPECT_EQ(loaded.code(), absl::StatusCode::kInvalidArgument) << c.want;
+    EXPECT_THAT(std::string(loaded.message()), HasSubstr(c.want));
+    EXPECT_THAT(std::string(loaded.message()), HasSubstr("1e+15")) << c.want;
+  }
+  // A ranker weight: the writer refuses it, so patch its bytes in ranker.onnx.
+  {
+    Mlp mlp = contents_.mlp;
+    mlp.layers[0].weight[3] = 0.123456789f;
+    std::string bytes = *SerializeOnnxMlp(mlp);
+    const float marker = 0.123456789f, huge = 4e20f;
+    const size_t at = bytes.find(std::string(reinterpret_cast<const char*>(&marker), sizeof(float)));
+    ASSERT_NE(at, std::string::npos);
+    bytes.replace(at, sizeof(float), std::string(reinterpret_cast<const char*>(&huge), sizeof(float)));
+    ReplaceFile(kRankerFile, bytes);
+    const absl::Status loaded = Model::Load(dir_, 1).status();
+    EXPECT_EQ(loaded.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(loaded.message()), HasSubstr("ranker.onnx"));
+    EXPECT_THAT(std::string(loaded.message()), HasSubstr("4e+20"));
+  }
+  // The user model's event weights and event count bound the sums over a user's events.
+  SetUp();
+  EditManifest([](v1::Manifest* m) { m->mutable_user_model()->set_cart_weight(1e30f); });
+  EXPECT_THAT(std::string(Read().message()), HasSubstr("user_model: event weight 1e+30"));
+  SetUp();
+  EditManifest([](v1::Manifest* m) { m->mutable_user_model()->set_max_events(1 << 30); });
+  EXPECT_THAT(std::string(Read().message()), HasSubstr("user_model.max_events"));
+  // At the limits, everything loads.
+  BundleContents at_limit = contents_;
+  at_limit.items.embeddings[0] = -1e15f;
+  at_limit.items.popularity[0] = 1e15f;
+  at_limit.covisit.weights[0] = 1e15f;
+  at_limit.mlp.layers[0].weight[0] = 1e15f;
+  const std::string dir = dir_ + "-at-limit";
+  ASSERT_TRUE(WriteBundle(std::move(at_limit), dir).ok());
+  EXPECT_TRUE(Model::Load(dir, 1).ok());
 }
 
 TEST_F(BundleTest, DuplicateItemIdIsRefusedAtModelCreation) {

@@ -8,6 +8,8 @@
 #include "absl/strings/str_format.h"
 #include "engine/huge_pages.h"
 #include "engine/item_key.h"
+#include "engine/status_macros.h"
+#include "engine/value_limits.h"
 
 namespace recserve {
 namespace {
@@ -15,6 +17,24 @@ namespace {
 absl::Status SizeError(const std::string& name, const char* field, size_t got, size_t want) {
   return absl::InvalidArgumentError(
       absl::StrFormat("%s: '%s' has %d values, want %d", name, field, got, want));
+}
+
+// Finite and within the bundle limit (value_limits.h): NaN fails both comparisons.
+bool WithinLimit(float v) { return v >= -kMaxBundleValue && v <= kMaxBundleValue; }
+
+// Every value of `rows` ([ids.size() x width]) within the limit, or an error naming the
+// item, its id and the value.
+absl::Status CheckRows(const std::string& name, const char* field, const std::vector<float>& rows, int width,
+                       const std::vector<uint64_t>& ids) {
+  for (size_t k = 0; k < rows.size(); ++k) {
+    if (!WithinLimit(rows[k])) {
+      const size_t item = k / static_cast<size_t>(width);
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: '%s' of item %d (id %d) is %g; bundle values must be finite and within +-%g", name, field, item,
+          ids[item], rows[k], kMaxBundleValue));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -88,17 +108,14 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Create(CatalogData data,
           "%s: 'category' of item %d (id %d) is %d, outside [0, 2^20)", name, i, data.ids[i],
           data.category[i]));
     }
-    if (!std::isfinite(data.popularity[i]) || data.popularity[i] < 0) {
+    if (!(data.popularity[i] >= 0 && data.popularity[i] <= kMaxBundleValue)) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: 'popularity' of item %d (id %d) is %g", name, i, data.ids[i], data.popularity[i]));
+          "%s: 'popularity' of item %d (id %d) is %g; want finite, >= 0 and <= %g", name, i, data.ids[i],
+          data.popularity[i], kMaxBundleValue));
     }
   }
-  for (float v : data.embeddings) {
-    if (!std::isfinite(v)) return absl::InvalidArgumentError(name + ": non-finite 'embeddings'");
-  }
-  for (float v : data.dense) {
-    if (!std::isfinite(v)) return absl::InvalidArgumentError(name + ": non-finite 'dense'");
-  }
+  RETURN_IF_ERROR(CheckRows(name, "embeddings", data.embeddings, data.dim, data.ids));
+  RETURN_IF_ERROR(CheckRows(name, "dense", data.dense, data.dense_dim, data.ids));
 
   std::unique_ptr<Catalog> catalog(new Catalog(std::move(data)));
   const CatalogData& d = catalog->data_;
@@ -176,13 +193,13 @@ absl::StatusOr<std::unique_ptr<CovisitIndex>> CovisitIndex::Create(CovisitData d
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s: 'neighbors'[%d] is %d, outside [0, %d)", name, e, data.neighbors[e], num_items));
     }
-    if (!std::isfinite(data.weights[e]) || data.weights[e] < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s: 'weights'[%d] is %g", name, e, data.weights[e]));
+    if (!(data.weights[e] >= 0 && data.weights[e] <= kMaxBundleValue)) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: 'weights'[%d] is %g; want finite, >= 0 and <= %g",
+                                                        name, e, data.weights[e], kMaxBundleValue));
     }
-    if (!data.counts.empty() && (!std::isfinite(data.counts[e]) || data.counts[e] < 0)) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s: 'counts'[%d] is %g", name, e, data.counts[e]));
+    if (!data.counts.empty() && !(data.counts[e] >= 0 && data.counts[e] <= kMaxBundleValue)) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: 'counts'[%d] is %g; want finite, >= 0 and <= %g", name,
+                                                        e, data.counts[e], kMaxBundleValue));
     }
   }
   std::unique_ptr<CovisitIndex> index(new CovisitIndex(std::move(data)));

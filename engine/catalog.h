@@ -27,7 +27,9 @@
 
 namespace recserve {
 
-// Column data of the catalog as stored in items.safetensors.
+// Column data of the catalog as stored in items.safetensors. Every float is finite and
+// within +-kMaxBundleValue (engine/value_limits.h), so the features computed from them
+// stay finite.
 struct CatalogData {
   std::vector<uint64_t> ids;         // [N], unique
   std::vector<float> embeddings;     // [N x dim]
@@ -47,7 +49,8 @@ absl::Status CheckItemKey(absl::string_view key);
 
 class Catalog {
  public:
-  // Validates sizes, id uniqueness, keys, finiteness and ranges; `name` prefixes errors.
+  // Validates sizes, id uniqueness, keys and ranges (every float within the bundle
+  // limit, value_limits.h); `name` prefixes errors, which name the item and the value.
   static absl::StatusOr<std::unique_ptr<Catalog>> Create(CatalogData data,
                                                         const std::string& name = "catalog");
 
@@ -108,9 +111,9 @@ class Catalog {
 struct CovisitData {
   std::vector<int64_t> offsets;   // [N + 1], offsets[0] == 0, non-decreasing
   std::vector<int32_t> neighbors; // [nnz], each in [0, N)
-  std::vector<float> weights;     // [nnz], finite, >= 0
+  std::vector<float> weights;     // [nnz], in [0, kMaxBundleValue]
   // [nnz] or empty: the raw (possibly time-decayed) pair counts behind `weights`, for
-  // the count-based signals of CANDIDATE_SIGNALS. Finite, >= 0.
+  // the count-based signals of CANDIDATE_SIGNALS. In [0, kMaxBundleValue].
   std::vector<float> counts;
 };
 

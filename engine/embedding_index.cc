@@ -6,14 +6,20 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstring>
+#include <exception>
 #include <fstream>
 #include <random>
+#include <system_error>
 #include <thread>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "engine/status_macros.h"
 #include "engine/cpu_dispatch.h"
 #include "engine/huge_pages.h"
@@ -171,36 +177,76 @@ class ExactInt8Index : public EmbeddingIndex {
 
 class HnswIndex : public EmbeddingIndex {
  public:
-  // Builds the graph over every catalog item (label = item index).
-  static std::unique_ptr<HnswIndex> Build(const Catalog* catalog, const EmbeddingIndexOptions& o) {
+  // Builds the graph over every catalog item (label = item index) on o.build_threads
+  // threads. hnswlib reports errors by throwing (std::runtime_error, std::bad_alloc): an
+  // exception is caught on the thread that throws it (none may leave a thread: that ends
+  // the process), the other threads stop before their next item, and the first one
+  // becomes the returned Status; the half-built graph is dropped.
+  static absl::StatusOr<std::unique_ptr<HnswIndex>> Build(const Catalog* catalog, const EmbeddingIndexOptions& o) {
     std::unique_ptr<HnswIndex> index(new HnswIndex(catalog, o.hnsw_ef_search, /*prebuilt=*/false));
-    index->graph_ = std::make_unique<hnswlib::HierarchicalNSW<float>>(&index->space_, catalog->size(), o.hnsw_m,
-                                                                      o.hnsw_ef_construction);
     const int n = catalog->size();
+    try {
+      index->graph_ = std::make_unique<hnswlib::HierarchicalNSW<float>>(&index->space_, n, o.hnsw_m,
+                                                                        o.hnsw_ef_construction);
+    } catch (...) {
+      return BuildError("allocating the graph", std::current_exception());
+    }
     const int threads = std::max(1, o.build_threads);
+    absl::Mutex mu;
+    std::exception_ptr first_error;  // guarded by mu; kept as thrown: a Status could not be built without memory
+    int failed_item = -1;            // guarded by mu; -1: no build thread could be started
+    std::atomic<bool> failed{false};
+    auto record = [&](int item) {
+      absl::MutexLock lock(&mu);
+      if (!first_error) {
+        first_error = std::current_exception();
+        failed_item = item;
+      }
+      failed.store(true, std::memory_order_relaxed);
+    };
+    auto add_items = [&](int t) {
+      for (int i = t; i < n && !failed.load(std::memory_order_relaxed); i += threads) {
+        try {
+          index->graph_->addPoint(catalog->embedding(i), static_cast<size_t>(i));
+        } catch (...) {
+          record(i);
+        }
+      }
+    };
     std::vector<std::thread> workers;
-    for (int t = 0; t < threads; ++t) {
-      workers.emplace_back([&, t] {
-        for (int i = t; i < n; i += threads) index->graph_->addPoint(catalog->embedding(i), static_cast<size_t>(i));
-      });
+    try {
+      for (int t = 0; t < threads; ++t) workers.emplace_back(add_items, t);
+    } catch (...) {  // std::system_error: no thread to be had
+      record(-1);
     }
     for (auto& w : workers) w.join();
+    if (first_error) {
+      return BuildError(failed_item < 0 ? absl::StrCat("starting ", threads, " build threads")
+                                        : absl::StrFormat("adding item %d (id %d)", failed_item,
+                                                          catalog->id(failed_item)),
+                        first_error);
+    }
     index->graph_->setEf(index->ef_);
     index->UseHugePages();
     return index;
   }
 
-  // Loads a graph saved by SaveHnswGraph for this catalog, and checks that it is one:
-  // same item count and dimension, every item once, and the stored vectors of a sample
-  // of items equal to the catalog's (a graph of another catalog is refused).
+  // Loads a graph saved by SaveHnswGraph for this catalog and checks, before any search,
+  // that it is one (CheckFile, CheckGraph): a graph of another catalog, or one whose
+  // structure would lead hnswlib's search out of bounds, is refused with InvalidArgument
+  // naming what is wrong.
   static absl::StatusOr<std::unique_ptr<HnswIndex>> Load(const Catalog* catalog, const EmbeddingIndexOptions& o) {
     const std::string& path = o.hnsw_graph_path;
-    // hnswlib trusts its file's header; check it against this catalog first.
-    RETURN_IF_ERROR(CheckHeader(path, catalog));
+    // hnswlib trusts its file; check its header against this catalog and its link-list
+    // sizes against the header and the file's size first.
+    RETURN_IF_ERROR(CheckFile(path, catalog));
     std::unique_ptr<HnswIndex> index(new HnswIndex(catalog, o.hnsw_ef_search, /*prebuilt=*/true));
     try {
       index->graph_ = std::make_unique<hnswlib::HierarchicalNSW<float>>(&index->space_, path, false, catalog->size());
       RETURN_IF_ERROR(index->CheckGraph(path));
+      // hnswlib 0.6's loading constructor adds the deleted elements it finds to a
+      // num_deleted_ it never initialized; CheckGraph found none.
+      index->graph_->num_deleted_ = 0;
     } catch (const std::exception& e) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": not an hnsw graph for this catalog: ", e.what()));
     }
@@ -240,20 +286,48 @@ class HnswIndex : public EmbeddingIndex {
   HnswIndex(const Catalog* catalog, int ef, bool prebuilt)
       : catalog_(catalog), space_(catalog->dim()), ef_(ef), prebuilt_(prebuilt) {}
 
-  // The layout hnswlib 0.6 writes (saveIndex), checked field by field.
-  static absl::Status CheckHeader(const std::string& path, const Catalog* catalog) {
+  // What hnswlib threw while building (`where`) as a Status: ResourceExhausted when
+  // memory or threads ran out (std::bad_alloc, hnswlib's "Not enough memory",
+  // std::system_error), Internal otherwise.
+  static absl::Status BuildError(const std::string& where, std::exception_ptr error) {
+    const std::string prefix = absl::StrCat("hnsw build: ", where, ": ");
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::bad_alloc& e) {
+      return absl::ResourceExhaustedError(absl::StrCat(prefix, e.what()));
+    } catch (const std::system_error& e) {
+      return absl::ResourceExhaustedError(absl::StrCat(prefix, e.what()));
+    } catch (const std::exception& e) {
+      return absl::StartsWith(e.what(), "Not enough memory") ? absl::ResourceExhaustedError(absl::StrCat(prefix, e.what()))
+                                                            : absl::InternalError(absl::StrCat(prefix, e.what()));
+    } catch (...) {
+      return absl::InternalError(absl::StrCat(prefix, "an exception that is not a std::exception"));
+    }
+  }
+
+  // Before hnswlib reads the file, which it trusts: the header, field by field, against
+  // the layout hnswlib 0.6 writes (saveIndex) for this catalog; then the upper link lists
+  // (per element a u32 byte size and that many bytes) against the header and the file's
+  // size: each a whole number of levels, none above the top level, the entry point on the
+  // top level, and the last list ending where the file does.
+  static absl::Status CheckFile(const std::string& path, const Catalog* catalog) {
     std::ifstream in(path, std::ios::binary);
     if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+    in.seekg(0, std::ios::end);
+    const std::streamoff file_size = in.tellg();
+    in.seekg(0, std::ios::beg);
     struct {
       size_t offset_level0, max_elements, count, size_per_element, label_offset, offset_data;
       int max_level;
       uint32_t entry;
       size_t max_m, max_m0, m;
+      double mult;
+      size_t ef_construction;
     } h{};
     auto read = [&in](auto* v) { in.read(reinterpret_cast<char*>(v), sizeof(*v)); };
     read(&h.offset_level0), read(&h.max_elements), read(&h.count), read(&h.size_per_element);
     read(&h.label_offset), read(&h.offset_data), read(&h.max_level), read(&h.entry);
-    read(&h.max_m), read(&h.max_m0), read(&h.m);
+    read(&h.max_m), read(&h.max_m0), read(&h.m), read(&h.mult), read(&h.ef_construction);
     const size_t n = static_cast<size_t>(catalog->size()), vector_bytes = catalog->dim() * sizeof(float);
     const size_t links0 = h.max_m0 * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
     const bool ok = in && h.offset_level0 == 0 && h.count == n && h.max_elements >= n && h.m >= 2 && h.m <= 128 &&
@@ -267,43 +341,117 @@ class HnswIndex : public EmbeddingIndex {
           "element, M=%d",
           path, n, catalog->dim(), h.count, h.size_per_element, h.m));
     }
+    // The header's fields are now bounded (n < 2^31, an element under 17 KiB): no overflow.
+    const uint64_t upper_start = static_cast<uint64_t>(in.tellg()) + uint64_t{n} * h.size_per_element;
+    if (file_size < 0 || upper_start + 4 * uint64_t{n} > static_cast<uint64_t>(file_size)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: %d bytes, too short for the %d elements its header describes", path, file_size, n));
+    }
+    // The upper lists are small (a sixteenth of the elements have any): read them whole.
+    std::string upper(static_cast<size_t>(file_size - upper_start), '\0');
+    in.seekg(static_cast<std::streamoff>(upper_start), std::ios::beg);
+    in.read(upper.data(), static_cast<std::streamsize>(upper.size()));
+    if (!in) return absl::DataLossError(absl::StrCat(path, ": read error"));
+    const uint64_t level_bytes = h.max_m * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
+    uint64_t at = 0;
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t bytes = 0;
+      if (at + sizeof(bytes) > upper.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: the file ends before the link lists of element %d", path, i));
+      }
+      std::memcpy(&bytes, upper.data() + at, sizeof(bytes));
+      at += sizeof(bytes);
+      if (bytes % level_bytes != 0) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: element %d has %d bytes of upper link lists, not a whole number of levels (%d bytes each)", path,
+            i, bytes, level_bytes));
+      }
+      const uint64_t level = bytes / level_bytes;
+      if (level > static_cast<uint64_t>(h.max_level)) {
+        return absl::InvalidArgumentError(absl::StrFormat("%s: element %d reaches level %d, above the top level %d",
+                                                          path, i, level, h.max_level));
+      }
+      if (i == h.entry && level != static_cast<uint64_t>(h.max_level)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: the entry point, element %d, is on level %d, not the top level %d", path, i, level, h.max_level));
+      }
+      if (at + bytes > upper.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: the file ends inside the link lists of element %d", path, i));
+      }
+      at += bytes;
+    }
+    if (at != upper.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: %d bytes after the last link list; the header describes %d elements", path,
+                          upper.size() - at, n));
+    }
     return absl::OkStatus();
   }
 
-  // After loading: every item once, no deleted marks, every link in range, and the
-  // stored vectors of a sample of items equal to the catalog's.
+  // After hnswlib has loaded the graph, before any search: the structure hnswlib's search
+  // follows without checking. Every element's level within the top level and its lists
+  // allocated; the entry point on the top level; every list no longer than its level
+  // allows (maxM0 on level 0, maxM above), every link to an element that exists and has
+  // the level it is linked on; every label a distinct item index, none deleted; and every
+  // stored vector bit for bit the catalog's (a graph of another catalog is refused, and
+  // search meets only the catalog's checked values).
   absl::Status CheckGraph(const std::string& path) const {
     const hnswlib::HierarchicalNSW<float>& g = *graph_;
     const size_t n = static_cast<size_t>(catalog_->size());
-    std::vector<char> seen(n, 0);
+    auto bad = [&path](const std::string& what) { return absl::InvalidArgumentError(absl::StrCat(path, ": ", what)); };
+    if (g.cur_element_count != n || g.max_elements_ != n || g.maxlevel_ < 0) {
+      return bad(absl::StrFormat("%d elements (room for %d), top level %d; want %d elements", g.cur_element_count,
+                                 g.max_elements_, g.maxlevel_, n));
+    }
+    if (g.enterpoint_node_ >= n || g.element_levels_[g.enterpoint_node_] != g.maxlevel_) {
+      return bad(absl::StrFormat("the entry point, element %d, is not on the top level %d", g.enterpoint_node_,
+                                 g.maxlevel_));
+    }
+    if (g.label_lookup_.size() != n) {
+      return bad(absl::StrFormat("%d distinct labels for %d elements", g.label_lookup_.size(), n));
+    }
+    const size_t vector_bytes = catalog_->dim() * sizeof(float);
     for (size_t i = 0; i < n; ++i) {
       const hnswlib::tableint id = static_cast<hnswlib::tableint>(i);
       const hnswlib::labeltype label = g.getExternalLabel(id);
-      if (label >= n || seen[label]++ || g.isMarkedDeleted(id)) {
-        return absl::InvalidArgumentError(
-            absl::StrFormat("%s: item label %d is out of range, repeated or deleted", path, label));
+      if (label >= n) return bad(absl::StrFormat("element %d has label %d, outside [0, %d)", i, label, n));
+      const auto found = g.label_lookup_.find(label);
+      if (found == g.label_lookup_.end() || found->second != id) {
+        return bad(absl::StrFormat("label %d is on more than one element", label));
       }
-      for (int level = 0; level <= g.element_levels_[i]; ++level) {
-        if (level > g.maxlevel_) return absl::InvalidArgumentError(absl::StrCat(path, ": an element above the top level"));
+      if (g.isMarkedDeleted(id)) return bad(absl::StrFormat("element %d is marked deleted", i));
+      const int levels = g.element_levels_[i];
+      if (levels < 0 || levels > g.maxlevel_) {
+        return bad(absl::StrFormat("element %d reaches level %d, above the top level %d", i, levels, g.maxlevel_));
+      }
+      if ((levels > 0) != (g.linkLists_[i] != nullptr)) {
+        return bad(absl::StrFormat("element %d: upper link lists do not match its level %d", i, levels));
+      }
+      for (int level = 0; level <= levels; ++level) {
         hnswlib::linklistsizeint* list = level == 0 ? g.get_linklist0(id) : g.get_linklist(id, level);
         const size_t count = g.getListCount(list);
-        if (count > (level == 0 ? g.maxM0_ : g.maxM_)) {
-          return absl::InvalidArgumentError(absl::StrCat(path, ": a link list longer than the graph allows"));
+        const size_t allowed = level == 0 ? g.maxM0_ : g.maxM_;
+        if (count > allowed) {
+          return bad(absl::StrFormat("element %d has %d links on level %d, more than the %d allowed", i, count,
+                                     level, allowed));
         }
         const hnswlib::tableint* links = reinterpret_cast<const hnswlib::tableint*>(list + 1);
         for (size_t k = 0; k < count; ++k) {
-          if (links[k] >= n) return absl::InvalidArgumentError(absl::StrCat(path, ": a link points past the last item"));
+          if (links[k] >= n) {
+            return bad(absl::StrFormat("element %d links on level %d to element %d, past the last element %d", i,
+                                       level, links[k], n - 1));
+          }
+          if (g.element_levels_[links[k]] < level) {
+            return bad(absl::StrFormat("element %d links on level %d to element %d, which has no level %d", i,
+                                       level, links[k], level));
+          }
         }
       }
-    }
-    std::mt19937_64 rng(7);
-    for (int t = 0; t < 64; ++t) {
-      const size_t item = rng() % n;
-      const std::vector<float> stored = g.getDataByLabel<float>(item);
-      if (!std::equal(stored.begin(), stored.end(), catalog_->embedding(static_cast<int>(item)))) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: the graph's vector of item %d differs from the catalog's; it was built for another catalog", path,
-            item));
+      if (std::memcmp(g.getDataByInternalId(id), catalog_->embedding(static_cast<int>(label)), vector_bytes) != 0) {
+        return bad(absl::StrFormat(
+            "the graph's vector of item %d differs from the catalog's; it was built for another catalog", label));
       }
     }
     return absl::OkStatus();
@@ -340,7 +488,8 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> BuildEmbeddingIndex(const Catalo
       ASSIGN_OR_RETURN(std::unique_ptr<HnswIndex> loaded, HnswIndex::Load(catalog, o));
       return std::unique_ptr<EmbeddingIndex>(std::move(loaded));
     }
-    return std::unique_ptr<EmbeddingIndex>(HnswIndex::Build(catalog, o));
+    ASSIGN_OR_RETURN(std::unique_ptr<HnswIndex> built, HnswIndex::Build(catalog, o));
+    return std::unique_ptr<EmbeddingIndex>(std::move(built));
   }
   return absl::InvalidArgumentError(
       absl::StrCat("embedding index '", o.kind, "' is not exact, exact-int8 or hnsw"));

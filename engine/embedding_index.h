@@ -26,7 +26,10 @@ struct EmbeddingIndexOptions {
   std::string hnsw_graph_path;
 };
 
-// Builds the index over `catalog` (which must outlive it).
+// Builds the index over `catalog` (which must outlive it). An hnsw graph file that is not
+// this catalog's or whose structure is unsound is InvalidArgument, naming what is wrong;
+// an hnsw build that fails (hnswlib throws: out of memory, ...) is ResourceExhausted or
+// Internal, whichever thread it failed on.
 absl::StatusOr<std::unique_ptr<EmbeddingIndex>> BuildEmbeddingIndex(const Catalog* catalog,
                                                                    const EmbeddingIndexOptions& options);
 

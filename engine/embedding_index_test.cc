@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <functional>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "engine/bundle.h"
 #include "engine/file_util.h"
 #include "engine/model.h"
@@ -178,7 +181,123 @@ TEST_F(EmbeddingIndexTest, HnswGraphOfAnotherCatalogOrCorruptIsRefused) {
   o.hnsw_graph_path = dir + "/cut.bin";
   index = BuildEmbeddingIndex(catalog_.get(), o);
   EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(index.status().message(), ::testing::HasSubstr("not an hnsw graph for this catalog"));
+  EXPECT_THAT(std::string(index.status().message()), ::testing::HasSubstr("too short for the 5000 elements"));
+}
+
+// A graph file as hnswlib 0.6 writes it (saveIndex), opened for surgery: a 96-byte
+// header, then per element a level-0 record [count | maxM0 links | vector | label], then
+// per element a u32 byte size and its upper link lists (level l at (l - 1) x (4 + 4 maxM)
+// bytes), each list [count | maxM links].
+class HnswFile {
+ public:
+  explicit HnswFile(std::string bytes) : bytes_(std::move(bytes)) { Index(); }
+  const std::string& bytes() const { return bytes_; }
+  size_t count() const { return Get<uint64_t>(16); }
+  int max_level() const { return Get<int32_t>(48); }
+  uint32_t entry() const { return Get<uint32_t>(52); }
+  void set_max_level(int level) { Put<int32_t>(48, level); }
+  void set_entry(uint32_t element) { Put<uint32_t>(52, element); }
+  int level(size_t element) const { return static_cast<int>(Get<uint32_t>(upper_[element]) / list_bytes()); }
+  // Offset of the link list of `element` on `level` (its u32 count, then the links).
+  size_t List(size_t element, int level) const {
+    if (level == 0) return kHeader + element * Get<uint64_t>(24);
+    return upper_[element] + 4 + static_cast<size_t>(level - 1) * list_bytes();
+  }
+  uint32_t Count(size_t list) const { return Get<uint32_t>(list) & 0xffff; }
+  void SetLabel(size_t element, uint64_t label) { Put<uint64_t>(List(element, 0) + Get<uint64_t>(32), label); }
+  void MarkDeleted(size_t element) { Put<uint32_t>(List(element, 0), Get<uint32_t>(List(element, 0)) | 0x10000); }
+  void SetCount(size_t list, uint32_t count) { Put<uint32_t>(list, count); }
+  uint32_t Link(size_t list, int k) const { return Get<uint32_t>(list + 4 + 4 * k); }
+  void SetLink(size_t list, int k, uint32_t to) { Put<uint32_t>(list + 4 + 4 * k, to); }
+  // Appends `extra` zero bytes to the upper link lists of `element` (and its size field).
+  void GrowUpper(size_t element, uint32_t extra) {
+    const uint32_t size = Get<uint32_t>(upper_[element]);
+    Put<uint32_t>(upper_[element], size + extra);
+    bytes_.insert(upper_[element] + 4 + size, std::string(extra, '\0'));
+    Index();
+  }
+  // The first element with exactly `level` levels above 0.
+  size_t FirstAtLevel(int level) const {
+    for (size_t i = 0; i < count(); ++i) {
+      if (this->level(i) == level) return i;
+    }
+    return count();
+  }
+
+ private:
+  static constexpr size_t kHeader = 96;
+  size_t list_bytes() const { return 4 + 4 * Get<uint64_t>(56); }
+  void Index() {
+    upper_.clear();
+    size_t at = kHeader + count() * Get<uint64_t>(24);
+    for (size_t i = 0; i < count(); ++i) {
+      upper_.push_back(at);
+      at += 4 + Get<uint32_t>(at);
+    }
+  }
+  template <typename T>
+  T Get(size_t at) const {
+    T v;
+    std::memcpy(&v, bytes_.data() + at, sizeof(T));
+    return v;
+  }
+  template <typename T>
+  void Put(size_t at, T v) {
+    std::memcpy(bytes_.data() + at, &v, sizeof(T));
+  }
+  std::string bytes_;
+  std::vector<size_t> upper_;  // offset of each element's size field
+};
+
+TEST_F(EmbeddingIndexTest, CorruptHnswLevelsAreRefusedAtLoad) {
+  const std::string dir = testing::TempDir("hnsw_levels");
+  EmbeddingIndexOptions o;
+  o.kind = "hnsw";
+  ASSERT_TRUE(SaveHnswGraph(catalog_.get(), o, dir + "/good.bin").ok());
+  const HnswFile good(*ReadFileToString(dir + "/good.bin"));
+  ASSERT_GE(good.max_level(), 2);
+  const size_t flat = good.FirstAtLevel(0), upper = good.FirstAtLevel(1);
+  ASSERT_LT(flat, good.count());
+  ASSERT_LT(upper, good.count());
+  ASSERT_GT(good.Count(good.List(upper, 1)), 0u);
+  const size_t n = good.count();
+
+  // Each a graph whose lists hnswlib would follow out of bounds (or a header that does not
+  // describe its lists), with what the refusal must say.
+  std::vector<std::pair<std::string, std::function<void(HnswFile*)>>> cases = {
+      {"the entry point, element", [&](HnswFile* f) { f->set_entry(static_cast<uint32_t>(flat)); }},
+      {"the entry point, element", [&](HnswFile* f) { f->set_max_level(f->max_level() + 1); }},
+      {"which has no level 1",
+       [&](HnswFile* f) { f->SetLink(f->List(upper, 1), 0, static_cast<uint32_t>(flat)); }},
+      {"more than the 16 allowed", [&](HnswFile* f) { f->SetCount(f->List(upper, 1), 17); }},
+      {"more than the 32 allowed", [&](HnswFile* f) { f->SetCount(f->List(flat, 0), 33); }},
+      {"past the last element", [&](HnswFile* f) { f->SetLink(f->List(flat, 0), 0, static_cast<uint32_t>(n)); }},
+      {"past the last element",
+       [&](HnswFile* f) { f->SetLink(f->List(upper, 1), 0, static_cast<uint32_t>(n + 5)); }},
+      {"above the top level",
+       [&](HnswFile* f) { f->GrowUpper(flat, static_cast<uint32_t>(68 * (f->max_level() + 1))); }},
+      {"not a whole number of levels", [&](HnswFile* f) { f->GrowUpper(flat, 30); }},
+      {"not a whole number of levels", [&](HnswFile* f) { f->GrowUpper(upper, 1); }},
+      {"4999 distinct labels for 5000 elements", [&](HnswFile* f) { f->SetLabel(flat, upper); }},
+      {"is marked deleted", [&](HnswFile* f) { f->MarkDeleted(upper); }},
+  };
+  for (size_t c = 0; c < cases.size(); ++c) {
+    HnswFile bad = good;
+    cases[c].second(&bad);
+    const std::string path = absl::StrCat(dir, "/bad", c, ".bin");
+    ASSERT_TRUE(WriteFileAtomically(path, bad.bytes()).ok());
+    o.hnsw_graph_path = path;
+    auto index = BuildEmbeddingIndex(catalog_.get(), o);
+    EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument) << "case " << c;
+    EXPECT_THAT(std::string(index.status().message()), ::testing::HasSubstr(cases[c].first)) << "case " << c;
+  }
+  // Trailing bytes past the last link list: the file is not the graph its header describes.
+  ASSERT_TRUE(WriteFileAtomically(dir + "/long.bin", good.bytes() + std::string(68, '\0')).ok());
+  o.hnsw_graph_path = dir + "/long.bin";
+  EXPECT_EQ(BuildEmbeddingIndex(catalog_.get(), o).status().code(), absl::StatusCode::kInvalidArgument);
+  // The untouched graph still loads.
+  o.hnsw_graph_path = dir + "/good.bin";
+  EXPECT_TRUE(BuildEmbeddingIndex(catalog_.get(), o).ok());
 }
 
 TEST(ModelIndexTest, BundleWithAPrebuiltGraphServesFromIt) {

@@ -208,7 +208,10 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
     }
   }
   if (total_weight > 0) {
-    const float inv = static_cast<float>(1.0 / total_weight);
+    // Below 1e-38 (every used event hundreds of half-lives older than a newest one whose
+    // type weighs 0), 1 / total would overflow a float and the means with it; they are
+    // then scaled by 1e38 instead, which keeps their direction and every value finite.
+    const float inv = static_cast<float>(1.0 / std::max(total_weight, 1e-38));
     for (int k = 0; k < dim; ++k) vec[k] *= inv;
     for (int k = 0; k < dense_dim; ++k) dense[k] *= inv;
     for (int32_t c : state->categories_) state->category_weight_[c] *= inv;

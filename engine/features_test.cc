@@ -1,9 +1,13 @@
 #include "engine/features.h"
 
 #include <cmath>
+#include <string>
+#include <vector>
 
+#include "engine/embedding_index.h"
 #include "engine/model.h"
 #include "engine/test_util.h"
+#include "engine/value_limits.h"
 #include "gtest/gtest.h"
 
 namespace recserve {
@@ -95,6 +99,101 @@ TEST(FeatureBuilderTest, RowFollowsBlockOrderOfTheSpec) {
   fb.Build(cat, state, RequestContext{}, {5}, row.data());
   EXPECT_EQ(row[18], 1.f);
   EXPECT_EQ(row[19], 1.f);
+}
+
+// Every block of a feature spec, CANDIDATE_SIGNALS included.
+v1::FeatureSpec EveryBlock(int dim, int dense_dim) {
+  v1::FeatureSpec spec = DefaultFeatureSpec(dim, dense_dim);
+  v1::FeatureBlock* signals = spec.add_blocks();
+  signals->set_kind(v1::CANDIDATE_SIGNALS);
+  signals->set_width(10);
+  return spec;
+}
+
+void ExpectFinite(const std::vector<float>& values, const std::string& what) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(values[i])) << what << " [" << i << "] is " << values[i];
+  }
+}
+
+// value_limits.h: with every bundle value at the limits (all of one sign, so that sums
+// add up), the most events a user model uses, each at the largest type weight, and one
+// neighbour listed many times, every feature and every exact recall score is finite.
+TEST(FeatureLimitsTest, ValuesAtTheBundleLimitsKeepEveryFeatureFinite) {
+  constexpr int kItems = 8, kDim = 4096, kDense = 4096, kListed = 64;
+  CatalogData d;
+  d.dim = kDim;
+  d.dense_dim = kDense;
+  for (int i = 0; i < kItems; ++i) {
+    d.ids.push_back(100 + i);
+    d.category.push_back(i % 2);
+    d.popularity.push_back(kMaxBundleValue);
+  }
+  d.embeddings.assign(static_cast<size_t>(kItems) * kDim, kMaxBundleValue);
+  d.dense.assign(static_cast<size_t>(kItems) * kDense, -kMaxBundleValue);
+  auto catalog = Catalog::Create(d);
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  CovisitData c;
+  c.offsets.push_back(0);
+  for (int i = 0; i < kItems; ++i) {
+    for (int j = 0; j < kListed; ++j) {
+      c.neighbors.push_back((i + 1) % kItems);
+      c.weights.push_back(kMaxBundleValue);
+      c.counts.push_back(kMaxBundleValue);
+    }
+    c.offsets.push_back(static_cast<int64_t>(c.neighbors.size()));
+  }
+  auto covisit = CovisitIndex::Create(c, kItems);
+  ASSERT_TRUE(covisit.ok()) << covisit.status();
+  v1::UserModelSpec spec = DefaultUserModel();
+  spec.set_view_weight(kMaxEventWeight);
+  spec.set_max_events(kMaxUserEvents);
+  spec.set_covisit_detail(true);
+  std::vector<UserEvent> events;
+  for (int e = 0; e < kMaxUserEvents; ++e) events.push_back({e % kItems, EventType::kView, 1000});
+  UserState state;
+  BuildUserState(**catalog, **covisit, spec, events, &state);
+  ASSERT_TRUE(state.has_vector());
+  auto fb = FeatureBuilder::Create(EveryBlock(kDim, kDense), kDim, kDense);
+  ASSERT_TRUE(fb.ok()) << fb.status();
+  std::vector<int32_t> items(kItems);
+  for (int i = 0; i < kItems; ++i) items[i] = i;
+  std::vector<float> rows(static_cast<size_t>(kItems) * fb->width());
+  fb->Build(**catalog, state, RequestContext{1, 3}, items, rows.data());
+  ExpectFinite(rows, "feature");
+  for (const char* kind : {"exact", "exact-int8"}) {
+    EmbeddingIndexOptions o;
+    o.kind = kind;
+    auto index = BuildEmbeddingIndex(catalog->get(), o);
+    ASSERT_TRUE(index.ok()) << index.status();
+    std::vector<ScoredItem> top;
+    (*index)->TopK(state.vector().data(), kItems, nullptr, &top);
+    ASSERT_EQ(top.size(), static_cast<size_t>(kItems));
+    for (const ScoredItem& s : top) EXPECT_TRUE(std::isfinite(s.score)) << kind << " item " << s.item;
+  }
+}
+
+// Event weights so small that 1 / their sum overflows a float: the newest event's type
+// weighs 0, the others are 140 half-lives older (4 x 2^-140, a subnormal float).
+TEST(FeatureLimitsTest, TinyEventWeightsKeepTheUserVectorFinite) {
+  auto model = Model::Create(testing::TinyBundle(16, 4, 2), 1);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const Catalog& cat = (*model)->catalog();
+  v1::UserModelSpec spec = DefaultUserModel();
+  spec.set_view_weight(0);
+  spec.set_half_life_seconds(1);
+  UserState state;
+  BuildUserState(cat, (*model)->covisit(), spec,
+                 {{3, EventType::kPurchase, 0}, {5, EventType::kPurchase, 0}, {7, EventType::kView, 140000}},
+                 &state);
+  ExpectFinite(state.vector(), "user vector");
+  ExpectFinite(state.dense_mean(), "dense mean");
+  for (int32_t c : state.categories()) EXPECT_LE(state.category_share(c), 1.f);
+  std::vector<float> row((*model)->features().width());
+  for (int32_t item = 0; item < cat.size(); ++item) {
+    (*model)->features().Build(cat, state, RequestContext{}, {item}, row.data());
+    ExpectFinite(row, "feature of item " + std::to_string(item));
+  }
 }
 
 TEST(FeatureBuilderTest, RefusesSpecThatDoesNotFitTheCatalog) {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_format.h"
+#include "engine/value_limits.h"
 
 namespace recserve {
 
@@ -56,14 +57,19 @@ absl::Status ValidateMlp(const Mlp& mlp) {
       return absl::InvalidArgumentError(
           absl::StrFormat("mlp layer %d: hidden layers need a ReLU", i));
     }
-    for (float w : l.weight) {
-      if (!std::isfinite(w)) {
-        return absl::InvalidArgumentError(absl::StrFormat("mlp layer %d: non-finite weight", i));
+    // NaN fails both comparisons.
+    auto within_limit = [](float v) { return v >= -kMaxBundleValue && v <= kMaxBundleValue; };
+    for (size_t k = 0; k < l.weight.size(); ++k) {
+      if (!within_limit(l.weight[k])) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "mlp layer %d: weight [%d, %d] is %g; weights must be finite and within +-%g", i, k / l.in, k % l.in,
+            l.weight[k], kMaxBundleValue));
       }
     }
-    for (float b : l.bias) {
-      if (!std::isfinite(b)) {
-        return absl::InvalidArgumentError(absl::StrFormat("mlp layer %d: non-finite bias", i));
+    for (int o = 0; o < l.out; ++o) {
+      if (!within_limit(l.bias[o])) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "mlp layer %d: bias [%d] is %g; biases must be finite and within +-%g", i, o, l.bias[o], kMaxBundleValue));
       }
     }
   }

@@ -37,7 +37,8 @@ struct Mlp {
 };
 
 // Checks shapes chain (layer i's out == layer i+1's in), vector sizes match, every
-// hidden layer has ReLU, the last has out == 1 and no ReLU, every value is finite.
+// hidden layer has ReLU, the last has out == 1 and no ReLU, every value is finite and
+// within +-kMaxBundleValue (engine/value_limits.h).
 absl::Status ValidateMlp(const Mlp& mlp);
 
 // Plain loops, double accumulation: the reference the oneDNN rankers are tested

@@ -1,6 +1,7 @@
 #include "engine/pipeline.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_format.h"
 #include "engine/status_macros.h"
@@ -43,6 +44,7 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
   result->items.clear();
   result->candidates = 0;
   result->unknown_items = 0;
+  result->non_finite_scores = 0;
   result->seconds = StageSeconds();
   RETURN_IF_ERROR(CheckDeadline(query, "recall"));
   PrepareScratch(model, s);
@@ -87,6 +89,15 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
 
   RETURN_IF_ERROR(CheckDeadline(query, "rank"));
   if (n > 0) RETURN_IF_ERROR(model.ranker().Score(s->rows.data(), n, s->scores.data(), s->ranker.get()));
+  // Features are finite (value_limits.h), but a ranker's arithmetic can still overflow
+  // to NaN: such a score becomes 0, the lowest probability, so the sort below compares
+  // numbers only (NaN breaks its ordering) and the answer carries none.
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(s->scores[i])) {
+      s->scores[i] = 0.f;
+      ++result->non_finite_scores;
+    }
+  }
   const absl::Time t3 = absl::Now();
   result->seconds.rank = absl::ToDoubleSeconds(t3 - t2);
 

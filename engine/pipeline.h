@@ -3,7 +3,9 @@
 //
 // Recommend() runs on the caller's thread with that thread's PipelineScratch, which
 // holds every buffer the path needs and is re-sized only when the model version
-// changes; steady-state requests allocate nothing in the engine.
+// changes; steady-state requests allocate nothing in the engine. No NaN or infinity
+// reaches an answer or a comparator: features are finite by the bundle's value limits
+// (value_limits.h) and a score that is not becomes the lowest (non_finite_scores).
 #ifndef RECSERVE_ENGINE_PIPELINE_H_
 #define RECSERVE_ENGINE_PIPELINE_H_
 
@@ -54,6 +56,9 @@ struct RecommendResult {
   int candidates = 0;
   int candidates_by_source[3] = {0, 0, 0};  // embedding, covisit, popularity (overlaps count in each)
   int unknown_items = 0;
+  // Candidates the ranker scored NaN or infinite (its arithmetic overflowed): each is
+  // answered with 0, the lowest probability, and ordered like any other score.
+  int non_finite_scores = 0;
   StageSeconds seconds;
 };
 

@@ -1,5 +1,6 @@
 #include "engine/pipeline.h"
 
+#include <cmath>
 #include <set>
 
 #include "engine/test_util.h"
@@ -89,6 +90,41 @@ TEST_F(PipelineTest, ScratchFollowsANewModelVersion) {
   ASSERT_TRUE(Recommend(**bigger, q, &scratch_, &result_).ok());
   EXPECT_EQ(result_.items.size(), 4u);
   EXPECT_EQ(result_.unknown_items, 0);
+}
+
+TEST(PipelineNonFiniteTest, NonFiniteScoresNeverReachTheAnswer) {
+  auto model = Model::Create(testing::OverflowingRankerBundle(), 5);
+  ASSERT_TRUE(model.ok()) << model.status();
+  PipelineScratch scratch;
+  RecommendResult result;
+  std::vector<QueryEvent> events = {{1010, EventType::kClick, 1000}, {1020, EventType::kView, 900}};
+  RecommendQuery q;
+  q.events = events;
+  q.n = 1000;  // every candidate, to see the whole order
+  ASSERT_TRUE(Recommend(**model, q, &scratch, &result).ok());
+  ASSERT_EQ(static_cast<int>(result.items.size()), result.candidates);
+  // The ranker scored some candidates NaN: they are counted, answered with 0 (the lowest
+  // probability) and ordered like every other score, best first, ties by catalog index.
+  EXPECT_GT(result.non_finite_scores, 0);
+  EXPECT_LT(result.non_finite_scores, result.candidates);
+  int zeros = 0;
+  for (size_t i = 0; i < result.items.size(); ++i) {
+    const RecommendedItem& it = result.items[i];
+    ASSERT_TRUE(std::isfinite(it.score)) << "rank " << i;
+    zeros += it.score == 0.f;
+    if (i == 0) continue;
+    const RecommendedItem& prev = result.items[i - 1];
+    EXPECT_TRUE(prev.score > it.score ||
+                (prev.score == it.score &&
+                 (*model)->catalog().Find(prev.item_id) < (*model)->catalog().Find(it.item_id)))
+        << "rank " << i;
+  }
+  EXPECT_GE(zeros, result.non_finite_scores);
+  // The same request, the same answer.
+  const std::vector<RecommendedItem> first = result.items;
+  ASSERT_TRUE(Recommend(**model, q, &scratch, &result).ok());
+  ASSERT_EQ(result.items.size(), first.size());
+  for (size_t i = 0; i < first.size(); ++i) EXPECT_EQ(result.items[i].item_id, first[i].item_id) << i;
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #ifndef RECSERVE_ENGINE_TEST_UTIL_H_
 #define RECSERVE_ENGINE_TEST_UTIL_H_
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -79,6 +80,28 @@ inline BundleContents TinyBundle(int n = 64, int dim = 8, int dense_dim = 3,
     b.calibration.labels.push_back(r % 3 == 0 ? 1.f : 0.f);
     b.calibration.groups.push_back(r / 10);
   }
+  return b;
+}
+
+// A bundle within every value limit (engine/value_limits.h) whose ranker still overflows
+// on real requests. Embeddings near 1e14 make the user-item products near 1e28; the
+// ranker's two hidden units weigh the first two USER_ITEM_PRODUCT columns 1e15 each, so
+// each unit is +inf or (after its ReLU) 0, and the logit is unit 0 - unit 1: NaN for a
+// warm user's candidate whose two products are both positive, +inf or -inf (scores 1 and
+// 0) when one is, finite otherwise. The calibration rows (features near 1) score finite,
+// so the accuracy gate sees nothing wrong.
+inline BundleContents OverflowingRankerBundle(int n = 64) {
+  constexpr int kDim = 8;
+  BundleContents b = TinyBundle(n, kDim, 3, /*hidden=*/{2});
+  for (float& e : b.items.embeddings) e *= 1e14f;
+  DenseLayer& hidden = b.mlp.layers[0];
+  std::fill(hidden.weight.begin(), hidden.weight.end(), 0.f);
+  std::fill(hidden.bias.begin(), hidden.bias.end(), 0.f);
+  // Blocks: USER_VECTOR, ITEM_EMBEDDING, then USER_ITEM_PRODUCT.
+  hidden.weight[0 * hidden.in + 2 * kDim] = 1e15f;
+  hidden.weight[1 * hidden.in + 2 * kDim + 1] = 1e15f;
+  b.mlp.layers[1].weight = {1.f, -1.f};
+  b.mlp.layers[1].bias = {0.f};
   return b;
 }
 

@@ -159,6 +159,10 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind
   m->unknown_items_ = &BuildCounter().Name("recserve_unknown_items_total")
                            .Help("Request events skipped because their item id is not in the catalog.")
                            .Register(reg).Add({});
+  m->non_finite_scores_ = &BuildCounter().Name("recserve_non_finite_scores_total")
+                               .Help("Candidates the ranker scored NaN or infinite (its arithmetic overflowed), "
+                                     "answered with the lowest score, 0.")
+                               .Register(reg).Add({});
   m->shed_ = &BuildCounter().Name("recserve_shed_requests_total")
                   .Help("Requests answered RESOURCE_EXHAUSTED at the in-flight cap.").Register(reg).Add({});
   auto& reloads = BuildCounter().Name("recserve_model_reloads_total").Help("Model version load attempts by result.").Register(reg);
@@ -224,6 +228,7 @@ void Metrics::ObserveRequest(const RequestOutcome& o) {
   stage_total_->Observe(r.seconds.total);
   for (int s = 0; s < 3; ++s) candidates_[s]->Observe(r.candidates_by_source[s]);
   if (r.unknown_items > 0) unknown_items_->Increment(r.unknown_items);
+  if (r.non_finite_scores > 0) non_finite_scores_->Increment(r.non_finite_scores);
 }
 
 void Metrics::ObserveLoad(int64_t, const absl::Status& result) {

@@ -65,6 +65,7 @@ class Metrics {
   prometheus::Histogram* stage_total_ = nullptr;
   std::array<prometheus::Histogram*, 3> candidates_{};  // embedding, covisit, popularity
   prometheus::Counter* unknown_items_ = nullptr;
+  prometheus::Counter* non_finite_scores_ = nullptr;
   prometheus::Counter* shed_ = nullptr;
   prometheus::Counter* reload_success_ = nullptr;
   prometheus::Counter* reload_failure_ = nullptr;

@@ -20,6 +20,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "engine/pipeline.h"
 #include "engine/status_macros.h"
 
@@ -66,6 +67,14 @@ absl::Status WarmUp(const Model& model, int requests, const std::atomic<bool>& s
     q.n = 10;
     q.context = {r % 4, r % 24};
     RETURN_IF_ERROR(Recommend(model, q, &scratch, &result));
+    // Serving would answer these with the lowest score; a version that produces them on
+    // its own catalog's items is refused instead.
+    if (result.non_finite_scores > 0) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "warm-up request %d (%d events): %d of %d candidate scores are not finite; the ranker's arithmetic "
+          "overflows on this version's values",
+          r, count, result.non_finite_scores, result.candidates));
+    }
   }
   return absl::OkStatus();
 }

@@ -56,7 +56,8 @@ struct ModelManagerOptions {
   // Runs on the load thread after a version is built and before it may serve; may fill
   // figures. A non-OK status refuses the version (e.g. the accuracy gate).
   std::function<absl::Status(const Model&, v1::ModelFigures*)> check;
-  // Recommend calls run on a new version before it serves.
+  // Recommend calls run on a new version before it serves; one whose ranker scores a
+  // candidate NaN or infinite refuses the version.
   int warmup_requests = 64;
   // Runs on the load thread after warm-up, just before the version is published (the
   // server warms every request worker's buffers here).

@@ -163,6 +163,22 @@ TEST_F(ModelManagerTest, BadVersionsNeverReplaceTheServingVersion) {
   EXPECT_EQ(*result, 7);
 }
 
+TEST_F(ModelManagerTest, AVersionScoringNonFiniteAtWarmUpIsRefused) {
+  Write(1);
+  auto m = Start();
+  ASSERT_TRUE(m->WaitUntilServing(absl::Seconds(30)));
+  // Within every value limit, but its ranker overflows to NaN on warm users' candidates
+  // (the calibration rows, and so the accuracy gate, see nothing wrong): warm-up does.
+  ASSERT_TRUE(WriteBundle(testing::OverflowingRankerBundle(), base_ + "/2").ok());
+  auto result = m->ReloadNow();
+  EXPECT_FALSE(result.ok());
+  EXPECT_THAT(result.status().message(), HasSubstr("not finite"));
+  EXPECT_EQ(m->serving_version(), 1);
+  const v1::VersionStatus st = StatusOf(*m, 2);
+  EXPECT_EQ(st.state(), v1::FAILED);
+  EXPECT_THAT(st.error(), HasSubstr("warm-up"));
+}
+
 TEST_F(ModelManagerTest, InflightRequestFinishesOnPinnedVersionThenItIsFreedOffTheRequestThread) {
   Write(1);
   Notification freed;
