@@ -8,6 +8,19 @@ export BUILD_DIR=${BUILD_DIR:-$root/build}
 bash "$root/deploy/scripts/build.sh"
 (cd "$BUILD_DIR" && ctest -j"${JOBS:-$(nproc)}" --output-on-failure --timeout 1500)
 
+# The suite again under AddressSanitizer and UndefinedBehaviorSanitizer (leaks included),
+# in a build of its own: every test but the whole-training ones (label "training" and
+# "quality": 13 minutes and more each under ASan; the trainer's parts, its MLP, item2vec,
+# importers and evaluation, are unit tests and run here). RECSERVE_SKIP_ASAN=1 skips it.
+if [[ "${RECSERVE_SKIP_ASAN:-}" != 1 ]]; then
+  asan_dir=${ASAN_BUILD_DIR:-$root/build-asan}
+  BUILD_DIR=$asan_dir BUILD_TYPE=RelWithDebInfo \
+    CMAKE_EXTRA="-DRECSERVE_SANITIZE=address,undefined -DRECSERVE_BUILD_BENCH=OFF" \
+    bash "$root/deploy/scripts/build.sh"
+  (cd "$asan_dir" && ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" \
+    ctest -LE "training|quality" -j"${JOBS:-$(nproc)}" --output-on-failure --timeout 1500)
+fi
+
 # The concurrency tests again, built with ThreadSanitizer (label "concurrency"): the
 # worker pool, the model manager, and hot reload under concurrent calls without gRPC
 # (reload_stress_test). Any report fails the run (halt_on_error). Debian's gRPC and Abseil
