@@ -31,7 +31,9 @@ ABSL_FLAG(absl::Duration, poll_interval, absl::Seconds(2),
 ABSL_FLAG(int64_t, pin_version, 0, "Serve this version instead of the newest (0 = newest)");
 ABSL_FLAG(bool, keep_previous, false, "Keep the replaced version loaded for instant rollback");
 ABSL_FLAG(int, worker_threads, 0, "Engine worker threads (0 = number of cores)");
-ABSL_FLAG(int, max_message_bytes, 1 << 20, "Largest request message accepted, in bytes");
+ABSL_FLAG(int, max_message_bytes, 1 << 20,
+          "Largest request message accepted, in bytes (requests must be uncompressed: gzip and "
+          "deflate are refused, since gRPC would inflate them before checking this limit)");
 ABSL_FLAG(int, max_events, 1000, "Most events one request may carry");
 ABSL_FLAG(int, max_n, 500, "Largest n a request may ask for");
 ABSL_FLAG(int, max_exclude_items, 1000,

@@ -34,7 +34,8 @@ struct ServerOptions {
   std::string admin_address = "127.0.0.1:8501";  // Admin; empty = no admin listener
   std::string metrics_address = "";              // Prometheus /metrics; empty = off
   int worker_threads = 2;                        // engine worker threads
-  int max_message_bytes = 1 << 20;               // largest request accepted
+  int max_message_bytes = 1 << 20;               // largest request accepted (uncompressed:
+                                                 // compressed requests are refused)
   absl::Duration max_connection_age;             // GOAWAY to older connections; 0 = never
   RequestLimits limits;
   ModelManagerOptions manager;

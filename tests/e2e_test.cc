@@ -185,6 +185,47 @@ TEST_F(E2eTest, BadRequestsGetTheRightCodeAndNameTheField) {
   }
 }
 
+// A gzip body of about 1 MiB that inflates to 1 GiB. gRPC 1.51 checks --max_message_bytes
+// against the compressed size, inflates the whole message and only then checks again: the
+// server refuses compressed requests at their headers instead, before a byte is inflated.
+TEST_F(E2eTest, GzipBombIsRefusedWithoutInflating) {
+  StartServer();
+  const v1::RecommendRequest good = WarmRequest(5);
+  v1::RecommendResponse response;
+  ASSERT_TRUE(Call(good, &response).ok());
+  // 1 GiB of zeros: one 1 MiB buffer referenced 1024 times, so this side compresses it to
+  // about 1 MiB (under the 1 MiB default limit) without holding 1 GiB itself.
+  static const std::vector<char>* const zeros = new std::vector<char>(1 << 20, 0);
+  const std::vector<grpc::Slice> slices(
+      1024, grpc::Slice(zeros->data(), zeros->size(), grpc::Slice::STATIC_SLICE));
+  const grpc::ByteBuffer bomb(slices.data(), slices.size());
+  const int64_t peak_before = e2e::PeakResidentBytes(server_->pid());
+  ASSERT_GT(peak_before, 0);
+  for (grpc_compression_algorithm algorithm : {GRPC_COMPRESS_GZIP, GRPC_COMPRESS_DEFLATE, GRPC_COMPRESS_GZIP}) {
+    const grpc::Status status =
+        e2e::CallWithBody(server_->address(), "/recserve.v1.Recommender/Recommend", bomb, algorithm);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("is disabled"));
+  }
+  const int64_t growth = e2e::PeakResidentBytes(server_->pid()) - peak_before;
+  EXPECT_LT(growth, int64_t{200} << 20) << "peak RSS grew by " << (growth >> 20) << " MiB";
+  std::printf("gzip bomb x3: server peak RSS %lld -> %lld MiB\n", static_cast<long long>(peak_before >> 20),
+              static_cast<long long>((peak_before + growth) >> 20));
+
+  // A small compressed request is refused the same way (clients send requests uncompressed),
+  // and the server keeps serving.
+  grpc::ClientContext compressed;
+  compressed.set_compression_algorithm(GRPC_COMPRESS_GZIP);
+  compressed.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  const grpc::Status refused = stub_->Recommend(&compressed, good, &response);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNIMPLEMENTED) << refused.error_message();
+  EXPECT_THAT(refused.error_message(), HasSubstr("'gzip' is disabled"));
+  response.Clear();
+  const grpc::Status after = Call(good, &response);
+  EXPECT_TRUE(after.ok()) << after.error_message();
+  EXPECT_EQ(response.items_size(), 5);
+}
+
 // A number from the exposition: the value of the first line starting with `series`.
 double Sample(const std::string& text, const std::string& series) {
   for (size_t at = text.find(series); at != std::string::npos; at = text.find(series, at + 1)) {
