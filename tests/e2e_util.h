@@ -100,6 +100,9 @@ grpc::Status CallWithBody(const std::string& address, const std::string& method,
                           grpc_compression_algorithm compression = GRPC_COMPRESS_NONE,
                           std::string* response = nullptr, absl::Duration timeout = absl::Seconds(30));
 
+// Calls `method` as a stream that half-closes without sending a message.
+grpc::Status CallWithNoMessage(const std::string& address, const std::string& method);
+
 // Peak resident memory of process `pid` so far (VmHWM of /proc/<pid>/status), in bytes;
 // -1 if it cannot be read.
 int64_t PeakResidentBytes(pid_t pid);
