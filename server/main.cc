@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "compression/compress.h"
 #include "engine/file_util.h"
+#include "server/grpc_log.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the Recommender service listens on");
@@ -216,6 +217,7 @@ int Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  recserve::InstallRateLimitedGrpcLog();  // before gRPC can write a line
   absl::SetProgramUsageMessage(
       "recserve: recommendation inference server.\n"
       "  recserve --model_base_path=models/default [--port=8500] [--admin_port=8501]\n"
