@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "compression/compress.h"
 #include "engine/file_util.h"
+#include "server/grpc_log.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the Recommender service listens on");
@@ -38,7 +39,9 @@ ABSL_FLAG(absl::Duration, poll_interval, absl::Seconds(2),
 ABSL_FLAG(int64_t, pin_version, 0, "Serve this version instead of the newest (0 = newest)");
 ABSL_FLAG(bool, keep_previous, false, "Keep the replaced version loaded for instant rollback");
 ABSL_FLAG(int, worker_threads, 0, "Engine worker threads (0 = number of cores)");
-ABSL_FLAG(int, max_message_bytes, 1 << 20, "Largest request message accepted, in bytes");
+ABSL_FLAG(int, max_message_bytes, 1 << 20,
+          "Largest request message accepted, in bytes (requests must be uncompressed: gzip and "
+          "deflate are refused, since gRPC would inflate them before checking this limit)");
 ABSL_FLAG(int, max_events, 1000, "Most events one request may carry");
 ABSL_FLAG(int, max_n, 500, "Largest n a request may ask for");
 ABSL_FLAG(int, max_exclude_items, 1000,
@@ -230,6 +233,7 @@ int Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  recserve::InstallRateLimitedGrpcLog();  // before gRPC can write a line
   absl::SetProgramUsageMessage(
       "recserve: recommendation inference server.\n"
       "  recserve --model_base_path=models/default [--port=8500] [--admin_port=8501]\n"

@@ -1,10 +1,17 @@
 #include "server/recommender_service.h"
 
+#include <grpcpp/impl/codegen/proto_utils.h>
+#include <grpcpp/support/proto_buffer_reader.h>
+
+#include <cstdio>
+#include <memory>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/item_key.h"
 #include "server/grpc_status.h"
+#include "server/request_body.h"
 
 namespace recserve {
 namespace {
@@ -32,6 +39,22 @@ struct WorkerState {
 WorkerState& ThisWorker() {
   thread_local WorkerState state;
   return state;
+}
+
+// One Recommend call's messages, from the parse on the gRPC thread to the serialized
+// response on the worker (gRPC's generated handler kept them in the call's arena).
+struct CallMessages {
+  v1::RecommendRequest request;
+  v1::RecommendResponse response;
+  grpc::ServerUnaryReactor* reactor = nullptr;
+  grpc::ByteBuffer* response_body = nullptr;
+};
+
+// The body as one string, for describing a fault (the failure path only).
+std::string WholeBody(const grpc::ByteBuffer& body) {
+  grpc::Slice slice;
+  if (!body.DumpToSingleSlice(&slice).ok()) return "";
+  return std::string(reinterpret_cast<const char*>(slice.begin()), slice.size());
 }
 
 }  // namespace
@@ -143,22 +166,73 @@ void RecommenderService::WarmWorkers(const Model& model) {
 RecommenderService::RecommenderService(ModelManager* manager, WorkerPool* pool,
                                        RequestLimits limits,
                                        std::function<void(const RequestOutcome&)> observer)
-    : manager_(manager), pool_(pool), limits_(limits), observer_(std::move(observer)) {}
+    : manager_(manager), pool_(pool), limits_(limits), observer_(std::move(observer)) {
+  InstallProtobufLogCapture();  // now, before gRPC's threads parse anything
+}
 
 grpc::ServerUnaryReactor* RecommenderService::Recommend(grpc::CallbackServerContext* context,
-                                                        const v1::RecommendRequest* request,
-                                                        v1::RecommendResponse* response) {
+                                                        const grpc::ByteBuffer* request,
+                                                        grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto messages = std::make_unique<CallMessages>();
+  // gRPC holds the body (not const there) until the call ends and does not read it
+  // again: it is released right after the parse, as the generated handler does.
+  grpc::ByteBuffer* body = const_cast<grpc::ByteBuffer*>(request);
+  absl::Status parsed;
+  if (!body->Valid()) {
+    // The client half-closed without sending a message (gRPC's handler: UNIMPLEMENTED).
+    parsed = absl::InvalidArgumentError("the call carried no request message");
+  } else {
+    grpc::ProtoBufferReader reader(body);
+    parsed = reader.status().ok()
+                 ? ParseRequestBody(&reader, [body] { return WholeBody(*body); }, &messages->request)
+                 : FromGrpcStatus(reader.status());
+  }
+  body->Clear();
+  if (!parsed.ok()) {
+    RefuseMalformed(parsed, context->peer(),
+                    [reactor](const absl::Status& status) { reactor->Finish(ToGrpcStatus(status)); });
+    return reactor;
+  }
   RecommendCall call;
-  call.request = request;
-  call.response = response;
+  call.request = &messages->request;
+  call.response = &messages->response;
   call.deadline = DeadlineFromGrpc(context->raw_deadline());
   call.context = context;
   const auto& metadata = context->client_metadata();
   auto rid = metadata.find("x-request-id");
   if (rid != metadata.end() && rid->second.size() <= 128) call.request_id.assign(rid->second.data(), rid->second.size());
-  Submit(std::move(call), [reactor](const absl::Status& status) { reactor->Finish(ToGrpcStatus(status)); });
+  messages->reactor = reactor;
+  messages->response_body = response;
+  // One pointer captured: `done` stays in std::function's inline storage.
+  Submit(std::move(call), [messages = messages.release()](const absl::Status& status) {
+    std::unique_ptr<CallMessages> owned(messages);
+    grpc::Status answer = ToGrpcStatus(status);
+    if (status.ok()) {
+      bool own_buffer;
+      answer = grpc::SerializationTraits<v1::RecommendResponse>::Serialize(owned->response, owned->response_body,
+                                                                         &own_buffer);
+    }
+    grpc::ServerUnaryReactor* const finish = owned->reactor;
+    owned.reset();
+    finish->Finish(answer);
+  });
   return reactor;
+}
+
+void RecommenderService::RefuseMalformed(const absl::Status& fault, absl::string_view peer,
+                                         const std::function<void(const absl::Status&)>& done) {
+  const absl::Time start = absl::Now();
+  arrivals_.fetch_add(1, std::memory_order_relaxed);
+  inflight_.fetch_add(1, std::memory_order_acq_rel);  // Finish takes it out again
+  int64_t held_back = 0;
+  if (malformed_log_.Allow(start, &held_back)) {
+    const std::string more =
+        held_back > 0 ? absl::StrFormat(" (and %d more since the last such line)", held_back) : "";
+    std::fprintf(stderr, "recserve: malformed Recommend request from %.*s: %.*s%s\n", static_cast<int>(peer.size()),
+                 peer.data(), static_cast<int>(fault.message().size()), fault.message().data(), more.c_str());
+  }
+  Finish(done, fault, start, nullptr);
 }
 
 void RecommenderService::Submit(RecommendCall call, std::function<void(const absl::Status&)> done) {

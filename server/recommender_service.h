@@ -1,11 +1,18 @@
 // recserve.v1.Recommender on gRPC's callback API.
 //
-// A Recommend call is checked on the gRPC thread (in-flight cap -> RESOURCE_EXHAUSTED,
-// request limits -> INVALID_ARGUMENT naming the field), then handed to the WorkerPool,
-// where it pins the serving model, runs the engine pipeline with the worker's own
-// scratch, and finishes the reactor. No thread per request, no engine allocation per
-// request. The gRPC method is a thin adapter over Submit(), which has no gRPC in it (the
-// ThreadSanitizer build tests it directly: Debian's gRPC is not TSAN-instrumented).
+// A Recommend call is checked on the gRPC thread (body parsed -> INVALID_ARGUMENT naming
+// the fault, in-flight cap -> RESOURCE_EXHAUSTED, request limits -> INVALID_ARGUMENT
+// naming the field), then handed to the WorkerPool, where it pins the serving model,
+// runs the engine pipeline with the worker's own scratch, and finishes the reactor. No
+// thread per request, no engine allocation per request. The gRPC method is a thin
+// adapter over Submit(), which has no gRPC in it (the ThreadSanitizer build tests it
+// directly: Debian's gRPC is not TSAN-instrumented).
+//
+// The method is registered raw (bytes in, bytes out): gRPC's generated handler answers a
+// body protobuf cannot parse with UNIMPLEMENTED and no message before any code of ours
+// runs, so such calls were neither explained nor counted. The adapter parses the body
+// itself (ParseRequestBody, the same protobuf parse over the same zero-copy reader) and
+// serializes the response as the generated code would.
 #ifndef RECSERVE_SERVER_RECOMMENDER_SERVICE_H_
 #define RECSERVE_SERVER_RECOMMENDER_SERVICE_H_
 
@@ -19,6 +26,7 @@
 #include "absl/time/time.h"
 #include "engine/pipeline.h"
 #include "recserve/v1/recommender.grpc.pb.h"
+#include "server/log_rate_limiter.h"
 #include "server/model_manager.h"
 #include "server/worker_pool.h"
 
@@ -68,18 +76,25 @@ struct RecommendCall {
   grpc::CallbackServerContext* context = nullptr;  // if set, a cancelled call is not run
 };
 
-class RecommenderService final : public v1::Recommender::CallbackService {
+class RecommenderService final
+    : public v1::Recommender::WithRawCallbackMethod_Recommend<v1::Recommender::Service> {
  public:
   RecommenderService(ModelManager* manager, WorkerPool* pool, RequestLimits limits,
                      std::function<void(const RequestOutcome&)> observer = nullptr);
 
-  grpc::ServerUnaryReactor* Recommend(grpc::CallbackServerContext* context,
-                                      const v1::RecommendRequest* request,
-                                      v1::RecommendResponse* response) override;
+  // `request` is a RecommendRequest's bytes; `response` gets a RecommendResponse's.
+  grpc::ServerUnaryReactor* Recommend(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
 
   // Validates, admits (or refuses at the in-flight cap) and runs `call` on a worker;
   // `done` is called exactly once, on the worker or (refused) on this thread.
   void Submit(RecommendCall call, std::function<void(const absl::Status&)> done);
+  // Answers a call whose body is not a RecommendRequest (`fault`, from ParseRequestBody)
+  // the way Submit answers an invalid request: counted by the observer, never run; then
+  // calls `done`. Writes one line naming `peer` and the fault to stderr at most once a
+  // second, with the number not written since.
+  void RefuseMalformed(const absl::Status& fault, absl::string_view peer,
+                       const std::function<void(const absl::Status&)>& done);
 
   int inflight() const { return inflight_.load(std::memory_order_relaxed); }
   // Recommend calls that have arrived so far (draining watches it go still).
@@ -101,6 +116,7 @@ class RecommenderService final : public v1::Recommender::CallbackService {
   std::atomic<uint64_t> arrivals_{0};
   std::atomic<int> inflight_{0};
   std::atomic<uint64_t> request_counter_{0};
+  LogRateLimiter malformed_log_{absl::Seconds(1)};
 };
 
 }  // namespace recserve

@@ -11,6 +11,21 @@
 #include "server/listener.h"
 
 namespace recserve {
+namespace {
+
+// Requests must come uncompressed. gRPC 1.51 checks a compressed message against the
+// receive limit (--max_message_bytes) at its compressed size, then inflates all of it
+// before the decompressed size is checked: a 1 MiB gzip body became 1 GiB of server
+// memory per call. With only identity enabled, a call whose grpc-encoding is gzip or
+// deflate is cancelled when its headers arrive (UNIMPLEMENTED, "Compression algorithm
+// 'gzip' is disabled"), before any of its message is read. Responses stay uncompressed
+// (no default compression level is set).
+void AcceptOnlyUncompressedRequests(grpc::ServerBuilder* builder) {
+  builder->SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_DEFLATE, false);
+  builder->SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_GZIP, false);
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOptions options) {
   std::unique_ptr<RecserveServer> s(new RecserveServer());
@@ -70,6 +85,7 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 30000);
   }
   builder.SetMaxReceiveMessageSize(s->options_.max_message_bytes);
+  AcceptOnlyUncompressedRequests(&builder);
   builder.SetMaxSendMessageSize(static_cast<int>(
       std::min<int64_t>(int64_t{4} * s->options_.max_message_bytes, std::numeric_limits<int>::max())));
   {
@@ -84,6 +100,7 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
     admin.AddListeningPort(s->options_.admin_address, grpc::InsecureServerCredentials(),
                            &s->admin_port_);
     admin.RegisterService(s->admin_.get());
+    AcceptOnlyUncompressedRequests(&admin);
     s->admin_server_ = admin.BuildAndStart();
     if (!s->admin_server_ || s->admin_port_ == 0) {
       return absl::UnavailableError(absl::StrCat("cannot listen on ", s->options_.admin_address));

@@ -35,7 +35,8 @@ struct ServerOptions {
   std::string metrics_address = "";              // Prometheus /metrics; empty = off
   MetricsHttpOptions metrics_http;               // its HTTP server's threads and timeout
   int worker_threads = 2;                        // engine worker threads
-  int max_message_bytes = 1 << 20;               // largest request accepted
+  int max_message_bytes = 1 << 20;               // largest request accepted (uncompressed:
+                                                 // compressed requests are refused)
   absl::Duration max_connection_age;             // GOAWAY to older connections; 0 = never
   RequestLimits limits;
   ModelManagerOptions manager;

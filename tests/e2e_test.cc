@@ -6,11 +6,14 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "engine/test_util.h"
 #include "gmock/gmock.h"
@@ -186,6 +189,61 @@ TEST_F(E2eTest, BadRequestsGetTheRightCodeAndNameTheField) {
   }
 }
 
+// A gzip body of about 1 MiB that inflates to 1 GiB. gRPC 1.51 checks --max_message_bytes
+// against the compressed size, inflates the whole message and only then checks again: the
+// server refuses compressed requests at their headers instead, before a byte is inflated.
+TEST_F(E2eTest, GzipBombIsRefusedWithoutInflating) {
+  StartServer();
+  const v1::RecommendRequest good = WarmRequest(5);
+  v1::RecommendResponse response;
+  ASSERT_TRUE(Call(good, &response).ok());
+  // 1 GiB of zeros: one 1 MiB buffer referenced 1024 times, so this side compresses it to
+  // about 1 MiB (under the 1 MiB default limit) without holding 1 GiB itself.
+  static const std::vector<char>* const zeros = new std::vector<char>(1 << 20, 0);
+  const std::vector<grpc::Slice> slices(
+      1024, grpc::Slice(zeros->data(), zeros->size(), grpc::Slice::STATIC_SLICE));
+  const grpc::ByteBuffer bomb(slices.data(), slices.size());
+  const int64_t peak_before = e2e::PeakResidentBytes(server_->pid());
+  ASSERT_GT(peak_before, 0);
+  for (grpc_compression_algorithm algorithm : {GRPC_COMPRESS_GZIP, GRPC_COMPRESS_DEFLATE, GRPC_COMPRESS_GZIP}) {
+    const grpc::Status status =
+        e2e::CallWithBody(server_->address(), "/recserve.v1.Recommender/Recommend", bomb, algorithm);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("is disabled"));
+  }
+  const int64_t growth = e2e::PeakResidentBytes(server_->pid()) - peak_before;
+  EXPECT_LT(growth, int64_t{200} << 20) << "peak RSS grew by " << (growth >> 20) << " MiB";
+  std::printf("gzip bomb x3: server peak RSS %lld -> %lld MiB\n", static_cast<long long>(peak_before >> 20),
+              static_cast<long long>((peak_before + growth) >> 20));
+
+  // A small compressed request is refused the same way (clients send requests uncompressed);
+  // gRPC's line for each refusal reaches the log at most once a second; the server keeps
+  // serving.
+  const auto refusal_lines = [this] {
+    int n = 0;
+    for (absl::string_view line : absl::StrSplit(server_->Log(), '\n')) n += absl::StrContains(line, "is disabled");
+    return n;
+  };
+  const int lines_before = refusal_lines();
+  const absl::Time burst_start = absl::Now();
+  constexpr int kBurst = 50;
+  for (int i = 0; i < kBurst; ++i) {
+    grpc::ClientContext compressed;
+    compressed.set_compression_algorithm(GRPC_COMPRESS_GZIP);
+    compressed.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    const grpc::Status refused = stub_->Recommend(&compressed, good, &response);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNIMPLEMENTED) << refused.error_message();
+    EXPECT_THAT(refused.error_message(), HasSubstr("'gzip' is disabled"));
+  }
+  const int burst_lines = refusal_lines() - lines_before;
+  EXPECT_LE(burst_lines, 1 + static_cast<int>(absl::ToDoubleSeconds(absl::Now() - burst_start)) + 1)
+      << server_->Log();
+  response.Clear();
+  const grpc::Status after = Call(good, &response);
+  EXPECT_TRUE(after.ok()) << after.error_message();
+  EXPECT_EQ(response.items_size(), 5);
+}
+
 // A number from the exposition: the value of the first line starting with `series`.
 double Sample(const std::string& text, const std::string& series) {
   for (size_t at = text.find(series); at != std::string::npos; at = text.find(series, at + 1)) {
@@ -195,6 +253,92 @@ double Sample(const std::string& text, const std::string& series) {
     return std::stod(text.substr(space + 1, text.find('\n', space) - space - 1));
   }
   return -1;
+}
+
+grpc::ByteBuffer BodyOf(const std::string& bytes) {
+  grpc::Slice slice(bytes);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+// Bodies that are not a RecommendRequest, built by hand. Each is answered INVALID_ARGUMENT
+// naming what is wrong, counted in recserve_requests_total, and a flood of them writes a
+// bounded number of log lines (gRPC's own handling answered UNIMPLEMENTED with no message,
+// counted nothing, and protobuf logged an ERROR line for each bad string).
+TEST_F(E2eTest, MalformedBodiesAreInvalidArgumentAndCounted) {
+  StartServer({"--metrics_port=0"});
+  std::string random_bytes;
+  std::mt19937 rng(13);
+  for (int i = 0; i < 256; ++i) random_bytes.push_back(static_cast<char>(rng() & 0xff));
+  ASSERT_FALSE(v1::RecommendRequest().ParseFromString(random_bytes));
+  std::string nested_groups;  // field 15 as a group inside itself, 101 deep (protobuf allows 100)
+  for (int i = 0; i < 101; ++i) nested_groups.push_back('\x7b');
+  for (int i = 0; i < 101; ++i) nested_groups.push_back('\x7c');
+  struct Case {
+    std::string name;
+    std::string body;
+    std::string fault;  // in the message
+  };
+  const std::vector<Case> cases = {
+      {"random bytes", random_bytes, "byte "},
+      {"invalid UTF-8 in user_id", std::string("\x0a\x02\xc3\x28", 4), "recserve.v1.RecommendRequest.user_id"},
+      {"invalid UTF-8 in events[0].item", std::string("\x20\x05\x12\x04\x22\x02\xff\xfe", 8),
+       "recserve.v1.Event.item"},
+      {"wire type 7", std::string("\x20\x05\x27\x01", 4),
+       "byte 2: field recserve.v1.RecommendRequest.n (4): wire type 7 is not a protobuf wire type"},
+      {"wire type 6 inside events[0]", std::string("\x12\x02\x0e\x00", 4),
+       "byte 2: field recserve.v1.Event.item_id (1): wire type 6"},
+      {"length past the end", std::string("\x0a\x64\x61\x62\x63", 5), "100 bytes long, past the end"},
+      {"truncated varint", std::string("\x20\xff", 2),
+       "byte 0: field recserve.v1.RecommendRequest.n (4): a truncated or overlong varint"},
+      {"nesting past 100", nested_groups, "deeper than 100"},
+  };
+  const absl::Time flood_start = absl::Now();
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const grpc::Status status =
+        e2e::CallWithBody(server_->address(), "/recserve.v1.Recommender/Recommend", BodyOf(c.body));
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("not a recserve.v1.RecommendRequest"));
+    EXPECT_THAT(status.error_message(), HasSubstr(c.fault));
+  }
+  const grpc::Status no_message = e2e::CallWithNoMessage(server_->address(), "/recserve.v1.Recommender/Recommend");
+  EXPECT_EQ(no_message.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << no_message.error_message();
+  EXPECT_THAT(no_message.error_message(), HasSubstr("the call carried no request message"));
+
+  // A flood over more than a second: a second line says how many were not logged.
+  int flood = 0;
+  while (flood < 300 || absl::Now() - flood_start < absl::Milliseconds(1200)) {
+    const grpc::Status status = e2e::CallWithBody(server_->address(), "/recserve.v1.Recommender/Recommend",
+                                                  BodyOf(cases[flood++ % cases.size()].body));
+    ASSERT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  }
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - flood_start);
+
+  // Counted like any invalid request.
+  auto text = e2e::HttpGet(server_->metrics_port(), "/metrics");
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(Sample(*text, "recserve_requests_total{code=\"INVALID_ARGUMENT\",method=\"Recommend\"}"),
+            static_cast<double>(cases.size() + 1 + flood));
+  EXPECT_EQ(Sample(*text, "recserve_requests_total{code=\"UNIMPLEMENTED\",method=\"Recommend\"}"), 0);
+  // At most one line a second (and the first), none from protobuf itself.
+  const std::string log = server_->Log();
+  int lines = 0, counted_lines = 0, protobuf_lines = 0;
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    lines += absl::StrContains(line, "malformed Recommend request from ipv4:127.0.0.1:");
+    counted_lines += absl::StrContains(line, "more since the last such line");
+    protobuf_lines += absl::StrContains(line, "libprotobuf");
+  }
+  EXPECT_GE(lines, 2) << log;
+  EXPECT_LE(lines, 1 + static_cast<int>(seconds) + 1) << log;
+  EXPECT_GE(counted_lines, 1) << log;
+  EXPECT_EQ(protobuf_lines, 0) << log;
+  std::printf("%d malformed calls in %.2f s: %d log lines\n", static_cast<int>(cases.size()) + 1 + flood, seconds,
+              lines);
+  // The server is unharmed.
+  v1::RecommendResponse response;
+  const grpc::Status ok = Call(WarmRequest(5), &response);
+  EXPECT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(response.items_size(), 5);
 }
 
 TEST_F(E2eTest, MetricsCountWhatClientsSentAndDescribeTheModel) {

@@ -339,4 +339,66 @@ int RunCommand(const std::string& command, std::string* output) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+grpc::Status CallWithBody(const std::string& address, const std::string& method, const grpc::ByteBuffer& body,
+                          grpc_compression_algorithm compression, std::string* response,
+                          absl::Duration timeout) {
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(-1);  // whatever the server accepts is its business
+  args.SetMaxReceiveMessageSize(-1);
+  grpc::GenericStub stub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  ctx.set_compression_algorithm(compression);
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareUnaryCall(&ctx, method, body, &cq);
+  call->StartCall();
+  grpc::ByteBuffer out;
+  grpc::Status status;
+  call->Finish(&out, &status, reinterpret_cast<void*>(1));
+  void* tag;
+  bool ok = false;
+  cq.Next(&tag, &ok);
+  if (response != nullptr) {
+    response->clear();
+    std::vector<grpc::Slice> slices;
+    if (status.ok() && out.Dump(&slices).ok()) {
+      for (const grpc::Slice& s : slices) response->append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+  }
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return status;
+}
+
+grpc::Status CallWithNoMessage(const std::string& address, const std::string& method) {
+  grpc::GenericStub stub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareCall(&ctx, method, &cq);
+  void* tag;
+  bool ok = false;
+  call->StartCall(reinterpret_cast<void*>(1));
+  cq.Next(&tag, &ok);
+  call->WritesDone(reinterpret_cast<void*>(2));
+  cq.Next(&tag, &ok);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(3));
+  cq.Next(&tag, &ok);
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return status;
+}
+
+int64_t PeakResidentBytes(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtoll(line.c_str() + 6, nullptr, 10) * 1024;  // "... kB"
+  }
+  return -1;
+}
+
 }  // namespace recserve::e2e

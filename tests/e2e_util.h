@@ -9,6 +9,10 @@
 #include <string>
 #include <vector>
 
+#include <grpc/compression.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/status.h>
+
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "train/world.h"
@@ -93,6 +97,20 @@ absl::StatusOr<int> ConnectAndStall(int port, const std::string& prefix);
 
 // Runs a command, returns its exit code; stdout+stderr go to `output`.
 int RunCommand(const std::string& command, std::string* output);
+
+// Calls the unary `method` ("/package.Service/Method") at `address` with `body` as the
+// request's bytes exactly (no protobuf on this side: malformed bodies are the point),
+// compressed on the wire with `compression`. The response's bytes go to `response` if set.
+grpc::Status CallWithBody(const std::string& address, const std::string& method, const grpc::ByteBuffer& body,
+                          grpc_compression_algorithm compression = GRPC_COMPRESS_NONE,
+                          std::string* response = nullptr, absl::Duration timeout = absl::Seconds(30));
+
+// Calls `method` as a stream that half-closes without sending a message.
+grpc::Status CallWithNoMessage(const std::string& address, const std::string& method);
+
+// Peak resident memory of process `pid` so far (VmHWM of /proc/<pid>/status), in bytes;
+// -1 if it cannot be read.
+int64_t PeakResidentBytes(pid_t pid);
 
 }  // namespace recserve::e2e
 
