@@ -281,6 +281,12 @@ absl::StatusOr<BundleContents> ReadBundle(const std::string& dir) {
       ASSIGN_OR_RETURN(b.covisit.counts,
                        cov->GetF32("counts", {static_cast<int64_t>(b.covisit.neighbors.size())}));
     }
+    if (cov->tensors().count("knn_offsets") > 0) {  // optional: the item-kNN lists
+      ASSIGN_OR_RETURN(b.covisit.knn_offsets, cov->GetI64("knn_offsets", {n + 1}));
+      ASSIGN_OR_RETURN(b.covisit.knn_neighbors, cov->GetI32("knn_neighbors", {-1}));
+      ASSIGN_OR_RETURN(b.covisit.knn_weights,
+                       cov->GetF32("knn_weights", {static_cast<int64_t>(b.covisit.knn_neighbors.size())}));
+    }
   }
   {
     ASSIGN_OR_RETURN(auto cal, SafetensorsFile::Open(Join(dir, kCalibrationFile)));
@@ -355,6 +361,11 @@ absl::Status WriteBundle(BundleContents c, const std::string& dir) {
     w.AddF32("weights", {static_cast<int64_t>(c.covisit.weights.size())}, c.covisit.weights);
     if (!c.covisit.counts.empty()) {
       w.AddF32("counts", {static_cast<int64_t>(c.covisit.counts.size())}, c.covisit.counts);
+    }
+    if (!c.covisit.knn_offsets.empty()) {
+      w.AddI64("knn_offsets", {static_cast<int64_t>(c.covisit.knn_offsets.size())}, c.covisit.knn_offsets);
+      w.AddI32("knn_neighbors", {static_cast<int64_t>(c.covisit.knn_neighbors.size())}, c.covisit.knn_neighbors);
+      w.AddF32("knn_weights", {static_cast<int64_t>(c.covisit.knn_weights.size())}, c.covisit.knn_weights);
     }
     RETURN_IF_ERROR(w.WriteFile(Join(dir, kCovisitFile)));
   }

@@ -8,7 +8,9 @@
 //                             key_bytes[key_offsets[i] .. key_offsets[i + 1]). Both
 //                             absent: a numeric catalog
 //   covisit.safetensors       offsets I64 [N + 1], neighbors I32 [E], weights F32 [E],
-//                             optional counts F32 [E] (raw pair counts behind weights)
+//                             optional counts F32 [E] (raw pair counts behind weights),
+//                             optional item-kNN lists knn_offsets I64 [N + 1],
+//                             knn_neighbors I32 [K], knn_weights F32 [K]
 //   calibration.safetensors   features F32 [M x K], labels F32 [M], groups I64 [M]
 //                             (rows held out from training; groups = impression slates)
 //   READY                     written last; a version without it does not exist yet

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "engine/file_util.h"
@@ -236,6 +237,45 @@ TEST_F(BundleTest, CovisitCountsRoundTripAndBadCountsAreRefusedAtModelCreation) 
   auto model = Model::Create(*std::move(read), 1);
   EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(model.status().message(), HasSubstr("'counts'[2] is -1"));
+}
+
+TEST_F(BundleTest, ItemKnnListsRoundTripAndAreCheckedAtModelCreation) {
+  BundleContents with_knn = contents_;
+  with_knn.covisit.knn_offsets = with_knn.covisit.offsets;
+  with_knn.covisit.knn_neighbors = with_knn.covisit.neighbors;
+  for (float w : with_knn.covisit.weights) with_knn.covisit.knn_weights.push_back(w / 2);
+  const std::string dir = dir_ + "-knn";
+  ASSERT_TRUE(WriteBundle(with_knn, dir).ok());
+  auto read = ReadBundle(dir);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->covisit.knn_offsets, with_knn.covisit.knn_offsets);
+  EXPECT_EQ(read->covisit.knn_neighbors, with_knn.covisit.knn_neighbors);
+  EXPECT_EQ(read->covisit.knn_weights, with_knn.covisit.knn_weights);
+  auto plain = ReadBundle(dir_);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->covisit.knn_offsets.empty());
+  {
+    BundleContents bad = *read;
+    bad.covisit.knn_neighbors[3] = -7;
+    auto model = Model::Create(std::move(bad), 1);
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(model.status().message(), HasSubstr("'knn_neighbors'[3] is -7"));
+  }
+  {
+    BundleContents bad = *read;
+    bad.covisit.knn_weights[1] = std::numeric_limits<float>::infinity();
+    auto model = Model::Create(std::move(bad), 1);
+    EXPECT_THAT(model.status().message(), HasSubstr("'knn_weights'[1] is inf"));
+  }
+  {
+    BundleContents bad = *read;
+    bad.covisit.knn_offsets.pop_back();
+    auto model = Model::Create(std::move(bad), 1);
+    EXPECT_THAT(model.status().message(), HasSubstr("knn_offsets"));
+  }
+  auto model = Model::Create(*std::move(read), 1);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_TRUE((*model)->covisit().has_knn());
 }
 
 TEST_F(BundleTest, NanEmbeddingIsRefused) {

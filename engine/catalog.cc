@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <numeric>
 
 #include "absl/strings/escaping.h"
@@ -160,52 +161,73 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Create(CatalogData data,
   return catalog;
 }
 
+namespace {
+
+// Checks one CSR table of `name`: offsets [num_items + 1] from 0, non-decreasing, ending at
+// the number of neighbours; neighbours in [0, num_items); each value column (named, same
+// length as the neighbours, or empty when optional) finite in [0, kMaxBundleValue].
+absl::Status CheckNeighborLists(
+    const std::string& name, const char* offsets_name, const std::vector<int64_t>& offsets,
+    const char* neighbors_name, const std::vector<int32_t>& neighbors,
+    std::initializer_list<std::pair<const char*, const std::vector<float>*>> values, int num_items) {
+  if (offsets.size() != static_cast<size_t>(num_items) + 1) {
+    return SizeError(name, offsets_name, offsets.size(), static_cast<size_t>(num_items) + 1);
+  }
+  for (const auto& [column, v] : values) {
+    if (v->size() != neighbors.size()) return SizeError(name, column, v->size(), neighbors.size());
+  }
+  if (offsets[0] != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: '%s'[0] is %d, want 0", name, offsets_name, offsets[0]));
+  }
+  for (int i = 0; i < num_items; ++i) {
+    if (offsets[i + 1] < offsets[i]) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: '%s' decreases at %d (%d -> %d)", name,
+                                                        offsets_name, i, offsets[i], offsets[i + 1]));
+    }
+  }
+  if (static_cast<uint64_t>(offsets[num_items]) != neighbors.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: '%s'[%d] is %d but there are %d %s", name,
+                                                      offsets_name, num_items, offsets[num_items],
+                                                      neighbors.size(), neighbors_name));
+  }
+  for (size_t e = 0; e < neighbors.size(); ++e) {
+    if (neighbors[e] < 0 || neighbors[e] >= num_items) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s: '%s'[%d] is %d, outside [0, %d)", name,
+                                                        neighbors_name, e, neighbors[e], num_items));
+    }
+    for (const auto& [column, v] : values) {
+      if (!((*v)[e] >= 0 && (*v)[e] <= kMaxBundleValue)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: '%s'[%d] is %g; want finite, >= 0 and <= %g", name, column, e, (*v)[e], kMaxBundleValue));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<CovisitIndex>> CovisitIndex::Create(CovisitData data,
                                                                    int num_items,
                                                                    const std::string& name) {
-  if (data.offsets.size() != static_cast<size_t>(num_items) + 1) {
-    return SizeError(name, "offsets", data.offsets.size(), static_cast<size_t>(num_items) + 1);
+  if (data.counts.empty()) {
+    RETURN_IF_ERROR(CheckNeighborLists(name, "offsets", data.offsets, "neighbors", data.neighbors,
+                                       {{"weights", &data.weights}}, num_items));
+  } else {
+    RETURN_IF_ERROR(CheckNeighborLists(name, "offsets", data.offsets, "neighbors", data.neighbors,
+                                       {{"weights", &data.weights}, {"counts", &data.counts}}, num_items));
   }
-  if (data.weights.size() != data.neighbors.size()) {
-    return SizeError(name, "weights", data.weights.size(), data.neighbors.size());
-  }
-  if (!data.counts.empty() && data.counts.size() != data.neighbors.size()) {
-    return SizeError(name, "counts", data.counts.size(), data.neighbors.size());
-  }
-  if (data.offsets[0] != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: 'offsets'[0] is %d, want 0", name, data.offsets[0]));
-  }
-  for (int i = 0; i < num_items; ++i) {
-    if (data.offsets[i + 1] < data.offsets[i]) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: 'offsets' decreases at %d (%d -> %d)", name, i, data.offsets[i],
-          data.offsets[i + 1]));
-    }
-  }
-  if (static_cast<uint64_t>(data.offsets[num_items]) != data.neighbors.size()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: 'offsets'[%d] is %d but there are %d neighbors", name, num_items,
-        data.offsets[num_items], data.neighbors.size()));
-  }
-  for (size_t e = 0; e < data.neighbors.size(); ++e) {
-    if (data.neighbors[e] < 0 || data.neighbors[e] >= num_items) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: 'neighbors'[%d] is %d, outside [0, %d)", name, e, data.neighbors[e], num_items));
-    }
-    if (!(data.weights[e] >= 0 && data.weights[e] <= kMaxBundleValue)) {
-      return absl::InvalidArgumentError(absl::StrFormat("%s: 'weights'[%d] is %g; want finite, >= 0 and <= %g",
-                                                        name, e, data.weights[e], kMaxBundleValue));
-    }
-    if (!data.counts.empty() && !(data.counts[e] >= 0 && data.counts[e] <= kMaxBundleValue)) {
-      return absl::InvalidArgumentError(absl::StrFormat("%s: 'counts'[%d] is %g; want finite, >= 0 and <= %g", name,
-                                                        e, data.counts[e], kMaxBundleValue));
-    }
+  if (!data.knn_offsets.empty() || !data.knn_neighbors.empty() || !data.knn_weights.empty()) {
+    RETURN_IF_ERROR(CheckNeighborLists(name, "knn_offsets", data.knn_offsets, "knn_neighbors",
+                                       data.knn_neighbors, {{"knn_weights", &data.knn_weights}}, num_items));
   }
   std::unique_ptr<CovisitIndex> index(new CovisitIndex(std::move(data)));
   AdviseHugePages(index->data_.offsets);
   AdviseHugePages(index->data_.neighbors);
   AdviseHugePages(index->data_.weights);
+  AdviseHugePages(index->data_.knn_neighbors);
+  AdviseHugePages(index->data_.knn_weights);
   return index;
 }
 

@@ -115,6 +115,12 @@ struct CovisitData {
   // [nnz] or empty: the raw (possibly time-decayed) pair counts behind `weights`, for
   // the count-based signals of CANDIDATE_SIGNALS. In [0, kMaxBundleValue].
   std::vector<float> counts;
+  // Optional (all three empty or all set): the item-kNN lists, in the same CSR form
+  // (knn_offsets [N + 1]): the items most often consumed by the same users, weighted by
+  // the cosine of the two items' user sets, strongest first. For ITEM_KNN_SIGNALS.
+  std::vector<int64_t> knn_offsets;
+  std::vector<int32_t> knn_neighbors;
+  std::vector<float> knn_weights;  // in [0, kMaxBundleValue]
 };
 
 class CovisitIndex {
@@ -136,6 +142,18 @@ class CovisitIndex {
                                data_.offsets[item + 1] - data_.offsets[item]);
   }
   bool has_counts() const { return !data_.counts.empty(); }
+  // The item-kNN lists; empty spans when the bundle has none.
+  bool has_knn() const { return !data_.knn_offsets.empty(); }
+  absl::Span<const int32_t> knn_neighbors(int32_t item) const {
+    if (!has_knn()) return {};
+    return absl::MakeConstSpan(data_.knn_neighbors.data() + data_.knn_offsets[item],
+                               data_.knn_offsets[item + 1] - data_.knn_offsets[item]);
+  }
+  absl::Span<const float> knn_weights(int32_t item) const {
+    if (!has_knn()) return {};
+    return absl::MakeConstSpan(data_.knn_weights.data() + data_.knn_offsets[item],
+                               data_.knn_offsets[item + 1] - data_.knn_offsets[item]);
+  }
   int64_t num_edges() const { return static_cast<int64_t>(data_.neighbors.size()); }
   const CovisitData& data() const { return data_; }
 

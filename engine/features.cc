@@ -14,6 +14,7 @@ constexpr int kSignalWidth = 4;
 constexpr int kContextWidth = 6;
 constexpr int kAffinityWidth = 2;
 constexpr int kCandidateSignalsWidth = 10;
+constexpr int kKnnSignalsWidth = 3;
 constexpr float kPi = 3.14159265358979f;
 
 float TypeWeight(const v1::UserModelSpec& spec, EventType type) {
@@ -37,6 +38,7 @@ int BlockWidth(v1::FeatureBlockKind kind, int dim, int dense_dim) {
     case v1::CATEGORY_AFFINITY: return kAffinityWidth;
     case v1::RECALL_SIGNALS: return kSignalWidth;
     case v1::CANDIDATE_SIGNALS: return kCandidateSignalsWidth;
+    case v1::ITEM_KNN_SIGNALS: return kKnnSignalsWidth;
     case v1::CONTEXT: return kContextWidth;
     default: return -1;
   }
@@ -86,6 +88,8 @@ void UserState::Prepare(const Catalog& catalog) {
   recent_score_.clear();
   links_.clear();
   count_score_.clear();
+  knn_score_.clear();
+  knn_reached_.clear();
   covisited_.clear();
   history_.clear();
   has_vector_ = false;
@@ -96,7 +100,9 @@ void UserState::Reset() {
   if (!recent_score_.empty()) {
     for (int32_t item : covisited_) recent_score_[item] = links_[item] = count_score_[item] = 0.f;
   }
-  max_covisit_score_ = max_count_score_ = max_recent_score_ = max_links_ = 0;
+  for (int32_t item : knn_reached_) knn_score_[item] = 0.f;
+  knn_reached_.clear();
+  max_covisit_score_ = max_count_score_ = max_recent_score_ = max_links_ = max_knn_score_ = 0;
   used_items_ = 0;
   for (int32_t item : history_) flags_[item] = 0;
   for (int32_t c : categories_) category_weight_[c] = 0.f;
@@ -205,6 +211,23 @@ void BuildUserState(const Catalog& catalog, const CovisitIndex& covisit,
     }
     for (int32_t item : state->covisited_) {
       state->max_count_score_ = std::max(state->max_count_score_, state->count_score_[item]);
+    }
+  }
+  if (covisit.has_knn()) {
+    // Item-kNN: cosines summed over the newest distinct items, each once.
+    if (state->knn_score_.empty()) AssignOnHugePages(&state->knn_score_, catalog.size(), 0.f);
+    const size_t used = std::min<size_t>(state->history_.size(), UserState::kKnnItems);
+    for (size_t h = 0; h < used; ++h) {
+      absl::Span<const int32_t> nbrs = covisit.knn_neighbors(state->history_[h]);
+      absl::Span<const float> weights = covisit.knn_weights(state->history_[h]);
+      for (size_t j = 0; j < nbrs.size(); ++j) {
+        float& score = state->knn_score_[nbrs[j]];
+        if (score == 0.f) state->knn_reached_.push_back(nbrs[j]);
+        score += std::max(weights[j], 1e-12f);  // strictly positive once reached, as above
+      }
+    }
+    for (int32_t item : state->knn_reached_) {
+      state->max_knn_score_ = std::max(state->max_knn_score_, state->knn_score_[item]);
     }
   }
   if (total_weight > 0) {
@@ -396,6 +419,14 @@ void FeatureBuilder::Build(const Catalog& catalog, const UserState& user,
           out[8] = share(count, user.max_count_score());
           out[9] = log_share(count, user.max_count_score());
           out += kCandidateSignalsWidth;
+          break;
+        }
+        case v1::ITEM_KNN_SIGNALS: {
+          const float knn = user.knn_score(item), max = user.max_knn_score();
+          out[0] = max > 0 ? knn / max : 0.f;
+          out[1] = max > 0 ? std::log1p(knn) / std::log1p(max) : 0.f;
+          out[2] = knn > 0 ? 1.f : 0.f;
+          out += kKnnSignalsWidth;
           break;
         }
         case v1::CONTEXT:

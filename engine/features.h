@@ -76,6 +76,11 @@ class UserState {
   static constexpr size_t kCountScoreItems = 20;
   float count_score(int32_t item) const { return count_score_.empty() ? 0.f : count_score_[item]; }
   float max_count_score() const { return max_count_score_; }
+  // With item-kNN lists in the bundle: the cosines to the candidate summed over the
+  // newest kKnnItems distinct items of the history, and the largest such sum.
+  static constexpr size_t kKnnItems = 50;
+  float knn_score(int32_t item) const { return knn_score_.empty() ? 0.f : knn_score_[item]; }
+  float max_knn_score() const { return max_knn_score_; }
   const float* covisit_scores() const { return covisit_score_.data(); }  // [catalog size]
   bool purchased(int32_t item) const { return flags_[item] & EventTypeBit(EventType::kPurchase); }
   bool in_history(int32_t item) const { return flags_[item] & kHistory; }
@@ -102,7 +107,9 @@ class UserState {
   std::vector<float> recent_score_;   // [N] with covisit_detail (else empty), zero except at covisited_
   std::vector<float> links_;          // [N] likewise
   std::vector<float> count_score_;    // [N] likewise
-  float max_covisit_score_ = 0, max_count_score_ = 0, max_recent_score_ = 0, max_links_ = 0;
+  std::vector<float> knn_score_;      // [N] with item-kNN lists (else empty), zero except at knn_reached_
+  std::vector<int32_t> knn_reached_;
+  float max_covisit_score_ = 0, max_count_score_ = 0, max_recent_score_ = 0, max_links_ = 0, max_knn_score_ = 0;
   int used_items_ = 0;
   std::vector<UserEvent> older_;      // scratch: events past max_events
   std::vector<uint8_t> flags_;        // [N], zero except at history_

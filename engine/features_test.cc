@@ -57,6 +57,70 @@ TEST(UserStateTest, OnlyTheNewestMaxEventsShapeTheStateButEveryEventMarksItsItem
   EXPECT_NEAR(state.vector()[0], (*model)->catalog().embedding(7)[0], 1e-6);
 }
 
+// Item-kNN: the cosines summed over the newest kKnnItems distinct history items, each
+// once however often it was seen; the block gives the sum over the user's largest, its
+// log ratio and presence, and a new user starts from zero.
+TEST(UserStateTest, KnnScoreSumsTheNewestDistinctItemsLists) {
+  constexpr int kItems = 60;
+  CatalogData d;
+  d.dim = 2;
+  for (int i = 0; i < kItems; ++i) {
+    d.ids.push_back(1000 + i);
+    d.category.push_back(0);
+    d.popularity.push_back(1);
+    d.embeddings.insert(d.embeddings.end(), {1.f, 0.f});
+  }
+  auto catalog = Catalog::Create(d);
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  // Item i lists 58 (weight 0.5) and 59 (weight 0.25); no co-visitation.
+  CovisitData c;
+  c.offsets.assign(kItems + 1, 0);
+  c.knn_offsets.push_back(0);
+  for (int i = 0; i < kItems; ++i) {
+    c.knn_neighbors.insert(c.knn_neighbors.end(), {58, 59});
+    c.knn_weights.insert(c.knn_weights.end(), {0.5f, 0.25f});
+    c.knn_offsets.push_back(static_cast<int64_t>(c.knn_neighbors.size()));
+  }
+  auto covisit = CovisitIndex::Create(c, kItems);
+  ASSERT_TRUE(covisit.ok()) << covisit.status();
+  ASSERT_TRUE((*covisit)->has_knn());
+  // 55 distinct items (0..54), item 0 three times: only the newest 50 distinct count.
+  std::vector<UserEvent> events;
+  for (int i = 0; i < 55; ++i) events.push_back({i, EventType::kPurchase, 1000 * i});
+  events.push_back({0, EventType::kPurchase, 10});
+  events.push_back({0, EventType::kPurchase, 20});
+  UserState state;
+  BuildUserState(**catalog, **covisit, DefaultUserModel(), events, &state);
+  EXPECT_FLOAT_EQ(state.knn_score(58), 50 * 0.5f);
+  EXPECT_FLOAT_EQ(state.knn_score(59), 50 * 0.25f);
+  EXPECT_EQ(state.knn_score(3), 0.f);
+  EXPECT_FLOAT_EQ(state.max_knn_score(), 25.f);
+
+  v1::FeatureSpec spec;
+  spec.set_embedding_dim(2);
+  v1::FeatureBlock* block = spec.add_blocks();
+  block->set_kind(v1::ITEM_KNN_SIGNALS);
+  block->set_width(3);
+  auto fb = FeatureBuilder::Create(spec, 2, 0);
+  ASSERT_TRUE(fb.ok()) << fb.status();
+  std::vector<float> rows(3 * 3);
+  const std::vector<int32_t> items = {58, 59, 3};
+  fb->Build(**catalog, state, RequestContext{}, items, rows.data());
+  EXPECT_FLOAT_EQ(rows[0], 1.f);
+  EXPECT_FLOAT_EQ(rows[1], 1.f);
+  EXPECT_FLOAT_EQ(rows[2], 1.f);
+  EXPECT_FLOAT_EQ(rows[3], 0.5f);
+  EXPECT_FLOAT_EQ(rows[4], std::log1p(12.5f) / std::log1p(25.f));
+  EXPECT_FLOAT_EQ(rows[5], 1.f);
+  EXPECT_EQ(rows[6], 0.f);
+  EXPECT_EQ(rows[7], 0.f);
+  EXPECT_EQ(rows[8], 0.f);
+
+  BuildUserState(**catalog, **covisit, DefaultUserModel(), {}, &state);
+  EXPECT_EQ(state.knn_score(58), 0.f);
+  EXPECT_EQ(state.max_knn_score(), 0.f);
+}
+
 TEST(FeatureBuilderTest, RowFollowsBlockOrderOfTheSpec) {
   auto model = Model::Create(testing::TinyBundle(16, 4, 2), 1);
   ASSERT_TRUE(model.ok());
@@ -101,12 +165,15 @@ TEST(FeatureBuilderTest, RowFollowsBlockOrderOfTheSpec) {
   EXPECT_EQ(row[19], 1.f);
 }
 
-// Every block of a feature spec, CANDIDATE_SIGNALS included.
+// Every block of a feature spec, CANDIDATE_SIGNALS and ITEM_KNN_SIGNALS included.
 v1::FeatureSpec EveryBlock(int dim, int dense_dim) {
   v1::FeatureSpec spec = DefaultFeatureSpec(dim, dense_dim);
   v1::FeatureBlock* signals = spec.add_blocks();
   signals->set_kind(v1::CANDIDATE_SIGNALS);
   signals->set_width(10);
+  v1::FeatureBlock* knn = spec.add_blocks();
+  knn->set_kind(v1::ITEM_KNN_SIGNALS);
+  knn->set_width(3);
   return spec;
 }
 
@@ -140,9 +207,12 @@ TEST(FeatureLimitsTest, ValuesAtTheBundleLimitsKeepEveryFeatureFinite) {
       c.neighbors.push_back((i + 1) % kItems);
       c.weights.push_back(kMaxBundleValue);
       c.counts.push_back(kMaxBundleValue);
+      c.knn_neighbors.push_back((i + 2) % kItems);
+      c.knn_weights.push_back(kMaxBundleValue);
     }
     c.offsets.push_back(static_cast<int64_t>(c.neighbors.size()));
   }
+  c.knn_offsets = c.offsets;
   auto covisit = CovisitIndex::Create(c, kItems);
   ASSERT_TRUE(covisit.ok()) << covisit.status();
   v1::UserModelSpec spec = DefaultUserModel();

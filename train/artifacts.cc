@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "engine/status_macros.h"
+#include "train/item_tables.h"
 
 namespace recserve {
 
@@ -123,6 +124,21 @@ absl::Status BuildArtifacts(const std::vector<LoggedEvent>& events, int64_t cut_
       std::fprintf(stderr, "[train] co-visitation: %zu pairs counted, %zu edges kept\n", pairs.size(),
                    cov->neighbors.size());
     }
+  }
+
+  cov->knn_offsets.clear();
+  cov->knn_neighbors.clear();
+  cov->knn_weights.clear();
+  if (opt.knn_neighbors > 0) {
+    Lists<int32_t> lists;
+    for (const std::vector<int32_t>& s : item_sequences) {
+      lists.values.insert(lists.values.end(), s.begin(), s.end());
+      lists.Close();
+    }
+    ItemTable knn = BuildItemKnn(lists, n, static_cast<size_t>(opt.knn_neighbors));
+    cov->knn_offsets = std::move(knn.offsets);
+    cov->knn_neighbors = std::move(knn.items);
+    cov->knn_weights = std::move(knn.weights);
   }
 
   // Item embeddings.

@@ -34,6 +34,9 @@ struct ArtifactOptions {
   // Also store the raw counts (CovisitData::counts), and keep per item the `neighbors`
   // most frequent co-items besides the `neighbors` strongest by weight.
   bool covisit_counts = false;
+  // Item-kNN lists (CovisitData::knn_*): the `knn_neighbors` items with the highest cosine
+  // of user sets per item, from each user's newest 300 distinct items; 0: none.
+  int knn_neighbors = 0;
   // Popularity: every event counts 1, or 0.5^(age / half-life) before the cut.
   double popularity_half_life_days = 0;
   bool verbose = true;

@@ -170,6 +170,7 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   ao.covisit_cosine = lo.covisit_cosine;
   ao.covisit_neighbors = lo.covisit_neighbors;
   ao.covisit_counts = true;
+  ao.knn_neighbors = lo.knn_neighbors;
   ao.popularity_half_life_days = lo.popularity_half_life_days;
   ao.verbose = false;
 
@@ -184,6 +185,11 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
       v1::FeatureBlock* block = spec.add_blocks();
       block->set_kind(kind);
       block->set_width(kind == v1::CANDIDATE_SIGNALS ? 10 : kActivityFeatures);
+    }
+    if (lo.knn_neighbors > 0) {
+      v1::FeatureBlock* block = spec.add_blocks();
+      block->set_kind(v1::ITEM_KNN_SIGNALS);
+      block->set_width(3);
     }
     m.mutable_user_model()->set_covisit_detail(true);
   }

@@ -65,6 +65,10 @@ struct LogTrainerOptions {
   double covisit_half_life_days = 0;
   bool covisit_cosine = true;
   int covisit_neighbors = 100;
+  // Item-kNN lists in the bundle (the items the same users consumed, by cosine of their
+  // user sets) and the ranker's ITEM_KNN_SIGNALS block from them: the neighbours kept
+  // per item; 0 leaves both out.
+  int knn_neighbors = 200;
   // Recall sizes of the bundle's manifest: real logs want more candidates than the
   // synthetic world (measured with recserve-eval on online-retail: hit@100 of the
   // candidates 0.47 at 200/200/50/500, 0.64 here).
