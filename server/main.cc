@@ -63,6 +63,9 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
 ABSL_FLAG(absl::Duration, max_connection_age, absl::ZeroDuration(),
           "Send GOAWAY to a client connection this old (0 = never), so clients that hold "
           "one connection re-resolve and reach replicas added since");
+ABSL_FLAG(int, max_concurrent_streams, 100,
+          "Streams (calls) one client connection may hold open at once; one more closes the "
+          "connection. HTTP/2 rapid reset needs a front proxy too (docs/operations.md)");
 ABSL_FLAG(bool, idle_loader, false,
           "Load new versions on CPU time nothing else wants (SCHED_IDLE: p99 during reloads nearer "
           "steady); a load still running after 2 s continues at normal priority. Needs CAP_SYS_NICE "
@@ -113,6 +116,7 @@ int Run() {
   options.metrics_http.threads = absl::GetFlag(FLAGS_metrics_threads);
   options.metrics_http.request_timeout = absl::GetFlag(FLAGS_metrics_request_timeout);
   options.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
+  options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   options.limits.max_events = absl::GetFlag(FLAGS_max_events);
   options.limits.max_n = absl::GetFlag(FLAGS_max_n);
   options.limits.max_exclude_items = absl::GetFlag(FLAGS_max_exclude_items);
@@ -189,6 +193,12 @@ int Run() {
   }
   if (options.max_connection_age < absl::ZeroDuration() || options.max_connection_age > absl::Hours(24 * 20)) {
     std::fprintf(stderr, "recserve: --max_connection_age must be between 0 (never) and 480h\n");
+    return 2;
+  }
+
+  if (options.max_concurrent_streams < 1 || options.max_concurrent_streams > 100000) {
+    std::fprintf(stderr, "recserve: --max_concurrent_streams must be between 1 and 100000, not %d\n",
+                 options.max_concurrent_streams);
     return 2;
   }
 

@@ -1,11 +1,6 @@
 #include "server/recommender_service.h"
 
-#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <set>
@@ -15,6 +10,7 @@
 #include "engine/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/http2_test_client.h"
 #include "server/sync.h"
 
 namespace recserve {
@@ -194,75 +190,21 @@ TEST(RecommenderServiceTest, CallsPastTheInflightCapAreShedWithResourceExhausted
 // in HPACK-coded trailers, not decoded here).
 absl::StatusOr<v1::RecommendResponse> RecommendOverRawHttp2(int port, const v1::RecommendRequest& request,
                                                             const std::string& grpc_timeout) {
-  auto frame = [](uint8_t type, uint8_t flags, uint32_t stream, const std::string& payload) {
-    const uint32_t n = static_cast<uint32_t>(payload.size());
-    std::string f = {static_cast<char>(n >> 16), static_cast<char>(n >> 8), static_cast<char>(n),
-                     static_cast<char>(type), static_cast<char>(flags),
-                     static_cast<char>((stream >> 24) & 0x7f), static_cast<char>(stream >> 16),
-                     static_cast<char>(stream >> 8), static_cast<char>(stream)};
-    return f + payload;
-  };
-  auto header = [](const std::string& name, const std::string& value) {  // HPACK literal, not indexed
-    return std::string(1, '\0') + static_cast<char>(name.size()) + name + static_cast<char>(value.size()) + value;
-  };
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::InternalError("socket");
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  timeval timeout{30, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return absl::InternalError("connect");
-  auto send_all = [fd](const std::string& bytes) {
-    for (size_t sent = 0; sent < bytes.size();) {
-      const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      sent += static_cast<size_t>(n);
-    }
-    return true;
-  };
-  auto read_all = [fd](char* out, size_t size) {
-    for (size_t got = 0; got < size;) {
-      const ssize_t n = ::recv(fd, out + got, size - got, 0);
-      if (n <= 0) return false;
-      got += static_cast<size_t>(n);
-    }
-    return true;
-  };
-  const std::string message = request.SerializeAsString();
-  const uint32_t m = static_cast<uint32_t>(message.size());
-  const std::string body = std::string(1, '\0') + static_cast<char>(m >> 24) + static_cast<char>(m >> 16) +
-                           static_cast<char>(m >> 8) + static_cast<char>(m) + message;
-  const std::string headers = header(":method", "POST") + header(":scheme", "http") +
-                              header(":path", "/recserve.v1.Recommender/Recommend") +
-                              header(":authority", "localhost") + header("content-type", "application/grpc") +
-                              header("te", "trailers") + header("grpc-timeout", grpc_timeout);
-  constexpr uint8_t kData = 0, kHeaders = 1, kRstStream = 3, kSettings = 4, kPing = 6, kGoaway = 7;
-  constexpr uint8_t kEndStream = 1, kAck = 1, kEndHeaders = 4;
-  if (!send_all("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(kSettings, 0, 0, "") +
-                frame(kHeaders, kEndHeaders, 1, headers) + frame(kData, kEndStream, 1, body))) {
+  using Http2 = testing::Http2TestConnection;
+  absl::StatusOr<std::unique_ptr<Http2>> connection = Http2::Connect(port);
+  if (!connection.ok()) return connection.status();
+  if (!(*connection)->Send(
+          Http2::CallHeaders(1, "/recserve.v1.Recommender/Recommend", {{"grpc-timeout", grpc_timeout}}) +
+          Http2::Frame(Http2::kData, Http2::kEndStream, 1, Http2::GrpcMessage(request.SerializeAsString())))) {
     return absl::InternalError("send");
   }
   std::string data;  // stream 1's DATA payloads
   while (true) {
-    char head[9];
-    if (!read_all(head, sizeof(head))) break;
-    const auto byte = [&head](int i) { return static_cast<uint32_t>(static_cast<uint8_t>(head[i])); };
-    const uint32_t length = byte(0) << 16 | byte(1) << 8 | byte(2);
-    const uint8_t type = head[3], flags = head[4];
-    const uint32_t stream = (byte(5) << 24 | byte(6) << 16 | byte(7) << 8 | byte(8)) & 0x7fffffff;
-    std::string payload(length, '\0');
-    if (!read_all(payload.data(), length)) break;
-    if (type == kSettings && !(flags & kAck)) send_all(frame(kSettings, kAck, 0, ""));
-    if (type == kPing && !(flags & kAck)) send_all(frame(kPing, kAck, 0, payload));
-    if (type == kData && stream == 1) data += payload;
-    if ((type == kHeaders && stream == 1 && (flags & kEndStream)) || (type == kRstStream && stream == 1) ||
-        type == kGoaway) {
+    absl::StatusOr<testing::Http2Frame> frame = (*connection)->Read();
+    if (!frame.ok()) break;
+    if (frame->type == Http2::kData && frame->stream == 1) data += frame->payload;
+    if ((frame->type == Http2::kHeaders && frame->stream == 1 && (frame->flags & Http2::kEndStream)) ||
+        (frame->type == Http2::kRstStream && frame->stream == 1) || frame->type == Http2::kGoaway) {
       break;  // trailers: the call is over
     }
   }

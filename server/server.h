@@ -38,6 +38,10 @@ struct ServerOptions {
   int max_message_bytes = 1 << 20;               // largest request accepted (uncompressed:
                                                  // compressed requests are refused)
   absl::Duration max_connection_age;             // GOAWAY to older connections; 0 = never
+  // Streams one client connection may hold open at once (advertised in SETTINGS; one more
+  // and gRPC 1.51 closes the connection). Does not bound rapid reset: a stream the client
+  // resets frees its slot at once while its call is still queued (docs/operations.md).
+  int max_concurrent_streams = 100;
   RequestLimits limits;
   ModelManagerOptions manager;
   std::function<void(const RequestOutcome&)> observer;  // per finished Recommend
