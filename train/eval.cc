@@ -426,6 +426,7 @@ class Baselines {
 // One method's figures for one case.
 struct CaseScore {
   float hit10 = 0, hit50 = 0, hit100 = 0, ndcg10 = 0, rr = 0, consumed10 = 0;
+  int32_t first = 0;  // rank of the first target, 0: none
 };
 
 // `request_items`: the request's items, sorted.
@@ -444,6 +445,7 @@ CaseScore Score(const std::vector<uint64_t>& answer, const TestCase& c,
   double idcg = 0;
   for (int r = 0; r < std::min<int>(10, static_cast<int>(c.targets.size())); ++r) idcg += 1.0 / std::log2(r + 2.0);
   s.ndcg10 = static_cast<float>(idcg > 0 ? dcg / idcg : 0);
+  s.first = first;
   if (first > 0) {
     s.hit10 = first <= 10;
     s.hit50 = first <= 50;
@@ -549,6 +551,8 @@ absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split, c
   EvalReport report;
   report.cases = cases;
   report.catalog_items = model.catalog().size();
+  report.first_hit.reserve(scores.size());
+  for (const CaseScore& s : scores) report.first_hit.push_back(s.first);
   for (int m = 0; m < methods; ++m) {
     MethodMetrics mm;
     mm.name = m == 0 ? "recserve" : Baselines::Name(m - 1);

@@ -98,6 +98,9 @@ struct EvalReport {
   double seconds = 0;                 // the whole call
   double baseline_build_seconds = 0;  // of which building the baselines' tables
   double recserve_seconds = 0;        // of which in recserve::Recommend, summed over threads
+  // Per case (split.cases order) and method (methods order): the rank (1-based) of the
+  // first target in the method's answer, 0 when none is within n. [cases x methods].
+  std::vector<int32_t> first_hit;
 };
 
 absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split,

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -31,6 +32,9 @@ ABSL_FLAG(std::string, model_dir, "", "Model directory (versions below it)");
 ABSL_FLAG(int64_t, version, 0, "Version to evaluate; 0 = the newest with READY");
 ABSL_FLAG(int, n, 100, "Answer length asked of every method");
 ABSL_FLAG(std::string, json, "", "Also write the report as JSON to this file ('-' = stdout)");
+ABSL_FLAG(std::string, cases_csv, "",
+          "Also write one line per test user: user id, request events and distinct items, days from "
+          "the newest request event to the cut, targets, and each method's rank of its first target (0: none)");
 ABSL_FLAG(bool, baselines, true, "Compute the baselines side by side");
 ABSL_FLAG(bool, allow_split_mismatch, false,
           "Evaluate even when the bundle records another split or log than the one given");
@@ -156,6 +160,26 @@ int main(int argc, char** argv) {
               "popularity %.1f%%); not recalled %.1f%%\n",
               100 * (1 - r.target_not_recalled), 100 * r.target_from_covisit, 100 * r.target_from_embedding,
               100 * r.target_from_popularity, 100 * r.target_not_recalled);
+
+  if (const std::string csv_path = absl::GetFlag(FLAGS_cases_csv); !csv_path.empty()) {
+    std::ofstream out(csv_path);
+    out << "user_id,request_events,request_items,idle_days,targets";
+    for (const recserve::MethodMetrics& m : r.methods) out << ",first_hit:" << m.name;
+    out << "\n";
+    const size_t methods = r.methods.size();
+    for (size_t i = 0; i < split.cases.size(); ++i) {
+      const recserve::TestCase& c = split.cases[i];
+      absl::flat_hash_set<uint64_t> items;
+      for (const recserve::LoggedEvent& e : c.request) items.insert(e.item_id);
+      const double idle_days =
+          c.request.empty() ? 0.0 : static_cast<double>(c.cut_ms - c.request.back().timestamp_ms) / 86400000.0;
+      out << c.user_id << ',' << c.request.size() << ',' << items.size() << ',' << idle_days << ','
+          << c.targets.size();
+      for (size_t m = 0; m < methods; ++m) out << ',' << r.first_hit[i * methods + m];
+      out << "\n";
+    }
+    if (!out) return Fail(absl::StrCat(csv_path, ": cannot write"));
+  }
 
   const std::string json_path = absl::GetFlag(FLAGS_json);
   if (!json_path.empty()) {

@@ -410,6 +410,13 @@ TEST(EvaluateTest, MetricsAverageEachCaseAtItsRank) {
   EXPECT_EQ(covisit->hit10, 1.0);
   EXPECT_NEAR(covisit->ndcg10, (1.0 + 1.0 / std::log2(3.0)) / 2, 1e-6);
   EXPECT_NEAR(covisit->mrr, (1.0 + 0.5) / 2, 1e-6);
+  // The per-case ranks behind them: case order, method order.
+  const size_t methods = report->methods.size();
+  ASSERT_EQ(report->first_hit.size(), split->cases.size() * methods);
+  const size_t m = covisit - report->methods.data();
+  for (size_t i = 0; i < split->cases.size(); ++i) {
+    EXPECT_EQ(report->first_hit[i * methods + m], split->cases[i].user_id == 1 ? 1 : 2) << "user " << split->cases[i].user_id;
+  }
 }
 
 // Recent popularity reads its list as deep as the request's items push it: user 1 bought

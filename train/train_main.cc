@@ -59,6 +59,7 @@ ABSL_FLAG(int, knn_neighbors, 200,
 ABSL_FLAG(std::string, recall_sizes, "",
           "Manifest recall sizes covisit_k,embedding_k,popularity_k,max_candidates (empty: 200,200,50,500 for worlds, 400,300,100,800 for real logs)");
 ABSL_FLAG(double, half_life_days, 365, "User model: an event's weight halves every this many days before the newest");
+ABSL_FLAG(int, user_max_events, 100, "User model: the newest events a user state uses (1..100000)");
 ABSL_FLAG(int, ensemble, 2,
           "Real logs: rankers of different seeds served as one network averaging their logits, each "
           "--hidden / ensemble wide");
@@ -130,6 +131,11 @@ int main(int argc, char** argv) {
     lo.refit_on_all_rows = absl::GetFlag(FLAGS_refit);
     lo.ensemble = absl::GetFlag(FLAGS_ensemble);
     options.half_life_seconds = absl::GetFlag(FLAGS_half_life_days) * 86400;
+    options.user_max_events = absl::GetFlag(FLAGS_user_max_events);
+    if (options.user_max_events < 1 || options.user_max_events > 100000) {
+      std::fprintf(stderr, "recserve-train: --user_max_events must be in [1, 100000], not %d\n", options.user_max_events);
+      return 2;
+    }
     if (!absl::GetFlag(FLAGS_recall_sizes).empty()) {
       std::vector<std::string> parts = absl::StrSplit(absl::GetFlag(FLAGS_recall_sizes), ',');
       int* fields[] = {&options.covisit_k, &options.embedding_k, &options.popularity_k, &options.max_candidates};

@@ -265,6 +265,7 @@ v1::Manifest DefaultManifest(const TrainerOptions& opt, int dense_dim) {
   *m.mutable_features() = DefaultFeatureSpec(opt.embedding_dim, dense_dim);
   *m.mutable_user_model() = DefaultUserModel();
   m.mutable_user_model()->set_half_life_seconds(static_cast<float>(opt.half_life_seconds));
+  m.mutable_user_model()->set_max_events(opt.user_max_events);
   m.mutable_recall()->set_embedding_k(opt.embedding_k);
   m.mutable_recall()->set_covisit_k(opt.covisit_k);
   m.mutable_recall()->set_popularity_k(opt.popularity_k);

@@ -136,6 +136,8 @@ struct TrainerOptions {
   int covisit_k = 200, embedding_k = 200, popularity_k = 50, max_candidates = 500;
   // The user model's half-life (manifest user_model.half_life_seconds).
   double half_life_seconds = 365 * 24 * 3600.0;
+  // The newest events a user state uses (manifest user_model.max_events).
+  int user_max_events = 100;
 };
 
 struct TrainOutput {
