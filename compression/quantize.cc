@@ -136,7 +136,7 @@ class MseRangeSearch {
 
  private:
   static constexpr int kBins = 1024;
-  const Moments none_;
+  const Moments none_{};  // {}: clang wants a const member of this type initialized
   std::vector<uint32_t> counts_;
   std::vector<int32_t> index_;
   std::vector<Moments> below_, above_;

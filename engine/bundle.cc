@@ -204,8 +204,10 @@ absl::Status ValidateManifest(const v1::Manifest& m) {
     if (!names.insert(e.name()).second) {
       return Bad("files.name", absl::StrCat("'", e.name(), "' listed twice"));
     }
-    if (e.sha256().size() != 64) {
-      return Bad("files.sha256", absl::StrCat("of '", e.name(), "' is not 64 hex digits"));
+    // As Sha256Hex writes it and ReadBundle compares it: 64 lowercase hex digits.
+    if (e.sha256().size() != 64 ||
+        e.sha256().find_first_not_of("0123456789abcdef") != std::string::npos) {
+      return Bad("files.sha256", absl::StrCat("of '", e.name(), "' is not 64 lowercase hex digits"));
     }
   }
   for (const char* required : {kRankerFile, kItemsFile, kCovisitFile, kCalibrationFile}) {
@@ -217,6 +219,18 @@ absl::Status ValidateManifest(const v1::Manifest& m) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<v1::Manifest> ParseManifest(const std::string& text) {
+  v1::Manifest manifest;
+  google::protobuf::TextFormat::Parser parser;
+  CollectErrors errors;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text, &manifest)) {
+    return absl::InvalidArgumentError(absl::StrCat(kManifestFile, ": ", errors.first));
+  }
+  RETURN_IF_ERROR(ValidateManifest(manifest));
+  return manifest;
+}
+
 absl::StatusOr<BundleContents> ReadBundle(const std::string& dir) {
   if (!FileExists(Join(dir, kReadyFile))) {
     return absl::FailedPreconditionError(
@@ -224,13 +238,7 @@ absl::StatusOr<BundleContents> ReadBundle(const std::string& dir) {
   }
   BundleContents b;
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(Join(dir, kManifestFile), 16 << 20));
-  google::protobuf::TextFormat::Parser parser;
-  CollectErrors errors;
-  parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(text, &b.manifest)) {
-    return absl::InvalidArgumentError(absl::StrCat(kManifestFile, ": ", errors.first));
-  }
-  RETURN_IF_ERROR(ValidateManifest(b.manifest));
+  ASSIGN_OR_RETURN(b.manifest, ParseManifest(text));
 
   // Sizes and checksums before anything parses a byte of the data files.
   for (const v1::FileEntry& e : b.manifest.files()) {

@@ -65,6 +65,8 @@ struct BundleContents {
 // (event weights in [0, kMaxEventWeight], max_events in [1, kMaxUserEvents]), policy and
 // gate ranges, file entries (plain names, no duplicates).
 absl::Status ValidateManifest(const v1::Manifest& manifest);
+// manifest.textproto's text parsed (errors name the line and column) and validated.
+absl::StatusOr<v1::Manifest> ParseManifest(const std::string& text);
 
 absl::StatusOr<BundleContents> ReadBundle(const std::string& version_dir);
 

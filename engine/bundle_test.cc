@@ -187,6 +187,18 @@ TEST_F(BundleTest, ManifestUnknownFieldIsRefused) {
   EXPECT_THAT(Read().message(), HasSubstr("bogus_field"));
 }
 
+// Found by fuzz_manifest: 64 characters that are not lowercase hex passed the manifest
+// check and were only caught as a checksum mismatch (DataLoss) after every file was hashed.
+TEST_F(BundleTest, ManifestChecksumMustBeLowercaseHex) {
+  for (const std::string bad : {std::string(64, 'z'), std::string(64, 'A'), std::string(63, 'a') + "\xff"}) {
+    SetUp();
+    EditManifest([&](v1::Manifest* m) { m->mutable_files(1)->set_sha256(bad); });
+    EXPECT_EQ(Read().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(Read().message()),
+                HasSubstr("files.sha256: of 'items.safetensors' is not 64 lowercase hex digits"));
+  }
+}
+
 TEST_F(BundleTest, ManifestChecksAreNamed) {
   struct Case {
     std::function<void(v1::Manifest*)> edit;

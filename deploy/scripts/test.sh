@@ -35,3 +35,11 @@ if [[ "${RECSERVE_SKIP_TSAN:-}" != 1 ]]; then
   (cd "$tsan_dir" && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan.supp" \
     ctest -L concurrency -j"${JOBS:-$(nproc)}" --output-on-failure --timeout 1500)
 fi
+
+# The libFuzzer targets (tests/fuzz: the bundle readers, the CSV importers, the request
+# path), built with clang, ASan and UBSan in build-fuzz: each replays its checked-in
+# regression inputs, then fuzzes for FUZZ_SECONDS (30 by default). RECSERVE_SKIP_FUZZ=1
+# skips this.
+if [[ "${RECSERVE_SKIP_FUZZ:-}" != 1 ]]; then
+  FUZZ_BUILD_DIR=${FUZZ_BUILD_DIR:-$root/build-fuzz} bash "$root/tests/fuzz/run.sh"
+fi
