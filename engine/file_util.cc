@@ -90,7 +90,7 @@ absl::Status RegularFile::ReadAll(char* out) const {
   uint64_t done = 0;
   while (done < size_) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(size_ - done, kMaxReadBytes));
-    const ssize_t r = ::read(fd_.get(), out + done, want);
+    const ssize_t r = ::pread(fd_.get(), out + done, want, static_cast<off_t>(done));
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) return Errno("read failed", display_);
     if (r == 0) {
@@ -102,7 +102,7 @@ absl::Status RegularFile::ReadAll(char* out) const {
   char extra;
   ssize_t r;
   do {
-    r = ::read(fd_.get(), &extra, 1);
+    r = ::pread(fd_.get(), &extra, 1, static_cast<off_t>(size_));
   } while (r < 0 && errno == EINTR);
   if (r < 0) return Errno("read failed", display_);
   if (r > 0) {
@@ -121,7 +121,8 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path, size_t max
 }
 
 absl::StatusOr<std::unique_ptr<MemoryFile>> MemoryFile::Create(std::string name, size_t size) {
-  UniqueFd fd(::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  // The kernel's name (at most 249 bytes) only shows in /proc/self/fd links: a fixed one.
+  UniqueFd fd(::memfd_create("recserve-memory-file", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (fd.get() < 0) return Errno("cannot create an in-memory copy", name);
   if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
     return Errno(absl::StrCat("cannot size an in-memory copy of ", size, " bytes"), name);

@@ -48,7 +48,7 @@ class RegularFile {
   uint64_t size() const { return size_; }
   const std::string& display() const { return display_; }
   // Reads the whole file, size() bytes, into `out`. A file that is shorter or longer by
-  // now (changed while read) is DataLoss.
+  // now (changed since Open) is DataLoss.
   absl::Status ReadAll(char* out) const;
 
  private:
@@ -70,7 +70,7 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path,
 // of that path reads exactly the bytes written.
 class MemoryFile {
  public:
-  // `name` names the file in errors (and in /proc/self/fd).
+  // `name` names the file in errors.
   static absl::StatusOr<std::unique_ptr<MemoryFile>> Create(std::string name, size_t size);
   ~MemoryFile();
   MemoryFile(const MemoryFile&) = delete;
