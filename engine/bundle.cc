@@ -1,11 +1,16 @@
 #include "engine/bundle.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 
+#include <cerrno>
 #include <cmath>
-#include <fstream>
+#include <limits>
+#include <map>
 #include <memory>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -50,26 +55,47 @@ std::string Hex(const unsigned char* digest, unsigned int len) {
   return hex;
 }
 
-// SHA-256 of a file read in 1 MiB chunks (a large graph file is never held whole).
-absl::StatusOr<std::string> Sha256OfFile(const std::string& path, uint64_t* size) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) return absl::InternalError("sha256 init");
-  std::vector<char> buffer(1 << 20);
-  *size = 0;
-  while (in) {
-    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    const std::streamsize got = in.gcount();
-    if (got <= 0) break;
-    EVP_DigestUpdate(ctx.get(), buffer.data(), static_cast<size_t>(got));
-    *size += static_cast<uint64_t>(got);
+// Opens bundle file `e` of the version directory `dir_fd`: a regular file, not a link
+// (RegularFile::Open), whose size is the manifest's, checked before a byte is read. That
+// size, within kMaxBundleFileBytes (ValidateManifest), is the bound on what is read.
+absl::StatusOr<RegularFile> OpenListedFile(int dir_fd, const std::string& dir, const v1::FileEntry& e) {
+  ASSIGN_OR_RETURN(RegularFile file, RegularFile::Open(dir_fd, e.name(), Join(dir, e.name()),
+                                                       std::numeric_limits<uint64_t>::max(), Symlinks::kRefuse));
+  if (file.size() != e.size()) {
+    return absl::DataLossError(absl::StrFormat("%s: size %d but the manifest says %d", e.name(),
+                                               file.size(), e.size()));
   }
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), digest, &len);
-  return Hex(digest, len);
+  return file;
+}
+
+absl::Status CheckSha256(const v1::FileEntry& e, absl::string_view bytes) {
+  const std::string sha = Sha256Hex(bytes);
+  if (sha != e.sha256()) {
+    return absl::DataLossError(absl::StrFormat(
+        "%s: checksum mismatch: sha256 %s, manifest says %s", e.name(), sha, e.sha256()));
+  }
+  return absl::OkStatus();
+}
+
+// Bundle file `e`, read once into memory and checked against the manifest.
+absl::StatusOr<std::string> ReadListedFile(int dir_fd, const std::string& dir, const v1::FileEntry& e) {
+  ASSIGN_OR_RETURN(const RegularFile file, OpenListedFile(dir_fd, dir, e));
+  std::string bytes(static_cast<size_t>(file.size()), '\0');
+  RETURN_IF_ERROR(file.ReadAll(bytes.data()));
+  RETURN_IF_ERROR(CheckSha256(e, bytes));
+  return bytes;
+}
+
+// The same into a sealed in-memory file, for hnswlib, which opens its graph by name.
+absl::StatusOr<std::shared_ptr<const MemoryFile>> ReadListedFileToMemoryFile(int dir_fd, const std::string& dir,
+                                                                            const v1::FileEntry& e) {
+  ASSIGN_OR_RETURN(const RegularFile file, OpenListedFile(dir_fd, dir, e));
+  ASSIGN_OR_RETURN(std::unique_ptr<MemoryFile> copy,
+                   MemoryFile::Create(Join(dir, e.name()), static_cast<size_t>(file.size())));
+  RETURN_IF_ERROR(file.ReadAll(copy->data()));
+  RETURN_IF_ERROR(CheckSha256(e, absl::string_view(copy->data(), copy->size())));
+  RETURN_IF_ERROR(copy->Seal());
+  return std::shared_ptr<const MemoryFile>(std::move(copy));
 }
 
 // The optional item keys of items.safetensors (see bundle.h) into items->keys; the ids
@@ -204,6 +230,10 @@ absl::Status ValidateManifest(const v1::Manifest& m) {
     if (!names.insert(e.name()).second) {
       return Bad("files.name", absl::StrCat("'", e.name(), "' listed twice"));
     }
+    if (e.size() > kMaxBundleFileBytes) {
+      return Bad("files.size", absl::StrFormat("of '%s' is %d bytes, above the limit of %d", e.name(), e.size(),
+                                               kMaxBundleFileBytes));
+    }
     // As Sha256Hex writes it and ReadBundle compares it: 64 lowercase hex digits.
     if (e.sha256().size() != 64 ||
         e.sha256().find_first_not_of("0123456789abcdef") != std::string::npos) {
@@ -232,33 +262,48 @@ absl::StatusOr<v1::Manifest> ParseManifest(const std::string& text) {
 }
 
 absl::StatusOr<BundleContents> ReadBundle(const std::string& dir) {
-  if (!FileExists(Join(dir, kReadyFile))) {
+  // Every file is opened relative to this one descriptor: the directory may be reached
+  // through a symlink that is swapped meanwhile, yet all files come from one directory.
+  const UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir_fd.get() < 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat(dir, ": cannot open the version directory"));
+  }
+  struct stat ready;
+  if (::fstatat(dir_fd.get(), kReadyFile, &ready, 0) != 0) {
     return absl::FailedPreconditionError(
         absl::StrCat(dir, ": no ", kReadyFile, " file; the version is incomplete"));
   }
   BundleContents b;
-  ASSIGN_OR_RETURN(std::string text, ReadFileToString(Join(dir, kManifestFile), 16 << 20));
+  std::string text;
+  {
+    ASSIGN_OR_RETURN(const RegularFile manifest, RegularFile::Open(dir_fd.get(), kManifestFile,
+                                                                   Join(dir, kManifestFile), kMaxManifestBytes,
+                                                                   Symlinks::kRefuse));
+    text.resize(static_cast<size_t>(manifest.size()));
+    RETURN_IF_ERROR(manifest.ReadAll(text.data()));
+  }
   ASSIGN_OR_RETURN(b.manifest, ParseManifest(text));
 
-  // Sizes and checksums before anything parses a byte of the data files.
-  for (const v1::FileEntry& e : b.manifest.files()) {
-    const std::string path = Join(dir, e.name());
-    uint64_t size = 0;
-    ASSIGN_OR_RETURN(const std::string sha, Sha256OfFile(path, &size));
-    if (size != e.size()) {
-      return absl::DataLossError(absl::StrFormat("%s: size %d but the manifest says %d", e.name(),
-                                                 size, e.size()));
+  // Sizes and checksums before anything parses a byte of the data files. Each file is
+  // read once: the parsers below get the bytes checked here, not the files on disk.
+  const v1::Manifest& m = b.manifest;
+  std::map<std::string, std::string> files;  // the ones parsed here
+  for (const v1::FileEntry& e : m.files()) {
+    if (e.name() == m.recall().hnsw_graph()) {
+      ASSIGN_OR_RETURN(b.hnsw_graph, ReadListedFileToMemoryFile(dir_fd.get(), dir, e));
+      continue;
     }
-    if (sha != e.sha256()) {
-      return absl::DataLossError(absl::StrFormat(
-          "%s: checksum mismatch: sha256 %s, manifest says %s", e.name(), sha, e.sha256()));
+    ASSIGN_OR_RETURN(std::string bytes, ReadListedFile(dir_fd.get(), dir, e));
+    if (e.name() == kRankerFile || e.name() == kItemsFile || e.name() == kCovisitFile ||
+        e.name() == kCalibrationFile) {
+      files[e.name()] = std::move(bytes);
     }
   }
+  // Hands over a checked file's bytes (ValidateManifest made sure each is listed).
+  auto take = [&files](const char* name) { return std::exchange(files[name], std::string()); };
 
-  const v1::Manifest& m = b.manifest;
-  if (!m.recall().hnsw_graph().empty()) b.hnsw_graph_path = Join(dir, m.recall().hnsw_graph());
   const int d = m.features().embedding_dim(), f = m.features().item_dense_dim();
-  ASSIGN_OR_RETURN(b.mlp, ReadOnnxMlp(Join(dir, kRankerFile)));
+  ASSIGN_OR_RETURN(b.mlp, ParseOnnxMlp(take(kRankerFile), Join(dir, kRankerFile)));
   const std::vector<int> sizes = b.mlp.LayerSizes();
   if (sizes != std::vector<int>(m.layer_sizes().begin(), m.layer_sizes().end())) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -267,7 +312,7 @@ absl::StatusOr<BundleContents> ReadBundle(const std::string& dir) {
   }
 
   {
-    ASSIGN_OR_RETURN(auto items, SafetensorsFile::Open(Join(dir, kItemsFile)));
+    ASSIGN_OR_RETURN(auto items, SafetensorsFile::FromBytes(take(kItemsFile), Join(dir, kItemsFile)));
     ASSIGN_OR_RETURN(b.items.ids, items->GetU64("ids", {-1}));
     const int64_t n = static_cast<int64_t>(b.items.ids.size());
     ASSIGN_OR_RETURN(b.items.embeddings, items->GetF32("embeddings", {n, d}));
@@ -279,7 +324,7 @@ absl::StatusOr<BundleContents> ReadBundle(const std::string& dir) {
     b.items.dense_dim = f;
   }
   {
-    ASSIGN_OR_RETURN(auto cov, SafetensorsFile::Open(Join(dir, kCovisitFile)));
+    ASSIGN_OR_RETURN(auto cov, SafetensorsFile::FromBytes(take(kCovisitFile), Join(dir, kCovisitFile)));
     const int64_t n = static_cast<int64_t>(b.items.ids.size());
     ASSIGN_OR_RETURN(b.covisit.offsets, cov->GetI64("offsets", {n + 1}));
     ASSIGN_OR_RETURN(b.covisit.neighbors, cov->GetI32("neighbors", {-1}));
@@ -297,7 +342,7 @@ absl::StatusOr<BundleContents> ReadBundle(const std::string& dir) {
     }
   }
   {
-    ASSIGN_OR_RETURN(auto cal, SafetensorsFile::Open(Join(dir, kCalibrationFile)));
+    ASSIGN_OR_RETURN(auto cal, SafetensorsFile::FromBytes(take(kCalibrationFile), Join(dir, kCalibrationFile)));
     const int64_t width = m.layer_sizes(0);
     ASSIGN_OR_RETURN(b.calibration.features, cal->GetF32("features", {-1, width}));
     const int64_t rows = static_cast<int64_t>(b.calibration.features.size()) / width;

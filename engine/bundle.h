@@ -20,15 +20,23 @@
 // consistent with the manifest, all floats finite (and the calibration features and
 // ranker weights within +-kMaxBundleValue; Model::Create checks the catalog's and the
 // co-visitation's: engine/value_limits.h). Errors name the file and field.
+// It reads every file once, into memory, and parses the very bytes it checked: files are
+// opened relative to one descriptor of the version directory (which may be reached
+// through a symlink), must be regular files and not symlinks themselves (a FIFO would
+// block the open, /dev/zero would never end the read), and must have the manifest's
+// size before a byte is read. A file changed on disk meanwhile changes nothing read.
 // WriteBundle fills in the file entries of the manifest and writes READY last.
 #ifndef RECSERVE_ENGINE_BUNDLE_H_
 #define RECSERVE_ENGINE_BUNDLE_H_
 
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/catalog.h"
+#include "engine/file_util.h"
 #include "engine/mlp.h"
 #include "recserve/v1/model.pb.h"
 
@@ -41,6 +49,11 @@ inline constexpr char kItemsFile[] = "items.safetensors";
 inline constexpr char kCovisitFile[] = "covisit.safetensors";
 inline constexpr char kCalibrationFile[] = "calibration.safetensors";
 inline constexpr char kReadyFile[] = "READY";
+// The largest bundle file a manifest may list (files.size): a bound on what a reader
+// allocates, far above the few GB of a 10M-item catalog's files.
+inline constexpr uint64_t kMaxBundleFileBytes = uint64_t{64} << 30;
+// The largest manifest.textproto read.
+inline constexpr uint64_t kMaxManifestBytes = uint64_t{16} << 20;
 
 struct CalibrationSet {
   std::vector<float> features;  // [rows x width]
@@ -56,14 +69,16 @@ struct BundleContents {
   CatalogData items;
   CovisitData covisit;
   CalibrationSet calibration;
-  // Path of the checked hnsw graph file when the manifest names one (recall.hnsw_graph).
-  // WriteBundle expects the file already in the version directory under that name.
-  std::string hnsw_graph_path;
+  // The checked hnsw graph when the manifest names one (recall.hnsw_graph): the bytes
+  // whose checksum matched, in a sealed in-memory file, since hnswlib reads a file by name
+  // (MemoryFile::path). Null without one. WriteBundle ignores it: it expects the graph
+  // file already in the version directory under the manifest's name.
+  std::shared_ptr<const MemoryFile> hnsw_graph;
 };
 
 // Checks the manifest on its own: schema version, feature spec, layer sizes, user model
 // (event weights in [0, kMaxEventWeight], max_events in [1, kMaxUserEvents]), policy and
-// gate ranges, file entries (plain names, no duplicates).
+// gate ranges, file entries (plain names, no duplicates, sizes within kMaxBundleFileBytes).
 absl::Status ValidateManifest(const v1::Manifest& manifest);
 // manifest.textproto's text parsed (errors name the line and column) and validated.
 absl::StatusOr<v1::Manifest> ParseManifest(const std::string& text);

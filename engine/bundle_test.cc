@@ -1,10 +1,19 @@
 #include "engine/bundle.h"
 
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "engine/file_util.h"
 #include "engine/item_key.h"
 #include "engine/model.h"
@@ -578,6 +587,121 @@ TEST_F(BundleTest, GarbageInSafetensorsIsAnErrorNotACrash) {
   EXPECT_THAT(Read().message(), HasSubstr("items.safetensors"));
   ReplaceFile(kRankerFile, "not an onnx model at all");
   EXPECT_FALSE(Read().ok());
+}
+
+// ReadBundle(dir), which must return without blocking. A reader stuck opening a FIFO or
+// reading /dev/zero for ever cannot be interrupted, so after a minute (a tiny bundle
+// reads in milliseconds) this reports the hang and ends the test process.
+absl::Status ReadWithoutHanging(const std::string& dir) {
+  absl::Status result;
+  absl::Notification done;
+  std::thread reader([&] {
+    result = ReadBundle(dir).status();
+    done.Notify();
+  });
+  if (!done.WaitForNotificationWithTimeout(absl::Minutes(1))) {
+    ADD_FAILURE() << "ReadBundle(" << dir << ") has not returned after a minute: it hangs on a bundle file";
+    std::fflush(stdout);
+    std::_Exit(1);
+  }
+  reader.join();
+  return result;
+}
+
+TEST_F(BundleTest, AFifoInPlaceOfABundleFileIsRefusedWithoutBlocking) {
+  std::filesystem::remove(Path(kItemsFile));
+  ASSERT_EQ(::mkfifo(Path(kItemsFile).c_str(), 0644), 0);
+  const absl::Status s = ReadWithoutHanging(dir_);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("items.safetensors: is a FIFO"));
+}
+
+TEST_F(BundleTest, ABundleFileSymlinkedToDevZeroIsRefusedWithoutReadingIt) {
+  std::filesystem::remove(Path(kCovisitFile));
+  std::filesystem::create_symlink("/dev/zero", Path(kCovisitFile));
+  const absl::Status s = ReadWithoutHanging(dir_);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("covisit.safetensors: is a symbolic link"));
+  // A link to the right bytes is refused the same way: files must be in the directory.
+  const std::string copy = dir_ + "-covisit-copy";
+  ASSERT_TRUE(WriteBundle(contents_, dir_ + "-copy").ok());
+  std::filesystem::rename(dir_ + "-copy/" + kCovisitFile, copy);
+  std::filesystem::remove(Path(kCovisitFile));
+  std::filesystem::create_symlink(copy, Path(kCovisitFile));
+  EXPECT_THAT(Read().message(), HasSubstr("covisit.safetensors: is a symbolic link"));
+}
+
+TEST_F(BundleTest, AVersionDirectoryReachedThroughASymlinkReads) {
+  const std::string link = dir_ + "-link";
+  std::filesystem::remove(link);
+  std::filesystem::create_directory_symlink(dir_, link);
+  const absl::StatusOr<BundleContents> read = ReadBundle(link);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->items.ids, contents_.items.ids);
+}
+
+TEST_F(BundleTest, AFileLargerThanTheManifestSaysIsRefusedBeforeItIsRead) {
+  // A terabyte, sparse: reading it to find out would take many minutes.
+  if (::truncate(Path(kItemsFile).c_str(), off_t{1} << 40) != 0) {
+    GTEST_SKIP() << "this file system cannot hold a sparse 1 TiB file";
+  }
+  const absl::Status s = ReadWithoutHanging(dir_);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(s.message(), HasSubstr("items.safetensors: size 1099511627776 but the manifest says"));
+  std::filesystem::remove(Path(kItemsFile));  // no terabyte-sized file left behind
+}
+
+TEST_F(BundleTest, AManifestListingAFileAboveTheSizeLimitIsRefused) {
+  EditManifest([](v1::Manifest* m) { m->mutable_files(1)->set_size(uint64_t{1} << 40); });
+  const absl::Status s = Read();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("manifest.textproto: files.size"));
+  EXPECT_THAT(s.message(), HasSubstr("is 1099511627776 bytes, above the limit of"));
+}
+
+// Counts the opens of each file in a directory (inotify IN_OPEN: every open(2), whatever
+// library makes it).
+class OpenCounter {
+ public:
+  explicit OpenCounter(const std::string& dir) : fd_(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) {
+    EXPECT_GE(fd_, 0);
+    EXPECT_GE(::inotify_add_watch(fd_, dir.c_str(), IN_OPEN), 0);
+  }
+  ~OpenCounter() { ::close(fd_); }
+  // The opens since construction, by file name (the directory's own are left out).
+  std::map<std::string, int> Counts() {
+    alignas(inotify_event) char buffer[64 << 10];
+    ssize_t got;
+    while ((got = ::read(fd_, buffer, sizeof(buffer))) > 0) {
+      for (ssize_t at = 0; at < got;) {
+        const auto* event = reinterpret_cast<const inotify_event*>(buffer + at);
+        if (event->len > 0 && !(event->mask & IN_ISDIR)) ++counts_[event->name];
+        at += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+      }
+    }
+    return counts_;
+  }
+
+ private:
+  int fd_;
+  std::map<std::string, int> counts_;
+};
+
+TEST(BundleReadOnceTest, LoadingAVersionOpensEachOfItsFilesOnce) {
+  // Each file is read once and parsed from the bytes whose checksum was checked; a file
+  // opened a second time (to parse, to map, for hnswlib) could be another file by then.
+  const std::string dir = testing::TempDir("read_once") + "/1";
+  ASSERT_TRUE(testing::WriteBundleWithHnswGraph(testing::TinyBundle(500, 8, 2), dir).ok());
+
+  OpenCounter opens(dir);
+  ModelOptions options;
+  options.index_recall_queries = 0;
+  auto model = Model::Load(dir, 1, options);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->index().name(), "hnsw(M=16,ef=300,prebuilt)");
+  const std::map<std::string, int> once = {{kManifestFile, 1}, {kRankerFile, 1},      {kItemsFile, 1},
+                                           {kCovisitFile, 1},  {kCalibrationFile, 1}, {"hnsw.bin", 1}};
+  EXPECT_EQ(opens.Counts(), once);
 }
 
 }  // namespace

@@ -237,18 +237,19 @@ class HnswIndex : public EmbeddingIndex {
   // naming what is wrong.
   static absl::StatusOr<std::unique_ptr<HnswIndex>> Load(const Catalog* catalog, const EmbeddingIndexOptions& o) {
     const std::string& path = o.hnsw_graph_path;
+    const std::string& name = o.hnsw_graph_name.empty() ? path : o.hnsw_graph_name;
     // hnswlib trusts its file; check its header against this catalog and its link-list
     // sizes against the header and the file's size first.
-    RETURN_IF_ERROR(CheckFile(path, catalog));
+    RETURN_IF_ERROR(CheckFile(path, name, catalog));
     std::unique_ptr<HnswIndex> index(new HnswIndex(catalog, o.hnsw_ef_search, /*prebuilt=*/true));
     try {
       index->graph_ = std::make_unique<hnswlib::HierarchicalNSW<float>>(&index->space_, path, false, catalog->size());
-      RETURN_IF_ERROR(index->CheckGraph(path));
+      RETURN_IF_ERROR(index->CheckGraph(name));
       // hnswlib 0.6's loading constructor adds the deleted elements it finds to a
       // num_deleted_ it never initialized; CheckGraph found none.
       index->graph_->num_deleted_ = 0;
     } catch (const std::exception& e) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": not an hnsw graph for this catalog: ", e.what()));
+      return absl::InvalidArgumentError(absl::StrCat(name, ": not an hnsw graph for this catalog: ", e.what()));
     }
     index->graph_->setEf(index->ef_);
     index->UseHugePages();
@@ -310,9 +311,10 @@ class HnswIndex : public EmbeddingIndex {
   // (per element a u32 byte size and that many bytes) against the header and the file's
   // size: each a whole number of levels, none above the top level, the entry point on the
   // top level, and the last list ending where the file does.
-  static absl::Status CheckFile(const std::string& path, const Catalog* catalog) {
+  // `name` names the file in errors.
+  static absl::Status CheckFile(const std::string& path, const std::string& name, const Catalog* catalog) {
     std::ifstream in(path, std::ios::binary);
-    if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+    if (!in) return absl::NotFoundError(absl::StrCat(name, ": cannot open"));
     in.seekg(0, std::ios::end);
     const std::streamoff file_size = in.tellg();
     in.seekg(0, std::ios::beg);
@@ -339,52 +341,52 @@ class HnswIndex : public EmbeddingIndex {
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s: the graph's header does not fit this catalog (%d items of dimension %d): %d vectors, %d bytes per "
           "element, M=%d",
-          path, n, catalog->dim(), h.count, h.size_per_element, h.m));
+          name, n, catalog->dim(), h.count, h.size_per_element, h.m));
     }
     // The header's fields are now bounded (n < 2^31, an element under 17 KiB): no overflow.
     const uint64_t upper_start = static_cast<uint64_t>(in.tellg()) + uint64_t{n} * h.size_per_element;
     if (file_size < 0 || upper_start + 4 * uint64_t{n} > static_cast<uint64_t>(file_size)) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: %d bytes, too short for the %d elements its header describes", path, file_size, n));
+          "%s: %d bytes, too short for the %d elements its header describes", name, file_size, n));
     }
     // The upper lists are small (a sixteenth of the elements have any): read them whole.
     std::string upper(static_cast<size_t>(file_size - upper_start), '\0');
     in.seekg(static_cast<std::streamoff>(upper_start), std::ios::beg);
     in.read(upper.data(), static_cast<std::streamsize>(upper.size()));
-    if (!in) return absl::DataLossError(absl::StrCat(path, ": read error"));
+    if (!in) return absl::DataLossError(absl::StrCat(name, ": read error"));
     const uint64_t level_bytes = h.max_m * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
     uint64_t at = 0;
     for (size_t i = 0; i < n; ++i) {
       uint32_t bytes = 0;
       if (at + sizeof(bytes) > upper.size()) {
         return absl::InvalidArgumentError(
-            absl::StrFormat("%s: the file ends before the link lists of element %d", path, i));
+            absl::StrFormat("%s: the file ends before the link lists of element %d", name, i));
       }
       std::memcpy(&bytes, upper.data() + at, sizeof(bytes));
       at += sizeof(bytes);
       if (bytes % level_bytes != 0) {
         return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: element %d has %d bytes of upper link lists, not a whole number of levels (%d bytes each)", path,
+            "%s: element %d has %d bytes of upper link lists, not a whole number of levels (%d bytes each)", name,
             i, bytes, level_bytes));
       }
       const uint64_t level = bytes / level_bytes;
       if (level > static_cast<uint64_t>(h.max_level)) {
         return absl::InvalidArgumentError(absl::StrFormat("%s: element %d reaches level %d, above the top level %d",
-                                                          path, i, level, h.max_level));
+                                                          name, i, level, h.max_level));
       }
       if (i == h.entry && level != static_cast<uint64_t>(h.max_level)) {
         return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: the entry point, element %d, is on level %d, not the top level %d", path, i, level, h.max_level));
+            "%s: the entry point, element %d, is on level %d, not the top level %d", name, i, level, h.max_level));
       }
       if (at + bytes > upper.size()) {
         return absl::InvalidArgumentError(
-            absl::StrFormat("%s: the file ends inside the link lists of element %d", path, i));
+            absl::StrFormat("%s: the file ends inside the link lists of element %d", name, i));
       }
       at += bytes;
     }
     if (at != upper.size()) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("%s: %d bytes after the last link list; the header describes %d elements", path,
+          absl::StrFormat("%s: %d bytes after the last link list; the header describes %d elements", name,
                           upper.size() - at, n));
     }
     return absl::OkStatus();
@@ -397,10 +399,10 @@ class HnswIndex : public EmbeddingIndex {
   // the level it is linked on; every label a distinct item index, none deleted; and every
   // stored vector bit for bit the catalog's (a graph of another catalog is refused, and
   // search meets only the catalog's checked values).
-  absl::Status CheckGraph(const std::string& path) const {
+  absl::Status CheckGraph(const std::string& name) const {
     const hnswlib::HierarchicalNSW<float>& g = *graph_;
     const size_t n = static_cast<size_t>(catalog_->size());
-    auto bad = [&path](const std::string& what) { return absl::InvalidArgumentError(absl::StrCat(path, ": ", what)); };
+    auto bad = [&name](const std::string& what) { return absl::InvalidArgumentError(absl::StrCat(name, ": ", what)); };
     if (g.cur_element_count != n || g.max_elements_ != n || g.maxlevel_ < 0) {
       return bad(absl::StrFormat("%d elements (room for %d), top level %d; want %d elements", g.cur_element_count,
                                  g.max_elements_, g.maxlevel_, n));

@@ -24,6 +24,9 @@ struct EmbeddingIndexOptions {
   // hnsw: a graph saved by SaveHnswGraph for this catalog (the bundle's hnsw_graph file);
   // loaded and checked instead of built. Empty: build at load.
   std::string hnsw_graph_path;
+  // Names the graph in errors; empty: hnsw_graph_path. (A bundle's graph is read from an
+  // in-memory copy whose path says nothing: MemoryFile.)
+  std::string hnsw_graph_name;
 };
 
 // Builds the index over `catalog` (which must outlive it). An hnsw graph file that is not

@@ -302,19 +302,11 @@ TEST_F(EmbeddingIndexTest, CorruptHnswLevelsAreRefusedAtLoad) {
 
 TEST(ModelIndexTest, BundleWithAPrebuiltGraphServesFromIt) {
   const std::string dir = testing::TempDir("hnsw_bundle") + "/1";
-  BundleContents b = testing::TinyBundle(3000, 16, 2);
-  auto catalog = Catalog::Create(b.items);
-  ASSERT_TRUE(catalog.ok());
-  ASSERT_TRUE(MakeDirs(dir).ok());
-  EmbeddingIndexOptions o;
-  o.kind = "hnsw";
-  ASSERT_TRUE(SaveHnswGraph(catalog->get(), o, dir + "/hnsw.bin").ok());
-  b.manifest.mutable_recall()->set_hnsw_graph("hnsw.bin");
-  b.manifest.mutable_recall()->set_embedding_index("hnsw");
-  ASSERT_TRUE(WriteBundle(std::move(b), dir).ok());
+  ASSERT_TRUE(testing::WriteBundleWithHnswGraph(testing::TinyBundle(3000, 16, 2), dir).ok());
   auto read = ReadBundle(dir);
   ASSERT_TRUE(read.ok()) << read.status();
-  EXPECT_EQ(read->hnsw_graph_path, dir + "/hnsw.bin");
+  ASSERT_NE(read->hnsw_graph, nullptr);
+  EXPECT_EQ(read->hnsw_graph->name(), dir + "/hnsw.bin");
   auto model = Model::Create(*std::move(read), 1, ModelOptions());
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ((*model)->index().name(), "hnsw(M=16,ef=300,prebuilt)");

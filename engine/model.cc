@@ -40,10 +40,13 @@ absl::StatusOr<std::shared_ptr<const Model>> Model::Create(BundleContents conten
   }
   EmbeddingIndexOptions index_options = options.index;
   if (index_options.kind.empty()) index_options.kind = m->manifest_.recall().embedding_index();
-  if (index_options.kind == "hnsw" && index_options.hnsw_graph_path.empty()) {
-    index_options.hnsw_graph_path = contents.hnsw_graph_path;  // the bundle's prebuilt graph, if any
+  if (index_options.kind == "hnsw" && index_options.hnsw_graph_path.empty() && contents.hnsw_graph) {
+    // The bundle's prebuilt graph: the checked bytes ReadBundle holds in memory.
+    index_options.hnsw_graph_path = contents.hnsw_graph->path();
+    index_options.hnsw_graph_name = contents.hnsw_graph->name();
   }
   ASSIGN_OR_RETURN(m->index_, BuildEmbeddingIndex(m->catalog_.get(), index_options));
+  contents.hnsw_graph.reset();  // hnswlib has its own copy now
   if (m->index_->name() != "exact-fp32" && options.index_recall_queries > 0) {
     m->index_recall_ = MeasureIndexRecall(*m->catalog_, *m->index_, 100, options.index_recall_queries);
   }

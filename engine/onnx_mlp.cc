@@ -581,6 +581,10 @@ void AddFloatInitializer(onnx::GraphProto* g, const std::string& name, std::vect
 }  // namespace
 
 absl::StatusOr<Mlp> ParseOnnxMlp(const std::string& bytes, const std::string& name) {
+  if (bytes.size() > static_cast<size_t>(INT_MAX)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: %d bytes; protobuf cannot parse a model of 2 GiB or more", name, bytes.size()));
+  }
   // Protobuf reports errors by return value, but allocation can still throw.
   try {
     return ParseOnnxMlpOrThrow(bytes, name);

@@ -1,12 +1,6 @@
 #include "engine/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -135,43 +129,11 @@ int64_t TensorInfo::NumElements() const {
 // ---------------------------------------------------------------------------------------
 // SafetensorsFile
 
-SafetensorsFile::~SafetensorsFile() {
-  if (mapping_ != nullptr) ::munmap(mapping_, size_);
-}
-
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat(path, ": cannot open"));
-  }
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return absl::ErrnoToStatus(err, absl::StrCat(path, ": cannot stat"));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
-  }
-  // Constructor is private, hence no make_unique.
-  std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
-  file->name_ = path;
-  file->size_ = static_cast<uint64_t>(st.st_size);
-  if (file->size_ > 0) {
-    void* m = ::mmap(nullptr, file->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (m == MAP_FAILED) {
-      const int err = errno;
-      ::close(fd);
-      return absl::ErrnoToStatus(err, absl::StrCat(path, ": mmap failed"));
-    }
-    file->mapping_ = m;
-    file->base_ = static_cast<const uint8_t*>(m);
-  }
-  // The mapping stays valid after the descriptor is closed.
-  ::close(fd);
-  RETURN_IF_ERROR(file->Parse());
-  return file;
+  // Read into memory, not mapped: a mapped file truncated by someone else while in use
+  // would be a SIGBUS on the next access.
+  ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path, std::numeric_limits<size_t>::max()));
+  return FromBytes(std::move(bytes), path);
 }
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(std::string bytes,

@@ -8,8 +8,8 @@
 // no two tensors overlapping. Every error is an InvalidArgument (DataLoss for a short
 // file) whose message starts with the file name and names the tensor and the field.
 //
-// SafetensorsFile owns a private copy of (or mapping of) the file; tensors are copied out
-// with the typed getters. Immutable after Open: safe to read from many threads.
+// SafetensorsFile owns a copy of the file in memory; tensors are copied out with the
+// typed getters. Immutable after Open: safe to read from many threads.
 #ifndef RECSERVE_ENGINE_SAFETENSORS_H_
 #define RECSERVE_ENGINE_SAFETENSORS_H_
 
@@ -43,12 +43,11 @@ class SafetensorsFile {
   // Largest JSON header accepted (the format's own readers use 100 MB).
   static constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
-  // Maps and validates `path`. NotFound if missing.
+  // Reads `path` (ReadFileToString) and validates it. NotFound if missing.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
   // Validates bytes held in memory; `name` is used in error messages.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> FromBytes(std::string bytes,
                                                                     std::string name);
-  ~SafetensorsFile();
 
   const std::string& name() const { return name_; }
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
@@ -77,10 +76,9 @@ class SafetensorsFile {
                                          const std::vector<int64_t>& shape) const;
 
   std::string name_;
-  std::string owned_;             // FromBytes
-  const uint8_t* base_ = nullptr; // whole file
+  std::string owned_;             // the whole file
+  const uint8_t* base_ = nullptr; // owned_.data()
   uint64_t size_ = 0;
-  void* mapping_ = nullptr;       // Open: mmap'd region, unmapped in the destructor
   const uint8_t* data_ = nullptr; // data region
   uint64_t data_size_ = 0;
   std::map<std::string, TensorInfo> tensors_;

@@ -423,7 +423,7 @@ TEST(SafetensorsRoundTripTest, WriterAlignsDataRegionAndEveryTensorTo8Bytes) {
   EXPECT_LT(f->tensors().at("one").begin, f->tensors().at("x").begin);
 }
 
-TEST(SafetensorsFileTest, WriteFileThenOpenReadsTheMappedFile) {
+TEST(SafetensorsFileTest, WriteFileThenOpenReadsTheFile) {
   const std::string path = TempPath("roundtrip.safetensors");
   SafetensorsWriter w;
   const std::vector<float> values = {1, 2, 3, 4, 5, 6};

@@ -9,7 +9,9 @@
 #include <string>
 
 #include "engine/bundle.h"
+#include "engine/embedding_index.h"
 #include "engine/features.h"
+#include "engine/file_util.h"
 
 namespace recserve::testing {
 
@@ -103,6 +105,20 @@ inline BundleContents OverflowingRankerBundle(int n = 64) {
   b.mlp.layers[1].weight = {1.f, -1.f};
   b.mlp.layers[1].bias = {0.f};
   return b;
+}
+
+// Writes `b` to the version directory `dir` with a prebuilt hnsw graph of its catalog
+// (hnsw.bin), which the version serves from.
+inline absl::Status WriteBundleWithHnswGraph(BundleContents b, const std::string& dir) {
+  auto catalog = Catalog::Create(b.items);
+  if (!catalog.ok()) return catalog.status();
+  if (absl::Status s = MakeDirs(dir); !s.ok()) return s;
+  EmbeddingIndexOptions o;
+  o.kind = "hnsw";
+  if (absl::Status s = SaveHnswGraph(catalog->get(), o, dir + "/hnsw.bin"); !s.ok()) return s;
+  b.manifest.mutable_recall()->set_hnsw_graph("hnsw.bin");
+  b.manifest.mutable_recall()->set_embedding_index("hnsw");
+  return WriteBundle(std::move(b), dir);
 }
 
 // A fresh empty directory under the test's temp dir.

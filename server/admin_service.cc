@@ -1,8 +1,24 @@
 #include "server/admin_service.h"
 
+#include <algorithm>
+#include <chrono>
+
+#include "absl/time/clock.h"
 #include "server/grpc_status.h"
 
 namespace recserve {
+
+absl::Time AdminService::WaitDeadline(const grpc::ServerContext& context) {
+  const absl::Time now = absl::Now();
+  absl::Time deadline = now + kMaxLoadWait;
+  if (context.deadline() != std::chrono::system_clock::time_point::max()) {
+    // Answer a little before the caller gives up, so that it gets the reason (which load
+    // is in progress) rather than a bare DEADLINE_EXCEEDED of its own.
+    const absl::Time caller = absl::FromChrono(context.deadline());
+    deadline = std::min(deadline, caller - std::min((caller - now) / 2, absl::Seconds(2)));
+  }
+  return deadline;
+}
 
 grpc::Status AdminService::GetModelStatus(grpc::ServerContext*, const v1::GetModelStatusRequest*,
                                           v1::GetModelStatusResponse* response) {
@@ -15,18 +31,18 @@ grpc::Status AdminService::GetModelStatus(grpc::ServerContext*, const v1::GetMod
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ReloadModels(grpc::ServerContext*, const v1::ReloadModelsRequest*,
+grpc::Status AdminService::ReloadModels(grpc::ServerContext* context, const v1::ReloadModelsRequest*,
                                         v1::ReloadModelsResponse* response) {
-  absl::StatusOr<int64_t> serving = manager_->ReloadNow();
+  absl::StatusOr<int64_t> serving = manager_->ReloadNow(WaitDeadline(*context));
   if (!serving.ok()) return ToGrpcStatus(serving.status());
   response->set_serving_version(*serving);
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::SetServingVersion(grpc::ServerContext*,
+grpc::Status AdminService::SetServingVersion(grpc::ServerContext* context,
                                              const v1::SetServingVersionRequest* request,
                                              v1::SetServingVersionResponse* response) {
-  absl::StatusOr<int64_t> serving = manager_->SetServingVersion(request->version());
+  absl::StatusOr<int64_t> serving = manager_->SetServingVersion(request->version(), WaitDeadline(*context));
   if (!serving.ok()) return ToGrpcStatus(serving.status());
   response->set_serving_version(*serving);
   return grpc::Status::OK;

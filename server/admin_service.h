@@ -1,9 +1,12 @@
 // recserve.v1.Admin: model status, reload and version pinning, for operators. Served on
 // its own listener (loopback by default) with gRPC's synchronous API: these calls wait
-// for model loads and are rare, so they never occupy request threads.
+// for model loads and are rare, so they never occupy request threads. Status never
+// waits for a load; reload and pin wait until shortly before the call's deadline (at
+// most kMaxLoadWait) and then answer DEADLINE_EXCEEDED naming the load in progress.
 #ifndef RECSERVE_SERVER_ADMIN_SERVICE_H_
 #define RECSERVE_SERVER_ADMIN_SERVICE_H_
 
+#include "absl/time/time.h"
 #include "recserve/v1/recommender.grpc.pb.h"
 #include "server/model_manager.h"
 
@@ -11,6 +14,11 @@ namespace recserve {
 
 class AdminService final : public v1::Admin::Service {
  public:
+  // How long reload and pin wait on the load thread for a call without a deadline: a
+  // large catalog's load (or graph build) takes minutes, a hung one must not hold a
+  // thread and its caller for ever.
+  static constexpr absl::Duration kMaxLoadWait = absl::Minutes(10);
+
   explicit AdminService(ModelManager* manager) : manager_(manager) {}
 
   grpc::Status GetModelStatus(grpc::ServerContext* context, const v1::GetModelStatusRequest* request,
@@ -22,6 +30,9 @@ class AdminService final : public v1::Admin::Service {
                                  v1::SetServingVersionResponse* response) override;
 
  private:
+  // When reload and pin stop waiting for the load thread (see the file comment).
+  static absl::Time WaitDeadline(const grpc::ServerContext& context);
+
   ModelManager* const manager_;
 };
 

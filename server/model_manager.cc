@@ -185,10 +185,13 @@ void ModelManager::RequestScan() {
   ++requested_;
 }
 
-absl::StatusOr<int64_t> ModelManager::WaitForCycle(uint64_t ticket) {
+absl::StatusOr<int64_t> ModelManager::WaitForCycle(uint64_t ticket, absl::Time deadline,
+                                                   absl::string_view pending) {
   MutexLock lock(&mu_);
   auto done = [this, ticket]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return completed_ >= ticket || stop_; };
-  mu_.Await(absl::Condition(&done));
+  if (!mu_.AwaitWithDeadline(absl::Condition(&done), deadline)) {
+    return absl::DeadlineExceededError(absl::StrCat(BusyLocked(), "; ", pending));
+  }
   if (completed_ < ticket) return absl::UnavailableError("model manager is stopping");
   absl::Status result = absl::OkStatus();
   auto it = cycle_results_.find(ticket);
@@ -200,28 +203,44 @@ absl::StatusOr<int64_t> ModelManager::WaitForCycle(uint64_t ticket) {
   return serving_version_;
 }
 
-absl::StatusOr<int64_t> ModelManager::ReloadNow() {
+std::string ModelManager::BusyLocked() const {
+  for (const auto& [v, e] : versions_) {
+    if (e.status.state() == v1::LOADING) {
+      return absl::StrFormat("a model load is in progress: version %d has been loading for %s", v,
+                             absl::FormatDuration(absl::Trunc(absl::Now() - e.load_started, absl::Milliseconds(100))));
+    }
+  }
+  return "the model load thread is busy (scanning the base path, or not started)";
+}
+
+absl::StatusOr<int64_t> ModelManager::ReloadNow(absl::Time deadline) {
   uint64_t ticket;
   {
     MutexLock lock(&mu_);
     ticket = ++requested_;
   }
-  return WaitForCycle(ticket);
+  return WaitForCycle(ticket, deadline, "the scan asked for runs once it is done");
 }
 
-absl::StatusOr<int64_t> ModelManager::SetServingVersion(int64_t version) {
+absl::StatusOr<int64_t> ModelManager::SetServingVersion(int64_t version, absl::Time deadline) {
   if (version < 0) {
     return absl::InvalidArgumentError(absl::StrCat("version: ", version, " is negative"));
   }
   // The pin is not set here: the load thread tries it and sets it only if it serves.
-  MutexLock pin_lock(&pin_mu_);
   uint64_t ticket;
   {
     MutexLock lock(&mu_);
-    ticket = ++requested_;
+    auto turn = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return completed_ >= pin_ticket_ || stop_; };
+    if (!mu_.AwaitWithDeadline(absl::Condition(&turn), deadline)) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          BusyLocked(), "; an earlier pin waits for it, so version ", version, " was not asked for"));
+    }
+    if (stop_) return absl::UnavailableError("model manager is stopping");
+    ticket = pin_ticket_ = ++requested_;
     pin_request_ = PinRequest{version, ticket};
   }
-  return WaitForCycle(ticket);
+  return WaitForCycle(ticket, deadline,
+                      absl::StrCat("the pin to version ", version, " is tried once it is done (see status)"));
 }
 
 std::vector<v1::VersionStatus> ModelManager::Versions() const {
@@ -481,6 +500,7 @@ absl::Status ModelManager::RunCycle(int64_t pinned) {
       e.status.set_path(path);
       e.status.set_state(v1::LOADING);
       e.ready_mtime_ns = MtimeNs(path + "/READY");
+      e.load_started = absl::Now();
     }
     const absl::Time start = absl::Now();
     v1::ModelFigures figures;

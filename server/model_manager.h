@@ -35,6 +35,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "engine/model.h"
 #include "recserve/v1/recommender.pb.h"
@@ -111,7 +112,9 @@ class ModelManager {
 
   // Scans now and waits for the resulting loads. Returns the serving version, or the
   // error of a version that failed in this scan (the serving version is unchanged).
-  absl::StatusOr<int64_t> ReloadNow() ABSL_LOCKS_EXCLUDED(mu_);
+  // Waits until `deadline` at most: then DEADLINE_EXCEEDED saying which load is in
+  // progress; the scan asked for still runs after it.
+  absl::StatusOr<int64_t> ReloadNow(absl::Time deadline = absl::InfiniteFuture()) ABSL_LOCKS_EXCLUDED(mu_);
   // Asks for a scan without waiting (SIGHUP).
   void RequestScan() ABSL_LOCKS_EXCLUDED(mu_);
   // Pins `version` (rollback or roll forward) and waits until it serves or is refused;
@@ -119,8 +122,12 @@ class ModelManager {
   // that fails to load is returned, as by ReloadNow). A refused pin (NOT_FOUND: no such
   // version; FAILED_PRECONDITION: it failed before and its READY is unchanged; a load or
   // check error) changes nothing: the pin in force before and the serving version stay.
-  // Calls are tried one at a time, in turn.
-  absl::StatusOr<int64_t> SetServingVersion(int64_t version) ABSL_LOCKS_EXCLUDED(pin_mu_, mu_);
+  // Calls are tried one at a time, in turn. Waits until `deadline` at most, then
+  // DEADLINE_EXCEEDED saying which load is in progress: if the call was still waiting for
+  // its turn, nothing was asked for; if its pin was handed to the load thread, that pin
+  // is still tried after the load in progress (GetModelStatus tells how it went).
+  absl::StatusOr<int64_t> SetServingVersion(int64_t version, absl::Time deadline = absl::InfiniteFuture())
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Every version seen, newest first.
   std::vector<v1::VersionStatus> Versions() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -142,6 +149,7 @@ class ModelManager {
   struct Entry {
     v1::VersionStatus status;
     int64_t ready_mtime_ns = 0;  // FAILED versions are retried when this changes
+    absl::Time load_started;     // of the last load, for admin calls that time out on it
     std::shared_ptr<const Model> model;  // set while AVAILABLE or SERVING
   };
   explicit ModelManager(ModelManagerOptions options) : options_(std::move(options)) {}
@@ -165,7 +173,12 @@ class ModelManager {
   // request holds it). Every loaded model is owned by exactly one versions_ entry until
   // it is retired.
   void RetireLocked(std::shared_ptr<const Model> model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<int64_t> WaitForCycle(uint64_t ticket) ABSL_LOCKS_EXCLUDED(mu_);
+  // Waits for the cycle that handles `ticket` until `deadline`; past it,
+  // DEADLINE_EXCEEDED: BusyLocked() and then `pending` (what becomes of the request).
+  absl::StatusOr<int64_t> WaitForCycle(uint64_t ticket, absl::Time deadline, absl::string_view pending)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // What keeps the load thread, for an admin call that timed out waiting on it.
+  std::string BusyLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Constant after construction.
   const ModelManagerOptions options_;
@@ -173,10 +186,7 @@ class ModelManager {
   mutable Mutex serving_mu_;
   std::shared_ptr<const Model> serving_ ABSL_GUARDED_BY(serving_mu_);
 
-  // Held by SetServingVersion from asking to its answer: one pin is tried at a time.
-  Mutex pin_mu_;
-
-  mutable Mutex mu_ ABSL_ACQUIRED_AFTER(pin_mu_);
+  mutable Mutex mu_;
   std::map<int64_t, Entry> versions_ ABSL_GUARDED_BY(mu_);
   int64_t serving_version_ ABSL_GUARDED_BY(mu_) = 0;
   // The pin in force. After Create, set only by the load thread, after the cycle that
@@ -184,6 +194,10 @@ class ModelManager {
   int64_t pinned_ ABSL_GUARDED_BY(mu_) = 0;
   // Taken by the next cycle, together with the scan tickets up to its own.
   std::optional<PinRequest> pin_request_ ABSL_GUARDED_BY(mu_);
+  // The ticket of the last pin asked for: the next waits until its cycle has completed
+  // (one pin is tried at a time). A wait on this, unlike one on a lock held through the
+  // load, can end at the caller's deadline.
+  uint64_t pin_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::shared_ptr<const Model>> retired_ ABSL_GUARDED_BY(mu_);
   uint64_t requested_ ABSL_GUARDED_BY(mu_) = 0;  // scan tickets handed out
   uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;  // tickets whose cycle finished

@@ -1,6 +1,8 @@
 #include "server/model_manager.h"
 
+#include <fcntl.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -278,6 +280,75 @@ TEST_F(ModelManagerTest, RefusedPinLeavesThePreviousPinInForce) {
   ASSERT_TRUE(serving.ok()) << serving.status();
   EXPECT_EQ(*serving, 4);
   EXPECT_EQ(m->pinned_version(), 0);
+}
+
+TEST_F(ModelManagerTest, AVersionWithAFifoForAFileIsRefusedAndTheServingVersionStays) {
+  Write(1);
+  auto m = Start();
+  ASSERT_TRUE(m->WaitUntilServing(absl::Seconds(30)));
+  Write(2);
+  const std::string fifo = base_ + "/2/items.safetensors";
+  fs::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  absl::StatusOr<int64_t> result;
+  Notification reloaded;
+  std::thread admin([&] {
+    result = m->ReloadNow();
+    reloaded.Notify();
+  });
+  // A loader blocked opening the FIFO waits for a writer for ever. After a minute (this
+  // version loads in well under a second) the test becomes that writer and closes at
+  // once, so the blocked open returns, and reports the hang.
+  if (!reloaded.WaitForNotificationWithTimeout(absl::Minutes(1))) {
+    ADD_FAILURE() << "ReloadNow has not returned after a minute: the loader hangs on the FIFO";
+    const int writer = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (writer >= 0) ::close(writer);
+  }
+  admin.join();
+  ASSERT_FALSE(result.ok());
+  EXPECT_THAT(result.status().message(), HasSubstr("items.safetensors: is a FIFO"));
+  EXPECT_EQ(m->serving_version(), 1);
+  EXPECT_EQ(StatusOf(*m, 2).state(), v1::FAILED);
+}
+
+TEST_F(ModelManagerTest, ReloadAndPinReturnAtTheirDeadlineWhileALoadHangs) {
+  Write(1);
+  Notification loading, release;
+  ModelManagerOptions o;
+  o.check = [&](const Model& model, v1::ModelFigures*) {
+    if (model.version() == 2 && !release.HasBeenNotified()) {  // a load that hangs until released
+      loading.Notify();
+      release.WaitForNotification();
+    }
+    return absl::OkStatus();
+  };
+  auto m = Start(o);
+  ASSERT_TRUE(m->WaitUntilServing(absl::Seconds(30)));
+  Write(2);
+  m->RequestScan();
+  ASSERT_TRUE(loading.WaitForNotificationWithTimeout(absl::Minutes(1)));
+
+  auto reload = m->ReloadNow(absl::Now() + absl::Milliseconds(100));
+  EXPECT_EQ(reload.status().code(), absl::StatusCode::kDeadlineExceeded) << reload.status();
+  EXPECT_THAT(reload.status().message(), HasSubstr("a model load is in progress: version 2 has been loading for"));
+  EXPECT_THAT(reload.status().message(), HasSubstr("the scan asked for runs once it is done"));
+  auto pin = m->SetServingVersion(1, absl::Now() + absl::Milliseconds(100));
+  EXPECT_EQ(pin.status().code(), absl::StatusCode::kDeadlineExceeded) << pin.status();
+  EXPECT_THAT(pin.status().message(), HasSubstr("the pin to version 1 is tried once it is done"));
+  // The next pin waits for that one's turn; at its deadline it has asked for nothing.
+  auto second = m->SetServingVersion(2, absl::Now() + absl::Milliseconds(100));
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kDeadlineExceeded) << second.status();
+  EXPECT_THAT(second.status().message(), HasSubstr("so version 2 was not asked for"));
+  // Status never waits for the load.
+  EXPECT_EQ(StatusOf(*m, 2).state(), v1::LOADING);
+  EXPECT_EQ(m->serving_version(), 1);
+
+  release.Notify();
+  // The pin that timed out is still tried after the load it waited on (which served 2).
+  auto serving = m->ReloadNow();
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  EXPECT_EQ(*serving, 1);
+  EXPECT_EQ(m->pinned_version(), 1);
 }
 
 int64_t ResidentBytes() {

@@ -62,8 +62,15 @@ class ABSL_LOCKABLE Mutex {
     lock.release();
   }
   bool AwaitWithTimeout(const absl::Condition& cond, absl::Duration timeout) {
+    return AwaitWithDeadline(cond, absl::Now() + timeout);
+  }
+  bool AwaitWithDeadline(const absl::Condition& cond, absl::Time deadline) {
+    if (deadline == absl::InfiniteFuture()) {  // the chrono time_point would overflow in wait_until
+      Await(cond);
+      return true;
+    }
     std::unique_lock<std::mutex> lock(mu_, std::adopt_lock);
-    const bool met = cv_.wait_until(lock, absl::ToChronoTime(absl::Now() + timeout), [&] { return cond.Eval(); });
+    const bool met = cv_.wait_until(lock, absl::ToChronoTime(deadline), [&] { return cond.Eval(); });
     lock.release();
     return met;
   }
