@@ -136,7 +136,7 @@ class MseRangeSearch {
 
  private:
   static constexpr int kBins = 1024;
-  const Moments none_;
+  const Moments none_{};  // {}: clang refuses a const member of a type without a user-provided constructor uninitialized
   std::vector<uint32_t> counts_;
   std::vector<int32_t> index_;
   std::vector<Moments> below_, above_;

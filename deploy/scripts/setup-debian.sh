@@ -16,6 +16,8 @@ build_packages=(
 test_packages=(
   python3-grpcio python3-protobuf python3-torch python3-yaml python3-kubernetes
   prometheus nginx-light
+  # test.sh's clang build (thread-safety analysis); clang's OpenMP runtime comes apart.
+  clang libomp-dev
 )
 case "${RECSERVE_SETUP:-all}" in
   build) packages=("${build_packages[@]}") ;;

@@ -35,3 +35,18 @@ if [[ "${RECSERVE_SKIP_TSAN:-}" != 1 ]]; then
   (cd "$tsan_dir" && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan.supp" \
     ctest -L concurrency -j"${JOBS:-$(nproc)}" --output-on-failure --timeout 1500)
 fi
+
+# --- clang build ------------------------------------------------------------------------
+# The server and the engine compiled by clang with its thread-safety analysis
+# (-DRECSERVE_THREAD_SAFETY_ANALYSIS=ON): a guarded member touched without its lock, a
+# *Locked function called without the lock, or locks taken against the declared order
+# fail the build (docs/architecture.md, "Concurrency"). Built, not run; Debug, so the
+# optimizer does not slow it down; the binary brings the server and engine libraries with
+# it. RECSERVE_SKIP_THREAD_SAFETY=1 skips it.
+if [[ "${RECSERVE_SKIP_THREAD_SAFETY:-}" != 1 ]]; then
+  BUILD_DIR=${CLANG_BUILD_DIR:-$root/build-clang} BUILD_TYPE=Debug \
+    CMAKE_EXTRA="-DCMAKE_CXX_COMPILER=clang++ -DRECSERVE_THREAD_SAFETY_ANALYSIS=ON -DRECSERVE_BUILD_TESTS=OFF -DRECSERVE_BUILD_BENCH=OFF" \
+    TARGETS=recserve \
+    bash "$root/deploy/scripts/build.sh"
+fi
+# --- end of clang build -----------------------------------------------------------------
