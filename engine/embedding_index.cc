@@ -15,6 +15,7 @@
 #include <system_error>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -192,15 +193,17 @@ class HnswIndex : public EmbeddingIndex {
       return BuildError("allocating the graph", std::current_exception());
     }
     const int threads = std::max(1, o.build_threads);
-    absl::Mutex mu;
-    std::exception_ptr first_error;  // guarded by mu; kept as thrown: a Status could not be built without memory
-    int failed_item = -1;            // guarded by mu; -1: no build thread could be started
+    struct FirstFailure {
+      absl::Mutex mu;
+      std::exception_ptr error ABSL_GUARDED_BY(mu);  // kept as thrown: a Status could not be built without memory
+      int item ABSL_GUARDED_BY(mu) = -1;             // -1: no build thread could be started
+    } first;
     std::atomic<bool> failed{false};
     auto record = [&](int item) {
-      absl::MutexLock lock(&mu);
-      if (!first_error) {
-        first_error = std::current_exception();
-        failed_item = item;
+      absl::MutexLock lock(&first.mu);
+      if (!first.error) {
+        first.error = std::current_exception();
+        first.item = item;
       }
       failed.store(true, std::memory_order_relaxed);
     };
@@ -220,11 +223,14 @@ class HnswIndex : public EmbeddingIndex {
       record(-1);
     }
     for (auto& w : workers) w.join();
-    if (first_error) {
-      return BuildError(failed_item < 0 ? absl::StrCat("starting ", threads, " build threads")
-                                        : absl::StrFormat("adding item %d (id %d)", failed_item,
-                                                          catalog->id(failed_item)),
-                        first_error);
+    {
+      absl::MutexLock lock(&first.mu);  // uncontended: the builders are joined
+      if (first.error) {
+        return BuildError(first.item < 0 ? absl::StrCat("starting ", threads, " build threads")
+                                         : absl::StrFormat("adding item %d (id %d)", first.item,
+                                                           catalog->id(first.item)),
+                          first.error);
+      }
     }
     index->graph_->setEf(index->ef_);
     index->UseHugePages();

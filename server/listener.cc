@@ -115,7 +115,7 @@ Listener::Listener(int fd, int port) : fd_(fd), port_(port), wake_fd_(::eventfd(
 Listener::~Listener() { Close(); }
 
 void Listener::Serve(std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (stop_.load() || thread_.joinable()) return;  // closed already, or serving
   acceptor_ = std::move(acceptor);
   thread_ = std::thread([this] { AcceptLoop(); });
@@ -161,7 +161,7 @@ bool Listener::AcceptAll() {
 }
 
 void Listener::Close() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (stop_.exchange(true)) return;
   if (thread_.joinable()) {
     const uint64_t one = 1;

@@ -19,13 +19,14 @@
 
 #include <atomic>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/sync.h"
 
 namespace recserve {
 
@@ -38,11 +39,11 @@ class Listener {
   int port() const { return port_; }
   // Accepts on a thread of its own and passes every connection to `acceptor`. Does
   // nothing after Close().
-  void Serve(std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor);
+  void Serve(std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor) ABSL_LOCKS_EXCLUDED(mu_);
   // Stops accepting: hands over the connections the kernel already queued, then closes
   // the socket, so later connects are refused. Connections already handed to gRPC are not
   // touched. Idempotent.
-  void Close();
+  void Close() ABSL_LOCKS_EXCLUDED(mu_);
   // Connections handed to gRPC so far.
   int64_t accepted() const { return accepted_.load(std::memory_order_relaxed); }
 
@@ -52,13 +53,19 @@ class Listener {
   // Accepts every queued connection; false when accept failed for lack of resources.
   bool AcceptAll();
 
-  int fd_;
+  // Closed by the accept thread once it has started, else by Close().
+  const int fd_;
   const int port_;
   const int wake_fd_;  // eventfd: Close() wakes the accept thread
-  std::mutex mu_;  // Serve and Close
+  // Serve and Close, which may come from different threads. A leaf: nothing else is
+  // taken under it.
+  Mutex mu_;
   absl::Time last_error_log_;  // accept thread only
+  // Set by Serve (under mu_) before the accept thread starts, then read by that thread
+  // alone: the thread's start orders the two, so the thread reads it without the lock.
   std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor_;
-  std::thread thread_;
+  std::thread thread_ ABSL_GUARDED_BY(mu_);
+  // Set under mu_ (Close), read without it by the accept thread (its loop condition).
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> accepted_{0};
 };

@@ -9,11 +9,9 @@
 #include <unistd.h>
 
 #include <climits>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <mutex>
 #include <optional>
 #include <system_error>
 #include <utility>
@@ -149,7 +147,13 @@ void ModelManager::RequestStop() {
 
 void ModelManager::Stop() {
   RequestStop();
-  if (load_thread_.joinable()) load_thread_.join();
+  // Joined outside mu_: the load thread takes mu_ on its way out.
+  std::thread loader;
+  {
+    MutexLock lock(&mu_);
+    loader = std::move(load_thread_);
+  }
+  if (loader.joinable()) loader.join();
 }
 
 std::shared_ptr<const Model> ModelManager::Pin() const {
@@ -270,9 +274,9 @@ class IdleCycle {
     // patience starts once the load thread is idle (armed_): a watchdog that woke before
     // that would find nothing to move and leave the cycle starved.
     watchdog_ = std::thread([this, patience, escalations, moved] {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return armed_; });
-      if (cv_.wait_for(lock, absl::ToChronoNanoseconds(patience), [this] { return done_; })) return;
+      MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(&armed_));
+      if (mu_.AwaitWithTimeout(absl::Condition(&done_), patience)) return;
       int count = 0;
       bool load_thread_moved = false;
       std::error_code ec;
@@ -298,17 +302,15 @@ class IdleCycle {
     for (pid_t t : *moved) ::sched_setscheduler(t, SCHED_IDLE, &idle);  // always allowed
     moved->clear();
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       armed_ = true;
     }
-    cv_.notify_all();
   }
   ~IdleCycle() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       done_ = true;
     }
-    cv_.notify_all();
     watchdog_.join();
     ToNormal(tid_);
   }
@@ -320,10 +322,11 @@ class IdleCycle {
   }
 
   const pid_t tid_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool armed_ = false;
-  bool done_ = false;
+  // The watchdog holds it from waking until it returns (through its /proc scan); a
+  // leaf, and no lock of the manager's is held while the load thread takes it.
+  Mutex mu_;
+  bool armed_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
   std::thread watchdog_;
 };
 
@@ -464,7 +467,7 @@ absl::Status ModelManager::RunCycle(int64_t pinned) {
       if (existing != versions_.end() && existing->second.model) {
         if (!to_try.empty()) break;  // a newer version is to be loaded first
         // Still loaded (kept as the previous version): swap it in without a reload.
-        Publish(v, existing->second.model);
+        PublishLocked(v, existing->second.model);
         return absl::OkStatus();
       }
       if (existing != versions_.end() && existing->second.status.state() == v1::FAILED &&
@@ -478,7 +481,7 @@ absl::Status ModelManager::RunCycle(int64_t pinned) {
     MutexLock lock(&mu_);
     auto it = versions_.find(pinned);
     if (it != versions_.end() && it->second.model) {  // kept previous: instant swap
-      Publish(pinned, it->second.model);
+      PublishLocked(pinned, it->second.model);
       return absl::OkStatus();
     }
     if (it != versions_.end() && it->second.status.state() == v1::FAILED) {
@@ -522,7 +525,7 @@ absl::Status ModelManager::RunCycle(int64_t pinned) {
       continue;
     }
     e.status.set_loaded_unix_ms(absl::ToUnixMillis(absl::Now()));
-    Publish(version, *std::move(model));
+    PublishLocked(version, *std::move(model));
     break;
   }
   return first_error;
@@ -554,7 +557,7 @@ absl::StatusOr<std::shared_ptr<const Model>> ModelManager::LoadVersion(int64_t v
   return model;
 }
 
-void ModelManager::Publish(int64_t version, std::shared_ptr<const Model> model) {
+void ModelManager::PublishLocked(int64_t version, std::shared_ptr<const Model> model) {
   const int64_t previous = serving_version_;
   {
     MutexLock lock(&serving_mu_);

@@ -17,7 +17,9 @@
 // changes; it never replaces the serving version.
 //
 // Thread-safety: every public method may be called from any thread. Pin() takes a
-// reader lock for the pointer copy only.
+// reader lock for the pointer copy only. The callbacks that run under the manager's
+// lock (on_published, on_serving_change) may take locks of their own but call back into
+// the manager only through Pin() and serving_version(): see the lock order below.
 #ifndef RECSERVE_SERVER_MODEL_MANAGER_H_
 #define RECSERVE_SERVER_MODEL_MANAGER_H_
 
@@ -64,11 +66,13 @@ struct ModelManagerOptions {
   // server warms every request worker's buffers here).
   std::function<void(const Model&)> before_publish;
   // Called on the load thread after every load attempt, and when the serving version
-  // changes (version 0 = nothing serves). For metrics and health.
+  // changes (version 0 = nothing serves). For metrics and health. on_serving_change runs
+  // under the manager's lock, as on_published does.
   std::function<void(int64_t version, const absl::Status& result)> on_load;
   std::function<void(int64_t serving_version)> on_serving_change;
   // Called on the load thread when a version starts serving, with its figures (under the
-  // manager's lock: must not call back into the manager).
+  // manager's lock: may call back into the manager only through Pin() and
+  // serving_version()).
   std::function<void(const Model&, const v1::ModelFigures&)> on_published;
   // Called on the load thread right after a replaced version has been destroyed.
   std::function<void(int64_t version)> on_unloaded;
@@ -108,7 +112,7 @@ class ModelManager {
   // The serving version, or null while none serves. Hold it for one request only.
   std::shared_ptr<const Model> Pin() const ABSL_LOCKS_EXCLUDED(serving_mu_);
   int64_t serving_version() const ABSL_LOCKS_EXCLUDED(serving_mu_);
-  bool WaitUntilServing(absl::Duration timeout) const;
+  bool WaitUntilServing(absl::Duration timeout) const ABSL_LOCKS_EXCLUDED(serving_mu_);
 
   // Scans now and waits for the resulting loads. Returns the serving version, or the
   // error of a version that failed in this scan (the serving version is unchanged).
@@ -165,9 +169,12 @@ class ModelManager {
   // One scan-and-load cycle under `pinned` (0: the newest loadable version); returns the
   // first load error of this cycle, or why `pinned` cannot serve.
   absl::Status RunCycle(int64_t pinned) ABSL_LOCKS_EXCLUDED(mu_);
+  // Slow (reads, builds, checks and warms a version): never under a lock.
   absl::StatusOr<std::shared_ptr<const Model>> LoadVersion(int64_t version, const std::string& path,
-                                                          v1::ModelFigures* figures);
-  void Publish(int64_t version, std::shared_ptr<const Model> model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                                          v1::ModelFigures* figures) ABSL_LOCKS_EXCLUDED(mu_);
+  // Makes `version` serve; takes serving_mu_ for the swap and calls on_published and
+  // on_serving_change (still under mu_).
+  void PublishLocked(int64_t version, std::shared_ptr<const Model> model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReapRetiredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands a version's model to the retired list (destroyed by the load thread once no
   // request holds it). Every loaded model is owned by exactly one versions_ entry until
@@ -183,9 +190,15 @@ class ModelManager {
   // Constant after construction.
   const ModelManagerOptions options_;
 
-  mutable Mutex serving_mu_;
+  // Lock order: mu_ -> serving_mu_ (docs/architecture.md, "Concurrency").
+
+  // The request path's only lock (Pin). Last in the order: taken under mu_ by
+  // PublishLocked, and nothing is taken under it.
+  mutable Mutex serving_mu_ ABSL_ACQUIRED_AFTER(mu_);
   std::shared_ptr<const Model> serving_ ABSL_GUARDED_BY(serving_mu_);
 
+  // Everything else the load thread shares: the version table, scan and pin tickets, the
+  // pin in force, the load thread itself.
   mutable Mutex mu_;
   std::map<int64_t, Entry> versions_ ABSL_GUARDED_BY(mu_);
   int64_t serving_version_ ABSL_GUARDED_BY(mu_) = 0;
@@ -205,8 +218,10 @@ class ModelManager {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> stopping_{false};  // read by long loads without the lock
   std::atomic<int> idle_escalations_{0};
-  std::vector<pid_t> idle_moved_;  // load thread (and its watchdog, joined before reading)
-  std::thread load_thread_;
+  // The load thread's alone (and its IdleCycle watchdog's, which the load thread joins
+  // before reading): no lock.
+  std::vector<pid_t> idle_moved_;
+  std::thread load_thread_ ABSL_GUARDED_BY(mu_);  // Start and Stop may race
 };
 
 // Lists the loadable version directories of `base_path` (see the class comment);

@@ -92,11 +92,12 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   AcceptOnlyUncompressedRequests(&builder);
   builder.SetMaxSendMessageSize(static_cast<int>(
       std::min<int64_t>(int64_t{4} * s->options_.max_message_bytes, std::numeric_limits<int>::max())));
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) return absl::UnavailableError(absl::StrCat("cannot start the gRPC server on ", s->options_.listen_address));
   {
     MutexLock lock(&s->mu_);
-    s->server_ = builder.BuildAndStart();
+    s->server_ = std::move(server);
   }
-  if (!s->server_) return absl::UnavailableError(absl::StrCat("cannot start the gRPC server on ", s->options_.listen_address));
   s->listener_->Serve(std::move(acceptor));
   if (!s->options_.admin_address.empty()) {
     s->admin_ = std::make_unique<AdminService>(s->manager_.get());
@@ -135,10 +136,12 @@ void RecserveServer::UpdateReadiness() {
 }
 
 void RecserveServer::Drain(absl::Duration drain_delay, absl::Duration grace) {
+  grpc::Server* server;  // server_ is set only by Create, before anyone can call Drain
   {
     MutexLock lock(&mu_);
     if (draining_) return;
     draining_ = true;
+    server = server_.get();
     if (server_ && server_->GetHealthCheckService()) {
       // Every service, "" included, reports NOT_SERVING from now on.
       server_->GetHealthCheckService()->Shutdown();
@@ -170,7 +173,7 @@ void RecserveServer::Drain(absl::Duration drain_delay, absl::Duration grace) {
   }
   // 3. GOAWAY on every connection; accepted calls run to the end, stragglers are
   // cancelled at the deadline.
-  if (server_) server_->Shutdown(absl::ToChronoTime(deadline));
+  if (server) server->Shutdown(absl::ToChronoTime(deadline));
   if (pool_) pool_->Stop();  // runs what is queued; every call has finished by now
   MutexLock lock(&mu_);
   drained_ = true;

@@ -62,14 +62,17 @@ class RecserveServer {
   // closes the listener (new connections refused) and serves the open connections until
   // they go quiet (at most 1 s); then gRPC shutdown: GOAWAY, accepted calls finish, at
   // most `grace` after the delay. Idempotent.
-  void Drain(absl::Duration drain_delay, absl::Duration grace);
+  void Drain(absl::Duration drain_delay, absl::Duration grace) ABSL_LOCKS_EXCLUDED(mu_);
   // Blocks until Drain has finished.
-  void Wait();
+  void Wait() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   RecserveServer() = default;
   void UpdateReadiness() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Set in Create before the threads that read them start (the load thread at
+  // manager_->Start(), gRPC's at BuildAndStart), constant after (server_ aside); the
+  // objects lock for themselves.
   ServerOptions options_;
   std::unique_ptr<ModelManager> manager_;
   std::unique_ptr<WorkerPool> pool_;
@@ -77,10 +80,14 @@ class RecserveServer {
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<Listener> listener_;  // the Recommender port; gRPC gets its connections
-  std::unique_ptr<grpc::Server> server_;
+  // Set by Create once built, while the load thread may already be in UpdateReadiness.
+  std::unique_ptr<grpc::Server> server_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<grpc::Server> admin_server_;
   int port_ = 0;
   int admin_port_ = 0;
+  // Readiness and drain state. Taken by the load thread inside ModelManager's mu_
+  // (on_serving_change -> UpdateReadiness), and takes the manager's serving_mu_
+  // (serving_version()): ModelManager::mu_ -> mu_ -> ModelManager::serving_mu_.
   Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool drained_ ABSL_GUARDED_BY(mu_) = false;

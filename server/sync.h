@@ -124,7 +124,7 @@ class Notification {
 
  private:
   mutable Mutex mu_;
-  bool notified_ = false;
+  bool notified_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 class BlockingCounter {
@@ -136,13 +136,13 @@ class BlockingCounter {
   }
   void Wait() {
     MutexLock lock(&mu_);
-    auto zero = [this] { return count_ <= 0; };
+    auto zero = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return count_ <= 0; };
     mu_.Await(absl::Condition(&zero));
   }
 
  private:
   Mutex mu_;
-  int count_;
+  int count_ ABSL_GUARDED_BY(mu_);
 };
 
 #endif

@@ -31,6 +31,7 @@ class WorkerPool {
 
  private:
   void Run() ABSL_LOCKS_EXCLUDED(mu_);
+  // A leaf: tasks run outside it, and no caller holds another lock of ours.
   Mutex mu_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -16,8 +16,8 @@ build_packages=(
 test_packages=(
   python3-grpcio python3-protobuf python3-torch python3-yaml python3-kubernetes
   prometheus nginx-light
-  # The fuzz build (tests/fuzz/run.sh): clang, its libFuzzer and sanitizer runtimes, and
-  # its OpenMP runtime (find_package(OpenMP) under clang).
+  # The clang build (tests/fuzz/run.sh: thread-safety analysis and the fuzz targets):
+  # clang, its libFuzzer and sanitizer runtimes, and its OpenMP runtime (find_package(OpenMP)).
   clang libclang-rt-14-dev libomp-dev
 )
 case "${RECSERVE_SETUP:-all}" in

@@ -36,10 +36,17 @@ if [[ "${RECSERVE_SKIP_TSAN:-}" != 1 ]]; then
     ctest -L concurrency -j"${JOBS:-$(nproc)}" --output-on-failure --timeout 1500)
 fi
 
-# The libFuzzer targets (tests/fuzz: the bundle readers, the CSV importers, the request
-# path), built with clang, ASan and UBSan in build-fuzz: each replays its checked-in
-# regression inputs, then fuzzes for FUZZ_SECONDS (30 by default). RECSERVE_SKIP_FUZZ=1
-# skips this.
-if [[ "${RECSERVE_SKIP_FUZZ:-}" != 1 ]]; then
+# --- clang build ------------------------------------------------------------------------
+# One clang build (build-fuzz, tests/fuzz/run.sh) does two jobs:
+# - the thread-safety analysis (-DRECSERVE_THREAD_SAFETY_ANALYSIS=ON) over the server and
+#   the engine: a guarded member touched without its lock, a *Locked function called
+#   without the lock, or locks taken against the declared order fail the build
+#   (docs/architecture.md, "Concurrency");
+# - the libFuzzer targets (the bundle readers, the CSV importers, the request path) with
+#   ASan and UBSan: each replays its checked-in regression inputs, then fuzzes for
+#   FUZZ_SECONDS (30 by default).
+# RECSERVE_SKIP_CLANG=1 skips it.
+if [[ "${RECSERVE_SKIP_CLANG:-}" != 1 ]]; then
   FUZZ_BUILD_DIR=${FUZZ_BUILD_DIR:-$root/build-fuzz} bash "$root/tests/fuzz/run.sh"
 fi
+# --- end of clang build -----------------------------------------------------------------

@@ -11,7 +11,10 @@
 # -timeout or memory past -rss_limit_mb fails the target; libFuzzer saves the input under
 # $FUZZ_BUILD_DIR/fuzz-artifacts/<target>/. Fix the bug, then copy the input into
 # tests/fuzz/regressions/<target>/ so every later run replays it.
-# deploy/scripts/test.sh runs this (RECSERVE_SKIP_FUZZ=1 skips it).
+# The same clang build compiles the server binary with clang's thread-safety analysis
+# (-DRECSERVE_THREAD_SAFETY_ANALYSIS=ON, docs/architecture.md "Concurrency"): a lock
+# annotation broken anywhere in the server or engine fails the build, before any fuzzing.
+# deploy/scripts/test.sh runs this (RECSERVE_SKIP_CLANG=1 skips it).
 #
 # Environment: FUZZ_SECONDS (default 30), FUZZ_TARGETS (default all, space-separated),
 # FUZZ_BUILD_DIR (default <repo>/build-fuzz), FUZZ_BUILD=0 to use the build as it is,
@@ -30,8 +33,8 @@ if [[ "${FUZZ_BUILD:-1}" != 0 ]]; then
   fi
   # The clang build configuration; the libraries' sanitizer flags are in CMakeLists.txt.
   BUILD_DIR=$build BUILD_TYPE=RelWithDebInfo \
-    CMAKE_EXTRA="-DCMAKE_CXX_COMPILER=clang++ -DRECSERVE_FUZZ=ON -DRECSERVE_BUILD_TESTS=OFF -DRECSERVE_BUILD_BENCH=OFF" \
-    TARGETS="${targets[*]} fuzz_seeds" bash "$root/deploy/scripts/build.sh"
+    CMAKE_EXTRA="-DCMAKE_CXX_COMPILER=clang++ -DRECSERVE_FUZZ=ON -DRECSERVE_THREAD_SAFETY_ANALYSIS=ON -DRECSERVE_BUILD_TESTS=OFF -DRECSERVE_BUILD_BENCH=OFF" \
+    TARGETS="recserve ${targets[*]} fuzz_seeds" bash "$root/deploy/scripts/build.sh"
 fi
 
 seeds=$build/fuzz-seeds
