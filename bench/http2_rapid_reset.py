@@ -8,6 +8,9 @@ while the server's VmRSS is sampled from /proc.
 e.g. build/server/recserve --model_base_path=models/default --port=18500 &
      /usr/bin/python3 bench/http2_rapid_reset.py --port=18500 --pid=$!
 
+--burst=20000 --gap=6 (with --streams=60000) sends bursts of that many triples, pausing
+between them, all on the same connection: whether bursts add up.
+
 --hold_open sends no RST_STREAM and never ends the messages instead: many open streams,
 the flood --max_concurrent_streams bounds. bench/rapid_reset_side_by_side.sh runs both
 against two binaries.
@@ -118,7 +121,7 @@ class Reader(threading.Thread):
         self.closed = True
 
 
-def attack(port, pid, streams, batch, pause, settle, trace, hold_open):
+def attack(port, pid, streams, batch, pause, settle, trace, hold_open, burst=0, gap=0):
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0))  # before any ACK
@@ -143,6 +146,8 @@ def attack(port, pid, streams, batch, pause, settle, trace, hold_open):
     start, sent = time.time(), 0
     try:
         while sent < streams:
+            if sent and burst and sent % burst == 0:
+                time.sleep(gap)  # the server catches up between bursts
             chunk = b""
             for stream in range(2 * sent + 1, 2 * min(sent + batch, streams) + 1, 2):
                 if hold_open:  # the message never ends: the stream stays open
@@ -189,9 +194,13 @@ def main():
     parser.add_argument("--settle", type=float, default=5, help="seconds to wait after the last frame")
     parser.add_argument("--hold_open", action="store_true",
                         help="no RST_STREAM and no END_STREAM: every stream stays open (many open streams, not resets)")
+    parser.add_argument("--burst", type=int, default=0,
+                        help="triples per burst (a multiple of --batch; 0: one burst of --streams)")
+    parser.add_argument("--gap", type=float, default=5, help="seconds between bursts, on the same connection")
     parser.add_argument("--trace", action="store_true", help="print VmRSS over time")
     args = parser.parse_args()
-    attack(args.port, args.pid, args.streams, args.batch, args.pause, args.settle, args.trace, args.hold_open)
+    attack(args.port, args.pid, args.streams, args.batch, args.pause, args.settle, args.trace, args.hold_open,
+           args.burst, args.gap)
 
 
 if __name__ == "__main__":

@@ -76,13 +76,17 @@ struct RecommendCall {
   grpc::CallbackServerContext* context = nullptr;  // if set, a cancelled call is not run
 };
 
+class NoMessageReactor;
+
 class RecommenderService final
     : public v1::Recommender::WithRawCallbackMethod_Recommend<v1::Recommender::Service> {
  public:
   RecommenderService(ModelManager* manager, WorkerPool* pool, RequestLimits limits,
                      std::function<void(const RequestOutcome&)> observer = nullptr);
 
-  // `request` is a RecommendRequest's bytes; `response` gets a RecommendResponse's.
+  // `request` is a RecommendRequest's bytes; `response` gets a RecommendResponse's. A
+  // call that carried no message is INVALID_ARGUMENT when the client ended it so, and
+  // counted CANCELLED, not logged, when the client reset it before the message came.
   grpc::ServerUnaryReactor* Recommend(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                                       grpc::ByteBuffer* response) override;
 
@@ -104,6 +108,11 @@ class RecommenderService final
   void WarmWorkers(const Model& model);
 
  private:
+  friend class NoMessageReactor;  // ends its call with EndCallWithoutMessage
+
+  // The end of a call that carried no message (OnDone, when IsCancelled is known):
+  // counted CANCELLED if the client reset it, else refused as malformed.
+  void EndCallWithoutMessage(bool cancelled, absl::string_view peer);
   absl::Status Handle(const RecommendCall& call, RecommendResult* result);
   // Answers the call and takes it out of inflight_.
   void Finish(const std::function<void(const absl::Status&)>& done, const absl::Status& status,

@@ -2,11 +2,14 @@
 // server promises a single client connection.
 #include "server/server.h"
 
+#include <functional>
 #include <optional>
+#include <vector>
 
 #include "engine/test_util.h"
 #include "gtest/gtest.h"
 #include "server/http2_test_client.h"
+#include "server/sync.h"
 
 namespace recserve {
 namespace {
@@ -14,14 +17,16 @@ namespace {
 using testing::Http2TestConnection;
 using Http2 = Http2TestConnection;
 
-std::unique_ptr<RecserveServer> StartServer(const std::string& name, int max_concurrent_streams) {
+// A server on loopback serving the tiny bundle; `configure` adjusts its options.
+std::unique_ptr<RecserveServer> StartServer(const std::string& name,
+                                            const std::function<void(ServerOptions&)>& configure) {
   const std::string dir = testing::TempDir(name);
   EXPECT_TRUE(WriteBundle(testing::TinyBundle(), dir + "/1").ok());
   ServerOptions options;
   options.listen_address = "127.0.0.1:0";
   options.admin_address = "";
   options.worker_threads = 1;
-  options.max_concurrent_streams = max_concurrent_streams;
+  configure(options);
   options.manager.base_path = dir;
   options.manager.warmup_requests = 1;
   absl::StatusOr<std::unique_ptr<RecserveServer>> server = RecserveServer::Create(std::move(options));
@@ -78,7 +83,8 @@ Fate PingAndWatch(Http2TestConnection& connection, uint32_t watched) {
 // connection) instead of holding one more call's memory. Unbounded, one connection held
 // 20,000 open calls (+182 MiB RSS; docs/benchmarks.md).
 TEST(ServerTest, ConnectionIsHeldToMaxConcurrentStreams) {
-  std::unique_ptr<RecserveServer> server = StartServer("max_streams", /*max_concurrent_streams=*/4);
+  std::unique_ptr<RecserveServer> server =
+      StartServer("max_streams", [](ServerOptions& options) { options.max_concurrent_streams = 4; });
   ASSERT_NE(server, nullptr);
   absl::StatusOr<std::unique_ptr<Http2TestConnection>> connection = Http2::Connect(server->port());
   ASSERT_TRUE(connection.ok()) << connection.status();
@@ -94,6 +100,51 @@ TEST(ServerTest, ConnectionIsHeldToMaxConcurrentStreams) {
   // A fifth is refused.
   c.Send(OpenCall(9));
   EXPECT_NE(PingAndWatch(c, 9), Fate::kAlive) << "the server took a fifth open stream on one connection";
+}
+
+// The status codes of the Recommend calls a server has finished (its observer, which
+// recserve_requests_total counts).
+class Outcomes {
+ public:
+  std::function<void(const RequestOutcome&)> Observer() {
+    return [this](const RequestOutcome& outcome) {
+      MutexLock lock(&mu_);
+      codes_.push_back(outcome.code);
+    };
+  }
+  // The codes once there are `n` (fewer if that takes a minute).
+  std::vector<absl::StatusCode> WaitFor(size_t n) {
+    MutexLock lock(&mu_);
+    const auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return codes_.size() >= n; };
+    mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Minutes(1));
+    return codes_;
+  }
+
+ private:
+  Mutex mu_;
+  std::vector<absl::StatusCode> codes_ ABSL_GUARDED_BY(mu_);
+};
+
+// A call the client resets before its message arrives was cancelled, not malformed:
+// under rapid reset such calls were counted INVALID_ARGUMENT ("carried no request
+// message"), which fed the error-ratio alert and the malformed-request log. A call the
+// client ends without a message (END_STREAM, no reset) is still INVALID_ARGUMENT.
+TEST(ServerTest, CallResetBeforeItsMessageCountsAsCancelled) {
+  Outcomes outcomes;
+  std::unique_ptr<RecserveServer> server =
+      StartServer("reset_before_message", [&outcomes](ServerOptions& options) { options.observer = outcomes.Observer(); });
+  ASSERT_NE(server, nullptr);
+  absl::StatusOr<std::unique_ptr<Http2TestConnection>> connection = Http2::Connect(server->port());
+  ASSERT_TRUE(connection.ok()) << connection.status();
+  const std::string kCancel("\0\0\0\x08", 4);
+  ASSERT_TRUE((*connection)->Send(Http2::CallHeaders(1, "/recserve.v1.Recommender/Recommend") +
+                                  Http2::Frame(Http2::kRstStream, 0, 1, kCancel)));
+  EXPECT_EQ(outcomes.WaitFor(1), std::vector<absl::StatusCode>{absl::StatusCode::kCancelled});
+
+  ASSERT_TRUE((*connection)->Send(Http2::CallHeaders(3, "/recserve.v1.Recommender/Recommend") +
+                                  Http2::Frame(Http2::kData, Http2::kEndStream, 3, "")));
+  EXPECT_EQ(outcomes.WaitFor(2),
+            (std::vector<absl::StatusCode>{absl::StatusCode::kCancelled, absl::StatusCode::kInvalidArgument}));
 }
 
 }  // namespace
