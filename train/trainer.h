@@ -67,8 +67,10 @@ struct LogTrainerOptions {
   int covisit_neighbors = 100;
   // Item-kNN lists in the bundle (the items the same users consumed, by cosine of their
   // user sets) and the ranker's ITEM_KNN_SIGNALS block from them: the neighbours kept
-  // per item; 0 leaves both out.
-  int knn_neighbors = 200;
+  // per item; 0 leaves both out. Off by default: on online-retail, ten seeds per
+  // protocol, 200 moved every metric by 2% or less either way (docs/benchmarks.md) and
+  // adds 8 bytes x neighbours per item to the bundle.
+  int knn_neighbors = 0;
   // Recall sizes of the bundle's manifest: real logs want more candidates than the
   // synthetic world (measured with recserve-eval on online-retail: hit@100 of the
   // candidates 0.47 at 200/200/50/500, 0.64 here).
