@@ -211,6 +211,9 @@ absl::Status ValidateManifest(const v1::Manifest& m) {
   if (r.max_candidates() <= 0 || r.max_candidates() > 100000) {
     return Bad("recall.max_candidates", absl::StrCat("is ", r.max_candidates()));
   }
+  if (!(m.answer().recent_share() >= 0 && m.answer().recent_share() <= 0.5f)) {
+    return Bad("answer.recent_share", absl::StrCat("is ", m.answer().recent_share(), ", outside [0, 0.5]"));
+  }
   const v1::CompressionPolicy& c = m.compression();
   if (!(c.unstructured_sparsity() >= 0 && c.unstructured_sparsity() < 1)) {
     return Bad("compression.unstructured_sparsity", absl::StrCat("is ", c.unstructured_sparsity()));
@@ -319,6 +322,9 @@ absl::StatusOr<BundleContents> ReadBundle(const std::string& dir) {
     ASSIGN_OR_RETURN(b.items.dense, items->GetF32("dense", {n, f}));
     ASSIGN_OR_RETURN(b.items.category, items->GetI32("category", {n}));
     ASSIGN_OR_RETURN(b.items.popularity, items->GetF32("popularity", {n}));
+    if (items->tensors().count("recent_popularity") > 0) {  // optional
+      ASSIGN_OR_RETURN(b.items.recent_popularity, items->GetF32("recent_popularity", {n}));
+    }
     RETURN_IF_ERROR(ReadItemKeys(*items, &b.items));
     b.items.dim = d;
     b.items.dense_dim = f;
@@ -394,6 +400,7 @@ absl::Status WriteBundle(BundleContents c, const std::string& dir) {
     w.AddF32("dense", {n, c.items.dense_dim}, c.items.dense);
     w.AddI32("category", {n}, c.items.category);
     w.AddF32("popularity", {n}, c.items.popularity);
+    if (!c.items.recent_popularity.empty()) w.AddF32("recent_popularity", {n}, c.items.recent_popularity);
     if (!c.items.keys.empty()) {
       std::vector<int64_t> offsets = {0};
       std::string bytes;

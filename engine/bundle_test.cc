@@ -220,6 +220,8 @@ TEST_F(BundleTest, ManifestChecksAreNamed) {
       {[](v1::Manifest* m) { m->mutable_files(0)->set_name("../etc/passwd"); }, "not a plain file name"},
       {[](v1::Manifest* m) { m->mutable_files()->RemoveLast(); }, "does not list"},
       {[](v1::Manifest* m) { m->mutable_recall()->set_max_candidates(0); }, "max_candidates"},
+      {[](v1::Manifest* m) { m->mutable_answer()->set_recent_share(0.75f); }, "answer.recent_share"},
+      {[](v1::Manifest* m) { m->mutable_answer()->set_recent_share(NAN); }, "answer.recent_share"},
   };
   for (const Case& c : cases) {
     SetUp();
@@ -258,6 +260,27 @@ TEST_F(BundleTest, CovisitCountsRoundTripAndBadCountsAreRefusedAtModelCreation) 
   auto model = Model::Create(*std::move(read), 1);
   EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(model.status().message(), HasSubstr("'counts'[2] is -1"));
+}
+
+TEST_F(BundleTest, RecentPopularityRoundTripsAndIsCheckedAtModelCreation) {
+  BundleContents with_recent = contents_;
+  for (size_t i = 0; i < with_recent.items.ids.size(); ++i) with_recent.items.recent_popularity.push_back(i % 5);
+  const std::string dir = dir_ + "-recent";
+  ASSERT_TRUE(WriteBundle(with_recent, dir).ok());
+  auto read = ReadBundle(dir);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->items.recent_popularity, with_recent.items.recent_popularity);
+  // Optional: the tiny bundle has none.
+  auto plain = ReadBundle(dir_);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->items.recent_popularity.empty());
+  read->items.recent_popularity[3] = -2.f;
+  auto model = Model::Create(*std::move(read), 1);
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(model.status().message(), HasSubstr("'recent_popularity' of item 3"));
+  with_recent.items.recent_popularity.pop_back();
+  model = Model::Create(std::move(with_recent), 2);
+  EXPECT_THAT(model.status().message(), HasSubstr("recent_popularity"));
 }
 
 TEST_F(BundleTest, ItemKnnListsRoundTripAndAreCheckedAtModelCreation) {

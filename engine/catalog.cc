@@ -88,6 +88,9 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Create(CatalogData data,
   if (data.popularity.size() != n) {
     return SizeError(name, "popularity", data.popularity.size(), n);
   }
+  if (!data.recent_popularity.empty() && data.recent_popularity.size() != n) {
+    return SizeError(name, "recent_popularity", data.recent_popularity.size(), n);
+  }
   if (!data.keys.empty() && data.keys.size() != n) {
     return SizeError(name, "keys", data.keys.size(), n);
   }
@@ -113,6 +116,12 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Create(CatalogData data,
       return absl::InvalidArgumentError(absl::StrFormat(
           "%s: 'popularity' of item %d (id %d) is %g; want finite, >= 0 and <= %g", name, i, data.ids[i],
           data.popularity[i], kMaxBundleValue));
+    }
+    if (!data.recent_popularity.empty() &&
+        !(data.recent_popularity[i] >= 0 && data.recent_popularity[i] <= kMaxBundleValue)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: 'recent_popularity' of item %d (id %d) is %g; want finite, >= 0 and <= %g", name, i, data.ids[i],
+          data.recent_popularity[i], kMaxBundleValue));
     }
   }
   RETURN_IF_ERROR(CheckRows(name, "embeddings", data.embeddings, data.dim, data.ids));

@@ -36,6 +36,9 @@ struct CatalogData {
   std::vector<float> dense;          // [N x dense_dim]
   std::vector<int32_t> category;     // [N], in [0, 2^20)
   std::vector<float> popularity;     // [N], >= 0 (interaction counts, possibly decayed)
+  // [N] or empty: events in a recent window before the bundle's cut (the log trainer's
+  // is 30 days), >= 0. Orders the tail of answers (manifest answer.recent_share).
+  std::vector<float> recent_popularity;
   // [N] or empty (numeric catalog). Each valid by CheckItemKey, ids[i] == ItemIdFromKey(keys[i]).
   std::vector<std::string> keys;
   int dim = 0;

@@ -101,7 +101,9 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
   const absl::Time t3 = absl::Now();
   result->seconds.rank = absl::ToDoubleSeconds(t3 - t2);
 
-  // Top-n, best first (ties by smaller item index), at most per_category_cap per category.
+  // Top-n, best first (ties by smaller item index), at most per_category_cap per category;
+  // without a cap, the last floor(recent_share * n) slots go to the rest's most recently
+  // popular candidates (manifest answer.recent_share).
   s->order.resize(n);
   for (int i = 0; i < n; ++i) s->order[i] = i;
   auto better = [&](int32_t a, int32_t b) {
@@ -109,12 +111,23 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
     return s->candidates[a].item < s->candidates[b].item;
   };
   const int want = std::min(query.n, n);
+  const std::vector<float>& recent = catalog.data().recent_popularity;
+  const int tail = query.per_category_cap > 0 || recent.empty()
+                       ? 0 : static_cast<int>(model.manifest().answer().recent_share() * static_cast<float>(want));
+  const int head = want - tail;
   if (query.per_category_cap <= 0 && want * 4 < n) {
-    std::partial_sort(s->order.begin(), s->order.begin() + want, s->order.end(), better);
-    s->order.resize(want);
+    std::partial_sort(s->order.begin(), s->order.begin() + head, s->order.end(), better);
   } else {
     std::sort(s->order.begin(), s->order.end(), better);
   }
+  if (tail > 0) {
+    auto more_recent = [&](int32_t a, int32_t b) {
+      const float ra = recent[s->candidates[a].item], rb = recent[s->candidates[b].item];
+      return ra != rb ? ra > rb : better(a, b);
+    };
+    std::partial_sort(s->order.begin() + head, s->order.begin() + want, s->order.end(), more_recent);
+  }
+  if (query.per_category_cap <= 0) s->order.resize(want);
   result->items.reserve(want);
   for (int32_t i : s->order) {
     if (static_cast<int>(result->items.size()) >= want) break;

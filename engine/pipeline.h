@@ -52,7 +52,8 @@ struct StageSeconds {
 };
 
 struct RecommendResult {
-  std::vector<RecommendedItem> items;  // best first
+  // Best first; with the manifest's answer.recent_share the last share of them by recent popularity.
+  std::vector<RecommendedItem> items;
   int candidates = 0;
   int candidates_by_source[3] = {0, 0, 0};  // embedding, covisit, popularity (overlaps count in each)
   int unknown_items = 0;

@@ -47,6 +47,49 @@ TEST_F(PipelineTest, ReturnsTopNByRankerScoreBestFirst) {
   }
 }
 
+TEST(PipelineRecentShareTest, TheAnswersTailGoesToTheRestsMostRecentlyPopularCandidates) {
+  // Recent popularity: a shuffle of 0..63, unrelated to the ranker's order.
+  BundleContents bundle = testing::TinyBundle(64);
+  for (int i = 0; i < 64; ++i) bundle.items.recent_popularity.push_back(static_cast<float>((i * 37) % 64));
+  bundle.manifest.mutable_answer()->set_recent_share(0.25f);
+  auto blended = Model::Create(bundle, 1);
+  bundle.manifest.mutable_answer()->set_recent_share(0.f);
+  auto plain = Model::Create(bundle, 2);
+  ASSERT_TRUE(blended.ok() && plain.ok()) << blended.status() << plain.status();
+  std::vector<QueryEvent> events = {{1010, EventType::kClick, 1000}, {1020, EventType::kView, 900}};
+  RecommendQuery q;
+  q.events = events;
+  q.n = 8;
+  PipelineScratch scratch;
+  RecommendResult by_rank, with_tail;
+  ASSERT_TRUE(Recommend(**plain, q, &scratch, &by_rank).ok());
+  ASSERT_TRUE(Recommend(**blended, q, &scratch, &with_tail).ok());
+  ASSERT_EQ(with_tail.items.size(), 8u);
+  // floor(0.25 * 8) = 2 slots: the first six are the ranker's.
+  for (int k = 0; k < 6; ++k) EXPECT_EQ(with_tail.items[k].item_id, by_rank.items[k].item_id) << k;
+  // The last two: of the candidates outside those six, the two with the most recent
+  // events, most first (candidates: every item ranked with n = all of them).
+  q.n = 64;
+  RecommendResult all;
+  ASSERT_TRUE(Recommend(**plain, q, &scratch, &all).ok());
+  std::vector<std::pair<float, uint64_t>> rest;
+  for (size_t k = 6; k < all.items.size(); ++k) {
+    const uint64_t id = all.items[k].item_id;
+    rest.push_back({bundle.items.recent_popularity[id - 1000], id});
+  }
+  std::sort(rest.begin(), rest.end(), std::greater<>());
+  ASSERT_GT(rest[1].first, 0.f);
+  EXPECT_EQ(with_tail.items[6].item_id, rest[0].second);
+  EXPECT_EQ(with_tail.items[7].item_id, rest[1].second);
+  EXPECT_NE(with_tail.items[6].item_id, by_rank.items[6].item_id);
+  // A per-category cap keeps the ranker's order.
+  q.n = 8;
+  q.per_category_cap = 8;
+  ASSERT_TRUE(Recommend(**blended, q, &scratch, &with_tail).ok());
+  ASSERT_TRUE(Recommend(**plain, q, &scratch, &by_rank).ok());
+  for (int k = 0; k < 8; ++k) EXPECT_EQ(with_tail.items[k].item_id, by_rank.items[k].item_id) << k;
+}
+
 TEST_F(PipelineTest, UnknownItemsAreSkippedAndCounted) {
   std::vector<QueryEvent> events = {{999999, EventType::kClick, 1000}, {1010, EventType::kView, 900}};
   RecommendQuery q;

@@ -4,6 +4,7 @@
 // (compression policy and accuracy gate), and the held-out users are replayed through
 // the served pipeline next to the classical baselines (train/eval.h). The guarantees are
 // about accuracy, never timing; the table of every method is printed for the CI log.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -80,6 +81,11 @@ class RealDataQualityTest : public ::testing::Test {
     const World world = WorldFromLog(*log_, split->train_events, "online-retail-half.csv.gz " + split->description);
     auto trained = TrainModel(world, QualityTrainerOptions());
     ASSERT_TRUE(trained.ok()) << trained.status();
+    // The answer's tail hedge ships with the bundle: the log's recent counts and the share.
+    EXPECT_EQ(trained->bundle.items.recent_popularity.size(), trained->bundle.items.ids.size());
+    EXPECT_GT(*std::max_element(trained->bundle.items.recent_popularity.begin(),
+                                trained->bundle.items.recent_popularity.end()), 0.f);
+    EXPECT_FLOAT_EQ(trained->bundle.manifest.answer().recent_share(), 0.1f);
     ModelOptions model_options;
     auto check = InstallCompression({}, &model_options);
     auto model = Model::Create(trained->bundle, 1, model_options);

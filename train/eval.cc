@@ -477,7 +477,6 @@ absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split, c
   std::atomic<int64_t> done{0};
   std::atomic<bool> failed{false};
   absl::Status first_error;
-  const int want = std::max(o.n, model.recall_options().max_candidates);
 
 #pragma omp parallel reduction(+ : recserve_seconds)
   {
@@ -512,7 +511,7 @@ absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split, c
       RecommendQuery query;
       query.events = events;
       query.exclude_items = older;
-      query.n = want;
+      query.n = o.n;  // the answer a client asking for n gets
       const auto r0 = std::chrono::steady_clock::now();
       absl::Status status = Recommend(model, query, &scratch, &result);
       recserve_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
@@ -523,11 +522,13 @@ absl::StatusOr<EvalReport> Evaluate(const Model& model, const LogSplit& split, c
         continue;
       }
       answer.clear();
-      for (const RecommendedItem& it : result.items) {
-        answer.push_back(it.item_id);
-        if (std::find(c.targets.begin(), c.targets.end(), it.item_id) != c.targets.end()) {
+      for (const RecommendedItem& it : result.items) answer.push_back(it.item_id);
+      // Which candidates held a target, and from which sources: the pipeline's recall
+      // output, still in the scratch.
+      for (const Candidate& cand : scratch.candidates) {
+        if (std::find(c.targets.begin(), c.targets.end(), model.catalog().id(cand.item)) != c.targets.end()) {
           recalled[i] = 1;
-          target_sources[i] |= it.sources;
+          target_sources[i] |= cand.sources;
         }
       }
       candidates[i] = result.candidates;

@@ -57,6 +57,10 @@ ABSL_FLAG(int, covisit_neighbors, 100, "Real logs: co-visitation neighbours kept
 ABSL_FLAG(int, knn_neighbors, 0,
           "Real logs: item-kNN neighbours kept per item, read by the ranker's ITEM_KNN_SIGNALS (0: none; "
           "200 measured neutral on online-retail)");
+ABSL_FLAG(double, recent_share, 0.1,
+          "Real logs: share of each answer's last slots given to the candidates most bought in the log's "
+          "last 30 days (manifest answer.recent_share, 0..0.5; 0: ranker order only)");
+ABSL_FLAG(double, recent_days, 30, "Real logs: the window of the bundle's recent_popularity counts, in days");
 ABSL_FLAG(std::string, recall_sizes, "",
           "Manifest recall sizes covisit_k,embedding_k,popularity_k,max_candidates (empty: 200,200,50,500 for worlds, 400,300,100,800 for real logs)");
 ABSL_FLAG(double, half_life_days, 365, "User model: an event's weight halves every this many days before the newest");
@@ -128,6 +132,8 @@ int main(int argc, char** argv) {
     lo.covisit_cosine = absl::GetFlag(FLAGS_covisit_cosine);
     lo.covisit_neighbors = absl::GetFlag(FLAGS_covisit_neighbors);
     lo.knn_neighbors = absl::GetFlag(FLAGS_knn_neighbors);
+    lo.recent_share = absl::GetFlag(FLAGS_recent_share);
+    lo.recent_days = absl::GetFlag(FLAGS_recent_days);
     lo.parallel = absl::GetFlag(FLAGS_parallel_training);
     lo.refit_on_all_rows = absl::GetFlag(FLAGS_refit);
     lo.ensemble = absl::GetFlag(FLAGS_ensemble);

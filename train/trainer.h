@@ -71,6 +71,12 @@ struct LogTrainerOptions {
   // protocol, 200 moved every metric by 2% or less either way (docs/benchmarks.md) and
   // adds 8 bytes x neighbours per item to the bundle.
   int knn_neighbors = 0;
+  // Manifest answer.recent_share: the last share of an answer's slots go to the
+  // candidates with the most events in the log's last 30 days (the bundle carries those
+  // counts as recent_popularity). On online-retail the tail of the ranker's top 100 is
+  // worth more as that hedge (docs/benchmarks.md). 0 = answers in ranker order.
+  double recent_share = 0.1;
+  double recent_days = 30;
   // Recall sizes of the bundle's manifest: real logs want more candidates than the
   // synthetic world (measured with recserve-eval on online-retail: hit@100 of the
   // candidates 0.47 at 200/200/50/500, 0.64 here).
