@@ -85,9 +85,9 @@ class RecserveServer {
   std::unique_ptr<grpc::Server> admin_server_;
   int port_ = 0;
   int admin_port_ = 0;
-  // Readiness and drain state. Taken by the load thread inside ModelManager's mu_
+  // Readiness and drain state. Taken by the load thread inside ServingManager's mu_
   // (on_serving_change -> UpdateReadiness), and takes the manager's serving_mu_
-  // (serving_version()): ModelManager::mu_ -> mu_ -> ModelManager::serving_mu_.
+  // (serving_version()): ServingManager::mu_ -> mu_ -> ServingManager::serving_mu_.
   Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool drained_ ABSL_GUARDED_BY(mu_) = false;

@@ -1,0 +1,170 @@
+// ServingManager: which loaded versions serve, in which role, and the hand-over.
+//
+// The "manager" of the hot-reload core (Source -> Loader -> Manager; server/model_manager.h
+// puts the pieces together). Each cycle (RunCycle, on the load thread) asks the
+// VersionSource what exists, decides what to load, has the VersionLoader build it and
+// publishes it. It promises:
+//   - policy: the newest loadable version serves, unless a version is pinned. A pin takes
+//     force only once its version serves; a refused pin changes nothing (the pin in force
+//     and the serving version stay). Pin 0 returns to the newest-version policy;
+//   - a version that fails to load is FAILED with the reason, never replaces the serving
+//     version, and is retried only when its READY stamp changes;
+//   - publishing is atomic: requests Pin() the serving version and keep it until they
+//     finish (in-flight requests end on the version they pinned);
+//   - every loaded model is owned by exactly one version entry until it is retired; at
+//     most the serving and the previous version (keep_previous: AVAILABLE, swapped back
+//     without a reload) stay loaded; a retired model is destroyed by ReapRetired on the
+//     load thread once no request holds it, never on a request thread;
+//   - Versions() reports every version seen (state, error, figures) and never waits for a
+//     load.
+//
+// Roles and the serving set. Each version entry has a role (ServingRole), and what
+// serves is published as one immutable ServingSet snapshot built from the roles, not as
+// a single pointer. Today the set holds at most one member, in role kServing. The
+// roll-outs of issue 14 plug in here without another rewrite: a canary or shadow version
+// gets its role (and share) on its entry, PublishServingSetLocked puts it in the same
+// snapshot, and the request path chooses its member from the snapshot it pinned (the
+// canary by a stable hash of user_id against its share; the shadow scored off the
+// critical path) while "serving" keeps its meaning for status and rollback.
+//
+// Thread-safety: every public method may be called from any thread; RunCycle and
+// ReapRetired only from the load thread (LoadThread::Work), one at a time. Lock order,
+// outer first: mu_ -> RecserveServer::mu_ -> serving_mu_. The load thread holds mu_ while
+// it publishes and calls on_published and on_serving_change; those may take locks of
+// their own (the server's readiness lock) but call back into the manager only through
+// Pin() and serving_version(), which take serving_mu_ alone. serving_mu_ is the request
+// path's only lock and nothing is taken under it. No lock is held while a version loads.
+#ifndef RECSERVE_SERVER_SERVING_MANAGER_H_
+#define RECSERVE_SERVER_SERVING_MANAGER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "engine/model.h"
+#include "recserve/v1/recommender.pb.h"
+#include "server/load_thread.h"
+#include "server/sync.h"
+#include "server/version_loader.h"
+#include "server/version_source.h"
+
+namespace recserve {
+
+struct ServingManagerOptions {
+  // Serve this version instead of the newest; 0 = newest.
+  int64_t pinned_version = 0;
+  // Keep the version that was replaced loaded (AVAILABLE) for instant rollback.
+  bool keep_previous = false;
+  // Called on the load thread after every load attempt, and when the serving version
+  // changes (version 0 = nothing serves). For metrics and health. on_serving_change runs
+  // under the manager's lock, as on_published does.
+  std::function<void(int64_t version, const absl::Status& result)> on_load;
+  std::function<void(int64_t serving_version)> on_serving_change;
+  // Called on the load thread when a version starts serving, with its figures (under the
+  // manager's lock: may call back into the manager only through Pin() and
+  // serving_version()).
+  std::function<void(const Model&, const v1::ModelFigures&)> on_published;
+  // Called on the load thread right after a replaced version has been destroyed.
+  std::function<void(int64_t version)> on_unloaded;
+};
+
+// The part a loaded version plays in what serves.
+enum class ServingRole {
+  kNone,     // not serving: loading, kept as the previous version, failed or unloaded
+  kServing,  // answers every request
+  // Issue 14 adds kCanary (answers the requests whose user hash falls in its share) and
+  // kShadow (scores a sample of requests off the critical path, never answers).
+};
+
+// What serves, published as one immutable snapshot: readers see either the whole old set
+// or the whole new one.
+struct ServingSet {
+  struct Member {
+    int64_t version;
+    ServingRole role;
+    std::shared_ptr<const Model> model;
+  };
+  std::vector<Member> members;  // today: at most one, in role kServing
+
+  // The member in `role`, or null.
+  const Member* Find(ServingRole role) const;
+};
+
+class ServingManager : public LoadThread::Work {
+ public:
+  // `source` and `loader` must outlive the manager. Nothing serves until a cycle runs.
+  ServingManager(ServingManagerOptions options, const VersionSource* source, const VersionLoader* loader);
+  ServingManager(const ServingManager&) = delete;
+  ServingManager& operator=(const ServingManager&) = delete;
+
+  // The serving version, or null while none serves. Hold it for one request only.
+  std::shared_ptr<const Model> Pin() const ABSL_LOCKS_EXCLUDED(serving_mu_);
+  int64_t serving_version() const ABSL_LOCKS_EXCLUDED(serving_mu_);
+  bool WaitUntilServing(absl::Duration timeout) const ABSL_LOCKS_EXCLUDED(serving_mu_);
+
+  // Every version seen, newest first.
+  std::vector<v1::VersionStatus> Versions() const ABSL_LOCKS_EXCLUDED(mu_);
+  // The pin in force (0: the newest loadable version serves).
+  int64_t pinned_version() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Versions loaded right now (serving, previous, retired but still in use).
+  int loaded_count() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // LoadThread::Work, on the load thread. RunCycle tries `pin` first (a
+  // SetServingVersion): it takes force only if its version then serves; refused (the
+  // answer says why: NOT_FOUND, FAILED_PRECONDITION, the load error), the cycle runs
+  // again under the pin in force, for the scans asked for alongside it.
+  CycleResult RunCycle(std::optional<int64_t> pin) override ABSL_LOCKS_EXCLUDED(mu_);
+  bool ReapRetired() override ABSL_LOCKS_EXCLUDED(mu_);
+  std::string DescribeBusy() const override ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  struct Entry {
+    v1::VersionStatus status;
+    ServingRole role = ServingRole::kNone;
+    int64_t ready_stamp = 0;             // FAILED versions are retried when this changes
+    absl::Time load_started;             // of the last load, for admin calls that time out on it
+    std::shared_ptr<const Model> model;  // set while AVAILABLE or SERVING
+  };
+
+  // One scan-and-load cycle under `pinned` (0: the newest loadable version); returns the
+  // first load error of this cycle, or why `pinned` cannot serve.
+  absl::Status RunCycleUnder(int64_t pinned) ABSL_LOCKS_EXCLUDED(mu_);
+  // Makes `version` serve (role kServing) and the replaced one AVAILABLE or retired,
+  // publishes the new serving set and calls on_published and on_serving_change.
+  void PublishLocked(int64_t version, std::shared_ptr<const Model> model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Builds the serving set from the entries' roles and swaps it in under serving_mu_.
+  void PublishServingSetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_LOCKS_EXCLUDED(serving_mu_);
+  // Hands a version's model to the retired list.
+  void RetireLocked(std::shared_ptr<const Model> model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool ReapRetiredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Constant after construction.
+  const ServingManagerOptions options_;
+  const VersionSource* const source_;
+  const VersionLoader* const loader_;
+
+  // The version table, the pin in force, the retired list.
+  mutable Mutex mu_;
+  std::map<int64_t, Entry> versions_ ABSL_GUARDED_BY(mu_);
+  int64_t serving_version_ ABSL_GUARDED_BY(mu_) = 0;
+  // The pin in force: set only by RunCycle, after the cycle that tried a pin made its
+  // version serve (or for 0), never to a refused version.
+  int64_t pinned_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::shared_ptr<const Model>> retired_ ABSL_GUARDED_BY(mu_);
+
+  // The request path's only lock (Pin). Last in the order: taken under mu_ by
+  // PublishServingSetLocked, and nothing is taken under it.
+  mutable Mutex serving_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::shared_ptr<const ServingSet> serving_set_ ABSL_GUARDED_BY(serving_mu_);
+};
+
+}  // namespace recserve
+
+#endif  // RECSERVE_SERVER_SERVING_MANAGER_H_
