@@ -465,7 +465,8 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   // "Now" for the recency features is the end of the log.
   ActivityFeatures(events, last_ms + 1, index, n, &b.items.dense);
   b.items.recent_popularity = RecentCounts(events, last_ms + 1, lo.recent_days, index, n);
-  m.mutable_answer()->set_recent_share(static_cast<float>(lo.recent_share));
+  // Only when used: a manifest without the section stays readable by servers older than it.
+  if (lo.recent_share > 0) m.mutable_answer()->set_recent_share(static_cast<float>(lo.recent_share));
   RETURN_IF_ERROR(BuildArtifacts(events, last_ms + 1, index, ao, &b.items, &b.covisit));
 
   // Calibration: the validation requests' positives and their first
