@@ -115,6 +115,8 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
         absl::FormatDuration(left), absl::FormatDuration(estimates.prepare)));
   }
   PrepareScratch(model, s);
+  // A version's first request on this scratch sizes its buffers: not part of the stage.
+  const absl::Time prepare_start = absl::Now();
   const Catalog& catalog = model.catalog();
 
   // Events -> catalog indices; unknown items are skipped and counted.
@@ -135,7 +137,7 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
     if (item >= 0) s->excluded.push_back(item);
   }
   const absl::Time prepared = absl::Now();
-  costs.Record(StageCosts::kPrepare, prepared - t0, prepared);
+  costs.Record(StageCosts::kPrepare, prepared - prepare_start, prepared);
   if (query.deadline - prepared < estimates.recall) {
     result->degraded = Degraded::kPopularity;
     AnswerByPopularity(catalog, query, recall.exclude_types, s, result);

@@ -296,19 +296,22 @@ TEST(PipelineRecentShareTest, TheTailStaysOnAnAnswerRankedOnFewerCandidates) {
   for (int k = 1; k < 6; ++k) EXPECT_GE(fewer.items[k - 1].score, fewer.items[k].score) << k;
 }
 
-TEST(StageCostsTest, MeansTheMeasurementsAndHalvesAStaleEstimateEachSecond) {
+TEST(StageCostsTest, EstimatesMeanPlusFourDeviationsAndHalveWhenStaleEachSecond) {
   StageCosts costs;
   const absl::Time t = absl::FromUnixSeconds(1700000000);
+  auto recall_ms = [&](absl::Time at) { return absl::ToDoubleMilliseconds(costs.Estimates(at).recall); };
   EXPECT_EQ(costs.Estimates(t).recall, absl::ZeroDuration());
-  costs.Record(StageCosts::kRecall, absl::Milliseconds(8), t);  // the first sets the mean
-  costs.Record(StageCosts::kRecall, absl::Milliseconds(16), t);  // then 1/8 of each
-  EXPECT_EQ(costs.Estimates(t).recall, absl::Milliseconds(9));
-  EXPECT_EQ(costs.Estimates(t + absl::Milliseconds(900)).recall, absl::Milliseconds(9));
-  EXPECT_EQ(costs.Estimates(t + absl::Seconds(2)).recall, absl::Microseconds(4500));
-  EXPECT_EQ(costs.Estimates(t + absl::Seconds(3)).recall, absl::Microseconds(2250));
+  costs.Record(StageCosts::kRecall, absl::Milliseconds(8), t);   // mean 8, deviation 4
+  EXPECT_NEAR(recall_ms(t), 8 + 4 * 4, 1e-9);
+  costs.Record(StageCosts::kRecall, absl::Milliseconds(16), t);  // mean 8 + 8/8, deviation 4 + (8 - 4)/4
+  EXPECT_NEAR(recall_ms(t), 9 + 4 * 5, 1e-9);
+  EXPECT_NEAR(recall_ms(t + absl::Milliseconds(900)), 29, 1e-9);  // fresh for a second
+  EXPECT_NEAR(recall_ms(t + absl::Seconds(2)), 14.5, 1e-9);
+  EXPECT_NEAR(recall_ms(t + absl::Seconds(3)), 7.25, 1e-9);
   EXPECT_EQ(costs.Estimates(t).prepare, absl::ZeroDuration());  // stages are apart
+  // Measured again: folded into what is left (mean 2.25, deviation 1.25), not the old figures.
   costs.Record(StageCosts::kRecall, absl::Milliseconds(1), t + absl::Seconds(3));
-  EXPECT_EQ(costs.Estimates(t + absl::Seconds(3)).recall, absl::Microseconds(8000));
+  EXPECT_NEAR(recall_ms(t + absl::Seconds(3)), (2.25 - 1.25 / 8) + 4 * 1.25, 1e-9);
 }
 
 TEST_F(PipelineTest, EveryRequestMeasuresTheStagesItRan) {

@@ -6,31 +6,47 @@
 namespace recserve {
 namespace {
 
-constexpr double kNewestWeight = 1.0 / 8;
+// RFC 6298's retransmission timer: mean and mean deviation with gains 1/8 and 1/4, the
+// estimate their mean plus four deviations (a late answer fails; a degraded one does not).
+constexpr double kMeanGain = 1.0 / 8;
+constexpr double kDeviationGain = 1.0 / 4;
+constexpr double kDeviations = 4;
 // An estimate this long unmeasured starts to halve, once per further period.
 constexpr double kFreshSeconds = 1.0;
 constexpr double kHalfLifeSeconds = 1.0;
+
+// What is left of a figure measured at `measured_unix_ns`, at `now`.
+double Decay(int64_t measured_unix_ns, absl::Time now) {
+  const double age = absl::ToDoubleSeconds(now - absl::FromUnixNanos(measured_unix_ns));
+  return std::exp2(-std::max(age - kFreshSeconds, 0.0) / kHalfLifeSeconds);
+}
 
 }  // namespace
 
 void StageCosts::Record(Stage stage, absl::Duration cost, absl::Time now) {
   Figure& f = figures_[stage];
   const double sample = std::max(absl::ToDoubleSeconds(cost), 0.0);
-  double mean = f.seconds.load(std::memory_order_relaxed);
-  double next;
+  // A stale figure is folded from what is left of it, as Estimates reads it.
+  const double decay = Decay(f.measured_unix_ns.load(std::memory_order_relaxed), now);
+  double mean = f.mean.load(std::memory_order_relaxed);
+  const bool first = mean == 0;
+  double error = 0, next;
   do {
-    next = mean == 0 ? sample : mean + kNewestWeight * (sample - mean);
-  } while (!f.seconds.compare_exchange_weak(mean, next, std::memory_order_relaxed));
+    error = sample - mean * decay;
+    next = first ? sample : mean * decay + kMeanGain * error;
+  } while (!f.mean.compare_exchange_weak(mean, next, std::memory_order_relaxed));
+  double deviation = f.deviation.load(std::memory_order_relaxed);
+  do {
+    next = first ? sample / 2 : deviation * decay + kDeviationGain * (std::abs(error) - deviation * decay);
+  } while (!f.deviation.compare_exchange_weak(deviation, next, std::memory_order_relaxed));
   f.measured_unix_ns.store(absl::ToUnixNanos(now), std::memory_order_relaxed);
 }
 
 absl::Duration StageCosts::Estimate(Stage stage, absl::Time now) const {
   const Figure& f = figures_[stage];
-  const double mean = f.seconds.load(std::memory_order_relaxed);
-  const double age =
-      absl::ToDoubleSeconds(now - absl::FromUnixNanos(f.measured_unix_ns.load(std::memory_order_relaxed)));
-  const double stale = std::max(age - kFreshSeconds, 0.0);
-  return absl::Seconds(mean * std::exp2(-stale / kHalfLifeSeconds));
+  const double seconds =
+      f.mean.load(std::memory_order_relaxed) + kDeviations * f.deviation.load(std::memory_order_relaxed);
+  return absl::Seconds(seconds * Decay(f.measured_unix_ns.load(std::memory_order_relaxed), now));
 }
 
 StageEstimates StageCosts::Estimates(absl::Time now) const {

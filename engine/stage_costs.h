@@ -5,12 +5,14 @@
 // Three figures: `prepare` (the request's events and exclusions mapped to catalog
 // indices: every answer needs it), `recall` (user state and the recall merge) and
 // `rank_per_candidate` (features, ranker and the answer's ordering, divided by the
-// candidates ranked). Each is an exponentially weighted mean of the version's requests
-// (weight 1/8 for the newest), seeded by the warm-up requests the loader runs before
-// the version serves. A stage that degraded requests stop running is no longer
-// measured; so that one slow outlier cannot keep every later request degraded, an
-// estimate older than a second halves with every further second until the stage runs
-// again and is measured afresh.
+// candidates ranked). Each is estimated as RFC 6298 estimates a retransmission timeout:
+// a running mean (gain 1/8) plus four running mean deviations (gain 1/4), so a stage
+// with a long tail is expected to take more than its mean; a late answer fails, a
+// degraded one does not. The warm-up requests the loader runs before the version
+// serves seed them. A stage that degraded requests stop running is no longer measured;
+// so that one slow outlier cannot keep every later request degraded, an estimate older
+// than a second halves with every further second until the stage runs again and is
+// measured afresh (folded into what is left of the old figures).
 //
 // Lock-free: Record and Estimates are atomic loads, stores and compare-exchanges; any
 // number of request threads use one StageCosts at once.
@@ -43,7 +45,8 @@ class StageCosts {
  private:
   static constexpr int kStages = 3;
   struct Figure {
-    std::atomic<double> seconds{0};            // the mean; 0 until the first measurement
+    std::atomic<double> mean{0};               // seconds; 0 until the first measurement
+    std::atomic<double> deviation{0};          // seconds
     std::atomic<int64_t> measured_unix_ns{0};  // when last measured
   };
   absl::Duration Estimate(Stage stage, absl::Time now) const;
