@@ -296,22 +296,22 @@ TEST(PipelineRecentShareTest, TheTailStaysOnAnAnswerRankedOnFewerCandidates) {
   for (int k = 1; k < 6; ++k) EXPECT_GE(fewer.items[k - 1].score, fewer.items[k].score) << k;
 }
 
-TEST(StageCostsTest, EstimatesMeanPlusFourDeviationsAndHalveWhenStaleEachSecond) {
+TEST(StageCostsTest, EstimatesMeanPlusTwoDeviationsAndHalveWhenStaleEachSecond) {
   StageCosts costs;
   const absl::Time t = absl::FromUnixSeconds(1700000000);
   auto recall_ms = [&](absl::Time at) { return absl::ToDoubleMilliseconds(costs.Estimates(at).recall); };
   EXPECT_EQ(costs.Estimates(t).recall, absl::ZeroDuration());
   costs.Record(StageCosts::kRecall, absl::Milliseconds(8), t);   // mean 8, deviation 4
-  EXPECT_NEAR(recall_ms(t), 8 + 4 * 4, 1e-9);
+  EXPECT_NEAR(recall_ms(t), 8 + 2 * 4, 1e-9);
   costs.Record(StageCosts::kRecall, absl::Milliseconds(16), t);  // mean 8 + 8/8, deviation 4 + (8 - 4)/4
-  EXPECT_NEAR(recall_ms(t), 9 + 4 * 5, 1e-9);
-  EXPECT_NEAR(recall_ms(t + absl::Milliseconds(900)), 29, 1e-9);  // fresh for a second
-  EXPECT_NEAR(recall_ms(t + absl::Seconds(2)), 14.5, 1e-9);
-  EXPECT_NEAR(recall_ms(t + absl::Seconds(3)), 7.25, 1e-9);
+  EXPECT_NEAR(recall_ms(t), 9 + 2 * 5, 1e-9);
+  EXPECT_NEAR(recall_ms(t + absl::Milliseconds(900)), 19, 1e-9);  // fresh for a second
+  EXPECT_NEAR(recall_ms(t + absl::Seconds(2)), 9.5, 1e-9);
+  EXPECT_NEAR(recall_ms(t + absl::Seconds(3)), 4.75, 1e-9);
   EXPECT_EQ(costs.Estimates(t).prepare, absl::ZeroDuration());  // stages are apart
   // Measured again: folded into what is left (mean 2.25, deviation 1.25), not the old figures.
   costs.Record(StageCosts::kRecall, absl::Milliseconds(1), t + absl::Seconds(3));
-  EXPECT_NEAR(recall_ms(t + absl::Seconds(3)), (2.25 - 1.25 / 8) + 4 * 1.25, 1e-9);
+  EXPECT_NEAR(recall_ms(t + absl::Seconds(3)), (2.25 - 1.25 / 8) + 2 * 1.25, 1e-9);
 }
 
 TEST_F(PipelineTest, EveryRequestMeasuresTheStagesItRan) {

@@ -6,7 +6,7 @@
 // indices: every answer needs it), `recall` (user state and the recall merge) and
 // `rank_per_candidate` (features, ranker and the answer's ordering, divided by the
 // candidates ranked). Each is estimated as RFC 6298 estimates a retransmission timeout:
-// a running mean (gain 1/8) plus four running mean deviations (gain 1/4), so a stage
+// a running mean (gain 1/8) plus two running mean deviations (gain 1/4), so a stage
 // with a long tail is expected to take more than its mean; a late answer fails, a
 // degraded one does not. The warm-up requests the loader runs before the version
 // serves seed them. A stage that degraded requests stop running is no longer measured;
