@@ -41,6 +41,8 @@ ABSL_FLAG(double, rate, 200, "Target requests per second (Poisson arrivals)");
 ABSL_FLAG(double, seconds, 10, "Duration of one run (or of each sweep step)");
 ABSL_FLAG(int, channels, 4, "gRPC channels (connections) to spread requests over");
 ABSL_FLAG(int, n, 50, "Items requested per call");
+ABSL_FLAG(absl::Duration, deadline, absl::Seconds(5),
+          "Deadline of each call; shorter than the server's pipeline, answers degrade (counted)");
 ABSL_FLAG(int, max_events, 50, "Newest events per request");
 ABSL_FLAG(bool, sweep, false, "Find the highest rate whose p99 stays under --p99_bound_ms");
 ABSL_FLAG(double, p99_bound_ms, 5, "Sweep: p99 bound in milliseconds");
@@ -60,7 +62,8 @@ struct Result {
   std::map<std::string, int64_t> errors;
   int64_t sent = 0;
   double stage_ms[4] = {};  // server-side recall, features, rank, total, summed over ok calls
-  int64_t candidates = 0;   // candidates ranked, summed over ok calls
+  int64_t candidates = 0;   // candidates recall proposed, summed over ok calls
+  std::map<std::string, int64_t> degraded;  // ok calls by RecommendResponse.degraded, when not NONE
   double cpu_seconds = 0;
   int64_t peak_rss = 0;
 };
@@ -162,7 +165,7 @@ Result RunAt(double rate, double seconds, const std::vector<recserve::v1::Recomm
     };
     auto* call = new Call;
     call->intended = next;
-    call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::GetFlag(FLAGS_deadline)));
     ++outstanding;
     stubs[i % stubs.size()]->async()->Recommend(
         &call->ctx, &requests[i % requests.size()], &call->response, [&, call](grpc::Status s) {
@@ -177,6 +180,9 @@ Result RunAt(double rate, double seconds, const std::vector<recserve::v1::Recomm
               result.stage_ms[2] += t.rank_ms();
               result.stage_ms[3] += t.total_ms();
               result.candidates += call->response.candidates();
+              if (call->response.degraded() != recserve::v1::DEGRADED_NONE) {
+                ++result.degraded[recserve::v1::Degraded_Name(call->response.degraded())];
+              }
             } else {
               ++result.errors[absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code()))];
             }
@@ -208,6 +214,7 @@ void Print(double rate, Result& r) {
     std::printf("  server CPU %.3f ms/request", 1e3 * r.cpu_seconds / r.latencies_ms.size());
   }
   if (r.peak_rss > 0) std::printf("  peak RSS %.1f MB", r.peak_rss / 1e6);
+  for (auto& [kind, count] : r.degraded) std::printf("  %s %lld", kind.c_str(), static_cast<long long>(count));
   std::printf("\n");
   if (!r.latencies_ms.empty()) {
     // Where a request's time goes inside the server (engine stages, wall time on the

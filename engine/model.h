@@ -20,6 +20,7 @@
 #include "engine/features.h"
 #include "engine/ranker.h"
 #include "engine/recall.h"
+#include "engine/stage_costs.h"
 
 namespace recserve {
 
@@ -69,6 +70,9 @@ class Model {
   const RecallOptions& recall_options() const { return recall_; }
   // recall@100 of the embedding index against the exact fp32 scan, measured at load.
   double index_recall() const { return index_recall_; }
+  // What this version's request stages cost, measured by its own requests (the
+  // warm-up's first); the one part of a Model that changes while it serves (lock-free).
+  StageCosts& stage_costs() const { return stage_costs_; }
 
  private:
   Model() = default;
@@ -85,6 +89,7 @@ class Model {
   std::unique_ptr<Ranker> ranker_;
   RecallOptions recall_;
   double index_recall_ = 1.0;
+  mutable StageCosts stage_costs_;
 };
 
 }  // namespace recserve

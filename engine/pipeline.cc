@@ -29,25 +29,94 @@ void PrepareScratch(const Model& model, PipelineScratch* s) {
   s->model_id = model.id();
 }
 
-absl::Status CheckDeadline(const RecommendQuery& q, const char* stage) {
-  if (absl::Now() > q.deadline) {
-    return absl::DeadlineExceededError(absl::StrFormat("deadline passed before %s", stage));
+// Appends the items next(i, &item, &score, &sources) gives for i = 0 .. count - 1 (false:
+// skip i) to result->items until it holds query.n, at most per_category_cap per category.
+template <typename Next>
+void TakeInOrder(const Catalog& catalog, const RecommendQuery& query, int count, Next next,
+                 PipelineScratch* s, RecommendResult* result) {
+  result->items.reserve(query.n);
+  for (int i = 0; i < count && static_cast<int>(result->items.size()) < query.n; ++i) {
+    int32_t item;
+    float score;
+    uint32_t sources;
+    if (!next(i, &item, &score, &sources)) continue;
+    const int32_t category = catalog.category(item);
+    if (query.per_category_cap > 0 && ++s->per_category[category] > query.per_category_cap) continue;
+    result->items.push_back({catalog.id(item), score, sources, category});
   }
-  return absl::OkStatus();
+  // A category is over its cap only after one of its items was taken: zeroing the taken
+  // items' categories leaves every count at zero for the next call.
+  if (query.per_category_cap > 0) {
+    for (const RecommendedItem& it : result->items) s->per_category[it.category] = 0;
+  }
+}
+
+// Degraded::kPopularity: the catalog's most popular items, less the consumed (events of
+// `exclude_types`) and the excluded ones (s->excluded, which this sorts and extends).
+void AnswerByPopularity(const Catalog& catalog, const RecommendQuery& query, uint32_t exclude_types,
+                        PipelineScratch* s, RecommendResult* result) {
+  for (const UserEvent& e : s->events) {
+    if (EventTypeBit(e.type) & exclude_types) s->excluded.push_back(e.item);
+  }
+  std::sort(s->excluded.begin(), s->excluded.end());
+  const std::vector<int32_t>& popular = catalog.by_popularity();
+  TakeInOrder(
+      catalog, query, static_cast<int>(popular.size()),
+      [&](int i, int32_t* item, float* score, uint32_t* sources) {
+        *item = popular[i];
+        *score = 0.f;
+        *sources = kFromPopularity;
+        return !std::binary_search(s->excluded.begin(), s->excluded.end(), *item);
+      },
+      s, result);
+}
+
+// How many of recall's `n` candidates, best of recall's order first, the time left
+// affords to rank: n, fewer but at least the `want` the answer needs, or none.
+int CandidatesToRank(int n, int want, absl::Duration left, absl::Duration per_candidate) {
+  if (per_candidate <= absl::ZeroDuration() || left == absl::InfiniteDuration()) return n;
+  const double affordable = absl::FDivDuration(left, per_candidate);
+  if (affordable >= n) return n;
+  return affordable >= std::max(want, 1) ? static_cast<int>(affordable) : 0;
 }
 
 }  // namespace
+
+const char* DegradedName(Degraded degraded) {
+  switch (degraded) {
+    case Degraded::kNone: return "none";
+    case Degraded::kFewerCandidates: return "fewer_candidates";
+    case Degraded::kRecallOrder: return "recall_order";
+    case Degraded::kPopularity: return "popularity";
+  }
+  return "none";
+}
 
 absl::Status Recommend(const Model& model, const RecommendQuery& query, PipelineScratch* s,
                        RecommendResult* result) {
   const absl::Time t0 = absl::Now();
   result->items.clear();
   result->candidates = 0;
+  result->ranked = 0;
+  result->degraded = Degraded::kNone;
+  for (int& c : result->candidates_by_source) c = 0;
   result->unknown_items = 0;
   result->non_finite_scores = 0;
   result->seconds = StageSeconds();
-  RETURN_IF_ERROR(CheckDeadline(query, "recall"));
+  // The plan: every stage unless the deadline's time left cannot afford it by the
+  // version's measured costs. Refused before any work when even popularity does not fit.
+  StageCosts& costs = model.stage_costs();
+  const StageEstimates estimates = query.estimates != nullptr ? *query.estimates : costs.Estimates(t0);
+  const absl::Duration left = query.deadline - t0;
+  if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError("deadline passed before recall");
+  if (left < estimates.prepare) {
+    return absl::DeadlineExceededError(absl::StrFormat(
+        "deadline: %s left, less than the %s even the popularity answer takes; refused before recall",
+        absl::FormatDuration(left), absl::FormatDuration(estimates.prepare)));
+  }
   PrepareScratch(model, s);
+  // A version's first request on this scratch sizes its buffers: not part of the stage.
+  const absl::Time prepare_start = absl::Now();
   const Catalog& catalog = model.catalog();
 
   // Events -> catalog indices; unknown items are skipped and counted.
@@ -60,7 +129,6 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
     }
     s->events.push_back({item, e.type, e.timestamp_ms});
   }
-  BuildUserState(catalog, model.covisit(), model.manifest().user_model(), s->events, &s->user);
   RecallOptions recall = model.recall_options();
   if (query.exclude_types >= 0) recall.exclude_types = static_cast<uint32_t>(query.exclude_types);
   s->excluded.clear();
@@ -68,26 +136,57 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
     const int32_t item = catalog.Find(id);
     if (item >= 0) s->excluded.push_back(item);
   }
+  const absl::Time prepared = absl::Now();
+  costs.Record(StageCosts::kPrepare, prepared - prepare_start, prepared);
+  if (query.deadline - prepared < estimates.recall) {
+    result->degraded = Degraded::kPopularity;
+    AnswerByPopularity(catalog, query, recall.exclude_types, s, result);
+    result->seconds.total = absl::ToDoubleSeconds(absl::Now() - t0);
+    return absl::OkStatus();
+  }
+
+  BuildUserState(catalog, model.covisit(), model.manifest().user_model(), s->events, &s->user);
   model.recaller().Recall(s->user, recall, &s->recall, &s->candidates, s->excluded);
-  const int n = static_cast<int>(s->candidates.size());
-  result->candidates = n;
-  for (int i = 0; i < 3; ++i) result->candidates_by_source[i] = 0;
+  const int recalled = static_cast<int>(s->candidates.size());
+  result->candidates = recalled;
   for (const Candidate& c : s->candidates) {
     result->candidates_by_source[0] += (c.sources & kFromEmbedding) != 0;
     result->candidates_by_source[1] += (c.sources & kFromCovisit) != 0;
     result->candidates_by_source[2] += (c.sources & kFromPopularity) != 0;
   }
   const absl::Time t1 = absl::Now();
+  costs.Record(StageCosts::kRecall, t1 - prepared, t1);
   result->seconds.recall = absl::ToDoubleSeconds(t1 - t0);
 
-  RETURN_IF_ERROR(CheckDeadline(query, "features"));
+  const int n = CandidatesToRank(recalled, std::min(query.n, recalled), query.deadline - t1,
+                                 estimates.rank_per_candidate);
+  if (n == 0 && recalled > 0) {
+    result->degraded = Degraded::kRecallOrder;
+    TakeInOrder(
+        catalog, query, recalled,
+        [&](int i, int32_t* item, float* score, uint32_t* sources) {
+          *item = s->candidates[i].item;
+          *score = 0.f;
+          *sources = s->candidates[i].sources;
+          return true;
+        },
+        s, result);
+    result->seconds.total = absl::ToDoubleSeconds(absl::Now() - t0);
+    return absl::OkStatus();
+  }
+  // Recall's order puts its best sources first: the affordable prefix is the best it has.
+  if (n < recalled) {
+    result->degraded = Degraded::kFewerCandidates;
+    s->candidates.resize(n);
+  }
+  result->ranked = n;
+
   s->items.clear();
   for (const Candidate& c : s->candidates) s->items.push_back(c.item);
   model.features().Build(catalog, s->user, query.context, s->items, s->rows.data());
   const absl::Time t2 = absl::Now();
   result->seconds.features = absl::ToDoubleSeconds(t2 - t1);
 
-  RETURN_IF_ERROR(CheckDeadline(query, "rank"));
   if (n > 0) RETURN_IF_ERROR(model.ranker().Score(s->rows.data(), n, s->scores.data(), s->ranker.get()));
   // Features are finite (value_limits.h), but a ranker's arithmetic can still overflow
   // to NaN: such a score becomes 0, the lowest probability, so the sort below compares
@@ -127,21 +226,19 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
     };
     std::partial_sort(s->order.begin() + head, s->order.begin() + want, s->order.end(), more_recent);
   }
-  if (query.per_category_cap <= 0) s->order.resize(want);
-  result->items.reserve(want);
-  for (int32_t i : s->order) {
-    if (static_cast<int>(result->items.size()) >= want) break;
-    const int32_t item = s->candidates[i].item;
-    if (query.per_category_cap > 0 && ++s->per_category[catalog.category(item)] > query.per_category_cap) {
-      continue;
-    }
-    result->items.push_back({catalog.id(item), s->scores[i], s->candidates[i].sources,
-                             catalog.category(item)});
-  }
-  if (query.per_category_cap > 0) {
-    for (int32_t i : s->order) s->per_category[catalog.category(s->candidates[i].item)] = 0;
-  }
-  result->seconds.total = absl::ToDoubleSeconds(absl::Now() - t0);
+  TakeInOrder(
+      catalog, query, n,
+      [&](int i, int32_t* item, float* score, uint32_t* sources) {
+        const int32_t c = s->order[i];
+        *item = s->candidates[c].item;
+        *score = s->scores[c];
+        *sources = s->candidates[c].sources;
+        return true;
+      },
+      s, result);
+  const absl::Time end = absl::Now();
+  if (n > 0) costs.Record(StageCosts::kRankPerCandidate, (end - t1) / n, end);
+  result->seconds.total = absl::ToDoubleSeconds(end - t0);
   return absl::OkStatus();
 }
 

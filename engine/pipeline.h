@@ -6,6 +6,11 @@
 // changes; steady-state requests allocate nothing in the engine. No NaN or infinity
 // reaches an answer or a comparator: features are finite by the bundle's value limits
 // (value_limits.h) and a score that is not becomes the lowest (non_finite_scores).
+//
+// Answers on time: a request with a deadline gets the largest answer that its remaining
+// time affords by the version's measured stage costs (engine/stage_costs.h), and the
+// result says which (Degraded). A request whose time cannot afford even the popularity
+// answer is refused with DEADLINE_EXCEEDED before any work.
 #ifndef RECSERVE_ENGINE_PIPELINE_H_
 #define RECSERVE_ENGINE_PIPELINE_H_
 
@@ -17,6 +22,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "engine/model.h"
+#include "engine/stage_costs.h"
 
 namespace recserve {
 
@@ -36,9 +42,23 @@ struct RecommendQuery {
   // External ids never to return (e.g. already shown); unknown ids are ignored.
   absl::Span<const uint64_t> exclude_items;
   int per_category_cap = 0;  // 0 = none
-  // Checked between stages; past it the request stops with DEADLINE_EXCEEDED.
+  // Decides how much of the pipeline runs (Degraded); InfiniteFuture: all of it.
   absl::Time deadline = absl::InfiniteFuture();
+  // The stage costs the plan is chosen by; null: the model's measured ones
+  // (model.stage_costs()). Tests fix them here to choose a plan without timing.
+  const StageEstimates* estimates = nullptr;
 };
+
+// How much of the pipeline an answer had time for, largest first.
+// The values are recserve.v1.Degraded's.
+enum class Degraded {
+  kNone = 0,             // every candidate ranked
+  kFewerCandidates = 1,  // the first `ranked` of recall's order ranked, the rest dropped
+  kRecallOrder = 2,      // not ranked: recall's order (co-visitation, embedding, popularity), score 0
+  kPopularity = 3,       // no recall: the catalog's most popular items not consumed or excluded, score 0
+};
+// "none", "fewer_candidates", "recall_order", "popularity": the metric's stage label.
+const char* DegradedName(Degraded degraded);
 
 struct RecommendedItem {
   uint64_t item_id;
@@ -54,7 +74,9 @@ struct StageSeconds {
 struct RecommendResult {
   // Best first; with the manifest's answer.recent_share the last share of them by recent popularity.
   std::vector<RecommendedItem> items;
-  int candidates = 0;
+  int candidates = 0;  // proposed by recall
+  int ranked = 0;      // of them, scored by the ranker (all unless degraded)
+  Degraded degraded = Degraded::kNone;
   int candidates_by_source[3] = {0, 0, 0};  // embedding, covisit, popularity (overlaps count in each)
   int unknown_items = 0;
   // Candidates the ranker scored NaN or infinite (its arithmetic overflowed): each is

@@ -183,9 +183,13 @@ int Recommend() {
   recserve::v1::RecommendResponse response;
   grpc::Status status = stub->Recommend(&ctx, request, &response);
   if (!status.ok()) return Fail("recommend", status, address);
-  std::printf("model %s version %lld, %d candidates ranked, %d unknown items, request %s\n",
+  std::printf("model %s version %lld, %d candidates, %d unknown items, request %s\n",
               response.model_name().c_str(), static_cast<long long>(response.model_version()),
               response.candidates(), response.unknown_items(), response.request_id().c_str());
+  if (response.degraded() != recserve::v1::DEGRADED_NONE) {
+    // The deadline (--timeout_ms) left no time for the whole pipeline.
+    std::printf("degraded: %s\n", recserve::v1::Degraded_Name(response.degraded()).c_str());
+  }
   std::printf("%4s  %12s  %8s  %8s  %s\n", "rank", "item", "score", "category", "sources");
   for (int i = 0; i < response.items_size(); ++i) {
     const auto& it = response.items(i);

@@ -165,6 +165,13 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind
                                .Register(reg).Add({});
   m->shed_ = &BuildCounter().Name("recserve_shed_requests_total")
                   .Help("Requests answered RESOURCE_EXHAUSTED at the in-flight cap.").Register(reg).Add({});
+  auto& degraded = BuildCounter().Name("recserve_degraded_total")
+                      .Help("Answers the deadline left no time for the full pipeline, by the stage they "
+                            "stopped at: fewer_candidates, recall_order, popularity.")
+                      .Register(reg);
+  for (Degraded d : {Degraded::kFewerCandidates, Degraded::kRecallOrder, Degraded::kPopularity}) {
+    m->degraded_[static_cast<int>(d)] = &degraded.Add({{"stage", DegradedName(d)}});
+  }
   auto& reloads = BuildCounter().Name("recserve_model_reloads_total").Help("Model version load attempts by result.").Register(reg);
   m->reload_success_ = &reloads.Add({{"result", "success"}});
   m->reload_failure_ = &reloads.Add({{"result", "failure"}});
@@ -222,9 +229,13 @@ void Metrics::ObserveRequest(const RequestOutcome& o) {
   if (o.code == absl::StatusCode::kResourceExhausted) shed_->Increment();
   if (o.result == nullptr) return;
   const RecommendResult& r = *o.result;
-  stage_recall_->Observe(r.seconds.recall);
-  stage_features_->Observe(r.seconds.features);
-  stage_rank_->Observe(r.seconds.rank);
+  if (r.degraded != Degraded::kNone) degraded_[static_cast<int>(r.degraded)]->Increment();
+  // Stages a degraded answer skipped are not observed as taking no time.
+  if (r.degraded != Degraded::kPopularity) stage_recall_->Observe(r.seconds.recall);
+  if (r.ranked > 0) {
+    stage_features_->Observe(r.seconds.features);
+    stage_rank_->Observe(r.seconds.rank);
+  }
   stage_total_->Observe(r.seconds.total);
   for (int s = 0; s < 3; ++s) candidates_[s]->Observe(r.candidates_by_source[s]);
   if (r.unknown_items > 0) unknown_items_->Increment(r.unknown_items);

@@ -67,6 +67,8 @@ class Metrics {
   prometheus::Counter* unknown_items_ = nullptr;
   prometheus::Counter* non_finite_scores_ = nullptr;
   prometheus::Counter* shed_ = nullptr;
+  // recserve_degraded_total{stage}, by Degraded (kNone's slot unused).
+  std::array<prometheus::Counter*, 4> degraded_{};
   prometheus::Counter* reload_success_ = nullptr;
   prometheus::Counter* reload_failure_ = nullptr;
   prometheus::Family<prometheus::Gauge>* model_version_ = nullptr;

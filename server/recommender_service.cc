@@ -50,6 +50,11 @@ struct CallMessages {
   grpc::ByteBuffer* response_body = nullptr;
 };
 
+static_assert(static_cast<int>(Degraded::kFewerCandidates) == v1::DEGRADED_FEWER_CANDIDATES &&
+                  static_cast<int>(Degraded::kRecallOrder) == v1::DEGRADED_RECALL_ORDER &&
+                  static_cast<int>(Degraded::kPopularity) == v1::DEGRADED_POPULARITY,
+              "engine and proto name the same degraded stages by the same numbers");
+
 constexpr char kNoMessage[] = "the call carried no request message";
 
 // The body as one string, for describing a fault (the failure path only).
@@ -380,6 +385,7 @@ absl::Status RecommenderService::Handle(const RecommendCall& call, RecommendResu
   response->set_model_version(model->version());
   response->set_candidates(result->candidates);
   response->set_unknown_items(result->unknown_items);
+  response->set_degraded(static_cast<v1::Degraded>(result->degraded));
   if (!call.request_id.empty()) {
     response->set_request_id(call.request_id);
   } else {

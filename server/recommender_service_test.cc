@@ -1,6 +1,7 @@
 #include "server/recommender_service.h"
 
 #include <grpcpp/grpcpp.h>
+#include <prometheus/text_serializer.h>
 
 #include <algorithm>
 #include <set>
@@ -11,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/http2_test_client.h"
+#include "server/metrics.h"
 #include "server/sync.h"
 
 namespace recserve {
@@ -118,18 +120,42 @@ TEST(ValidateRequestTest, UserIdAndDeviceLimits) {
   EXPECT_THAT(ValidateRequest(r, RequestLimits(), absl::Now()).message(), HasSubstr("context.device: 7"));
 }
 
-// The in-flight cap, made deterministic: the only worker is held busy, so accepted calls
-// stay queued; the call past the cap is shed at once with RESOURCE_EXHAUSTED, and the
-// queued ones finish normally once the worker is free.
-TEST(RecommenderServiceTest, CallsPastTheInflightCapAreShedWithResourceExhausted) {
-  const std::string dir = testing::TempDir("inflight_cap");
-  ASSERT_TRUE(WriteBundle(testing::TinyBundle(), dir + "/1").ok());
+// A tiny bundle's version 1 serving from a fresh directory named `name` (null, with the
+// failure reported, if it does not serve within 30 s).
+std::unique_ptr<ModelManager> ServeTinyBundle(const std::string& name) {
+  const std::string dir = testing::TempDir(name);
+  EXPECT_TRUE(WriteBundle(testing::TinyBundle(), dir + "/1").ok());
   ModelManagerOptions mo;
   mo.base_path = dir;
   mo.warmup_requests = 1;
   auto manager = ModelManager::Create(mo);
-  ASSERT_TRUE(manager.ok()) << manager.status();
-  ASSERT_TRUE((*manager)->WaitUntilServing(absl::Seconds(30)));
+  EXPECT_TRUE(manager.ok()) << manager.status();
+  if (!manager.ok() || !(*manager)->WaitUntilServing(absl::Seconds(30))) return nullptr;
+  return std::move(*manager);
+}
+
+// `service` on an in-process gRPC server at a loopback port, and a stub calling it.
+struct InProcessServer {
+  explicit InProcessServer(grpc::Service* service) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(service);
+    server = builder.BuildAndStart();
+    stub = v1::Recommender::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  }
+  ~InProcessServer() { server->Shutdown(); }
+  int port = 0;
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<v1::Recommender::Stub> stub;
+};
+
+// The in-flight cap, made deterministic: the only worker is held busy, so accepted calls
+// stay queued; the call past the cap is shed at once with RESOURCE_EXHAUSTED, and the
+// queued ones finish normally once the worker is free.
+TEST(RecommenderServiceTest, CallsPastTheInflightCapAreShedWithResourceExhausted) {
+  std::unique_ptr<ModelManager> manager = ServeTinyBundle("inflight_cap");
+  ASSERT_NE(manager, nullptr);
 
   WorkerPool pool(1);
   Notification release, busy;
@@ -140,15 +166,10 @@ TEST(RecommenderServiceTest, CallsPastTheInflightCapAreShedWithResourceExhausted
   busy.WaitForNotification();
   RequestLimits limits;
   limits.max_inflight = 2;
-  RecommenderService service(manager->get(), &pool, limits);
-  int port = 0;
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  auto server = builder.BuildAndStart();
-  ASSERT_NE(port, 0);
-  auto stub = v1::Recommender::NewStub(
-      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  RecommenderService service(manager.get(), &pool, limits);
+  auto server = std::make_unique<InProcessServer>(&service);
+  ASSERT_NE(server->port, 0);
+  v1::Recommender::Stub* stub = server->stub.get();
 
   v1::RecommendRequest request;
   request.set_n(3);
@@ -180,7 +201,7 @@ TEST(RecommenderServiceTest, CallsPastTheInflightCapAreShedWithResourceExhausted
     EXPECT_TRUE(calls[i].status.ok()) << calls[i].status.error_message();
     EXPECT_EQ(calls[i].response.items_size(), 3);
   }
-  server->Shutdown();
+  server.reset();
   pool.Stop();
 }
 
@@ -219,21 +240,12 @@ absl::StatusOr<v1::RecommendResponse> RecommendOverRawHttp2(int port, const v1::
 // A deadline past what std::chrono::system_clock holds in nanoseconds (year 2262) or an
 // infinite one means "no deadline", never "already passed".
 TEST(RecommenderServiceTest, FarAndInfiniteDeadlinesAreNoDeadlineNotAlreadyPassed) {
-  const std::string dir = testing::TempDir("far_deadline");
-  ASSERT_TRUE(WriteBundle(testing::TinyBundle(), dir + "/1").ok());
-  ModelManagerOptions mo;
-  mo.base_path = dir;
-  mo.warmup_requests = 1;
-  auto manager = ModelManager::Create(mo);
-  ASSERT_TRUE(manager.ok()) << manager.status();
-  ASSERT_TRUE((*manager)->WaitUntilServing(absl::Seconds(30)));
+  std::unique_ptr<ModelManager> manager = ServeTinyBundle("far_deadline");
+  ASSERT_NE(manager, nullptr);
   WorkerPool pool(1);
-  RecommenderService service(manager->get(), &pool, RequestLimits());
-  int port = 0;
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  auto server = builder.BuildAndStart();
+  RecommenderService service(manager.get(), &pool, RequestLimits());
+  auto server = std::make_unique<InProcessServer>(&service);
+  const int port = server->port;
   ASSERT_NE(port, 0);
   v1::RecommendRequest request;
   request.set_n(3);
@@ -248,15 +260,86 @@ TEST(RecommenderServiceTest, FarAndInfiniteDeadlinesAreNoDeadlineNotAlreadyPasse
     }
   }
   // No deadline at all, through gRPC's own client.
-  auto stub = v1::Recommender::NewStub(
-      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  v1::Recommender::Stub* stub = server->stub.get();
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::time_point::max());
   v1::RecommendResponse response;
   const grpc::Status status = stub->Recommend(&ctx, request, &response);
   EXPECT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
   EXPECT_EQ(response.items_size(), 3);
-  server->Shutdown();
+  server.reset();
+  pool.Stop();
+}
+
+// The call's gRPC deadline, a minute away, is far shorter than what the serving version
+// is told its stages cost (hours): the answer degrades by stage and comes back OK,
+// naming the stage in the response and in recserve_degraded_total; a deadline that
+// cannot fit even popularity is refused with DEADLINE_EXCEEDED.
+TEST(RecommenderServiceTest, AShortDeadlineGetsADegradedAnswerNotDeadlineExceeded) {
+  std::unique_ptr<ModelManager> manager = ServeTinyBundle("degraded");
+  ASSERT_NE(manager, nullptr);
+  auto metrics = Metrics::Create("127.0.0.1:0", MetricsHttpOptions(), [] { return 0; });
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  WorkerPool pool(1);
+  RecommenderService service(manager.get(), &pool, RequestLimits(),
+                             [&](const RequestOutcome& o) { (*metrics)->ObserveRequest(o); });
+  auto server = std::make_unique<InProcessServer>(&service);
+  ASSERT_NE(server->port, 0);
+  v1::RecommendRequest request;
+  request.set_n(3);
+  v1::Event* e = request.add_events();
+  e->set_item_id(1010);
+  e->set_type(v1::CLICK);
+  e->set_timestamp_ms(1700000000000);
+  auto call = [&](absl::Duration timeout, v1::RecommendResponse* response) {
+    grpc::ClientContext ctx;
+    if (timeout != absl::InfiniteDuration()) ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    return server->stub->Recommend(&ctx, request, response);
+  };
+  // Measured by the warm-up: the whole pipeline fits a minute.
+  v1::RecommendResponse response;
+  grpc::Status status = call(absl::Minutes(1), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.degraded(), v1::DEGRADED_NONE);
+
+  // The version's ranking is measured at hours a candidate: recall's order.
+  std::shared_ptr<const Model> model = manager->Pin();
+  model->stage_costs().Record(StageCosts::kRankPerCandidate, absl::Hours(10), absl::Now());
+  response.Clear();
+  status = call(absl::Minutes(1), &response);
+  ASSERT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
+  EXPECT_EQ(response.degraded(), v1::DEGRADED_RECALL_ORDER);
+  EXPECT_EQ(response.items_size(), 3);
+  EXPECT_GT(response.candidates(), 3);
+  // Without a deadline, the whole pipeline runs whatever it costs.
+  response.Clear();
+  status = call(absl::InfiniteDuration(), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.degraded(), v1::DEGRADED_NONE);
+
+  // Recall too: the most popular items.
+  model->stage_costs().Record(StageCosts::kRecall, absl::Hours(10), absl::Now());
+  response.Clear();
+  status = call(absl::Minutes(1), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.degraded(), v1::DEGRADED_POPULARITY);
+  ASSERT_EQ(response.items_size(), 3);
+  EXPECT_EQ(response.items(0).item_id(), model->catalog().id(model->catalog().by_popularity()[0]));
+  EXPECT_EQ(response.items(0).sources(), static_cast<uint32_t>(v1::POPULARITY));
+
+  // Even reading the request: refused.
+  model->stage_costs().Record(StageCosts::kPrepare, absl::Hours(10), absl::Now());
+  response.Clear();
+  status = call(absl::Minutes(1), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_THAT(status.error_message(), HasSubstr("even the popularity answer takes"));
+
+  const std::string text = prometheus::TextSerializer().Serialize((*metrics)->registry().Collect());
+  EXPECT_THAT(text, HasSubstr("recserve_degraded_total{stage=\"recall_order\"} 1"));
+  EXPECT_THAT(text, HasSubstr("recserve_degraded_total{stage=\"popularity\"} 1"));
+  EXPECT_THAT(text, HasSubstr("recserve_degraded_total{stage=\"fewer_candidates\"} 0"));
+  EXPECT_THAT(text, HasSubstr("recserve_requests_total{code=\"DEADLINE_EXCEEDED\",method=\"Recommend\"} 1"));
+  server.reset();
   pool.Stop();
 }
 
