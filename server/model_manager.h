@@ -63,6 +63,8 @@ class ModelManager {
   // The serving version, or null while none serves. Hold it for one request only.
   std::shared_ptr<const Model> Pin() const { return serving_.Pin(); }
   int64_t serving_version() const { return serving_.serving_version(); }
+  // Every serving member (serving, canary, shadow), or null while none serves.
+  std::shared_ptr<const ServingSet> PinSet() const { return serving_.PinSet(); }
   bool WaitUntilServing(absl::Duration timeout) const { return serving_.WaitUntilServing(timeout); }
 
   // Scans now and waits for the resulting loads. Returns the serving version, or the

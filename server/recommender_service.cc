@@ -383,6 +383,7 @@ absl::Status RecommenderService::Handle(const RecommendCall& call, RecommendResu
   }
   response->set_model_name(model->name());
   response->set_model_version(model->version());
+  response->set_model_role(v1::ROLE_SERVING);
   response->set_candidates(result->candidates);
   response->set_unknown_items(result->unknown_items);
   response->set_degraded(static_cast<v1::Degraded>(result->degraded));

@@ -14,6 +14,34 @@ const ServingSet::Member* ServingSet::Find(ServingRole role) const {
   return nullptr;
 }
 
+v1::ServingRole ToProto(ServingRole role) {
+  switch (role) {
+    case ServingRole::kServing:
+      return v1::ROLE_SERVING;
+    case ServingRole::kCanary:
+      return v1::ROLE_CANARY;
+    case ServingRole::kShadow:
+      return v1::ROLE_SHADOW;
+    case ServingRole::kNone:
+      break;
+  }
+  return v1::ROLE_NONE;
+}
+
+const char* RoleName(ServingRole role) {
+  switch (role) {
+    case ServingRole::kServing:
+      return "serving";
+    case ServingRole::kCanary:
+      return "canary";
+    case ServingRole::kShadow:
+      return "shadow";
+    case ServingRole::kNone:
+      break;
+  }
+  return "none";
+}
+
 ServingManager::ServingManager(ServingManagerOptions options, const VersionSource* source,
                                const VersionLoader* loader)
     : options_(std::move(options)), source_(source), loader_(loader), pinned_(options_.pinned_version) {}
@@ -22,6 +50,11 @@ std::shared_ptr<const Model> ServingManager::Pin() const {
   ReaderMutexLock lock(&serving_mu_);
   const ServingSet::Member* serving = serving_set_ ? serving_set_->Find(ServingRole::kServing) : nullptr;
   return serving ? serving->model : nullptr;
+}
+
+std::shared_ptr<const ServingSet> ServingManager::PinSet() const {
+  ReaderMutexLock lock(&serving_mu_);
+  return serving_set_;
 }
 
 int64_t ServingManager::serving_version() const {
@@ -41,7 +74,10 @@ bool ServingManager::WaitUntilServing(absl::Duration timeout) const {
 std::vector<v1::VersionStatus> ServingManager::Versions() const {
   MutexLock lock(&mu_);
   std::vector<v1::VersionStatus> out;
-  for (auto it = versions_.rbegin(); it != versions_.rend(); ++it) out.push_back(it->second.status);
+  for (auto it = versions_.rbegin(); it != versions_.rend(); ++it) {
+    out.push_back(it->second.status);
+    out.back().set_role(ToProto(it->second.role));
+  }
   return out;
 }
 

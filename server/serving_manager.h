@@ -78,10 +78,15 @@ struct ServingManagerOptions {
 // The part a loaded version plays in what serves.
 enum class ServingRole {
   kNone,     // not serving: loading, kept as the previous version, failed or unloaded
-  kServing,  // answers every request
-  // Issue 14 adds kCanary (answers the requests whose user hash falls in its share) and
-  // kShadow (scores a sample of requests off the critical path, never answers).
+  kServing,  // answers every request not routed to a canary
+  kCanary,   // answers the requests whose stable user_id hash falls in its share
+  kShadow,   // scores a sampled share of requests off the critical path, never answers
 };
+
+// The proto's name for a role (v1::ServingRole), for responses and status.
+v1::ServingRole ToProto(ServingRole role);
+// "serving", "canary", "shadow", "none": the `role` label of metrics.
+const char* RoleName(ServingRole role);
 
 // What serves, published as one immutable snapshot: readers see either the whole old set
 // or the whole new one.
@@ -90,8 +95,11 @@ struct ServingSet {
     int64_t version;
     ServingRole role;
     std::shared_ptr<const Model> model;
+    // kCanary: share of users it answers; kShadow: share of requests it scores; 1 for
+    // kServing.
+    double share = 1.0;
   };
-  std::vector<Member> members;  // today: at most one, in role kServing
+  std::vector<Member> members;  // at most one per role; kServing is there whenever any is
 
   // The member in `role`, or null.
   const Member* Find(ServingRole role) const;
@@ -107,6 +115,9 @@ class ServingManager : public LoadThread::Work {
   // The serving version, or null while none serves. Hold it for one request only.
   std::shared_ptr<const Model> Pin() const ABSL_LOCKS_EXCLUDED(serving_mu_);
   int64_t serving_version() const ABSL_LOCKS_EXCLUDED(serving_mu_);
+  // The whole serving set (every role), or null while none serves. Hold it for one
+  // request only: a request chooses its member from the set it pinned.
+  std::shared_ptr<const ServingSet> PinSet() const ABSL_LOCKS_EXCLUDED(serving_mu_);
   bool WaitUntilServing(absl::Duration timeout) const ABSL_LOCKS_EXCLUDED(serving_mu_);
 
   // Every version seen, newest first.
