@@ -85,6 +85,19 @@ ABSL_FLAG(double, sparsity, -1, "prune+int8: unstructured sparsity of hidden lay
 ABSL_FLAG(double, structured_ratio, -1, "prune+int8: share of hidden neurons removed (-1: manifest's)");
 ABSL_FLAG(double, max_auc_drop, -1, "Accuracy gate: largest AUC drop vs fp32 (-1: manifest's)");
 ABSL_FLAG(double, max_logloss_rise, -1, "Accuracy gate: largest logloss rise vs fp32 (-1: manifest's)");
+ABSL_FLAG(std::string, impression_log_dir, "",
+          "Write served answers (a sampled share) here as impression records; empty = off");
+ABSL_FLAG(double, impression_log_share, 0.01, "Share of answered calls written to the impression log, (0, 1]");
+ABSL_FLAG(int, impression_log_queue, 4096, "Impression records waiting for the writer before new ones are dropped");
+ABSL_FLAG(int64_t, impression_log_file_mb, 64, "An impression log file is closed at this size (MiB) ...");
+ABSL_FLAG(absl::Duration, impression_log_file_age, absl::Minutes(10), "... or this age");
+ABSL_FLAG(int64_t, impression_log_budget_mb, 1024,
+          "The impression log directory's files at most (MiB): the oldest are deleted past it");
+ABSL_FLAG(bool, impression_hash_users, false,
+          "Store user ids in the impression log as salted SHA-256 prefixes (needs --impression_user_salt)");
+ABSL_FLAG(std::string, impression_user_salt, "", "Salt of --impression_hash_users");
+ABSL_FLAG(std::string, impression_events, "full",
+          "Events kept in impression records: full (as sent) or digest (count and hash only)");
 ABSL_FLAG(std::string, port_file, "",
           "If set, write \"<port> <admin_port> <metrics_port>\" here once listening (scripts, tests)");
 
@@ -178,6 +191,23 @@ int Run() {
                          "--max_message_bytes >= 1024; --max_events >= 0; "
                          "--max_exclude_items in [0, 1000000])\n");
     return 2;
+  }
+  {
+    recserve::ImpressionLogOptions& log = options.impressions;
+    log.dir = absl::GetFlag(FLAGS_impression_log_dir);
+    log.share = absl::GetFlag(FLAGS_impression_log_share);
+    log.queue_records = absl::GetFlag(FLAGS_impression_log_queue);
+    log.max_file_bytes = absl::GetFlag(FLAGS_impression_log_file_mb) << 20;
+    log.max_file_age = absl::GetFlag(FLAGS_impression_log_file_age);
+    log.max_total_bytes = absl::GetFlag(FLAGS_impression_log_budget_mb) << 20;
+    log.hash_users = absl::GetFlag(FLAGS_impression_hash_users);
+    log.user_salt = absl::GetFlag(FLAGS_impression_user_salt);
+    const std::string events = absl::GetFlag(FLAGS_impression_events);
+    if (events != "full" && events != "digest") {
+      std::fprintf(stderr, "recserve: --impression_events must be full or digest, not \"%s\"\n", events.c_str());
+      return 2;
+    }
+    log.full_events = events == "full";
   }
   if (m.load_threads < 0 || m.load_threads > 1024) {
     std::fprintf(stderr, "recserve: --load_threads must be between 0 (one per core) and 1024, not %d\n",

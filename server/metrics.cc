@@ -215,6 +215,10 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind
   return m;
 }
 
+void Metrics::Expose(const std::shared_ptr<prometheus::Collectable>& collectable) {
+  exposer_->RegisterCollectable(collectable);
+}
+
 int Metrics::port() const {
   const auto ports = exposer_->GetListeningPorts();
   return ports.empty() ? 0 : ports.front();

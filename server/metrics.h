@@ -49,6 +49,9 @@ class Metrics {
   void ObserveServing(const Model& model, const v1::ModelFigures& figures);
 
   prometheus::Registry& registry() { return *registry_; }
+  // Serves another component's metrics on the same /metrics (e.g. the impression log's
+  // registry). Dropped from scrapes once `collectable` is destroyed.
+  void Expose(const std::shared_ptr<prometheus::Collectable>& collectable);
 
  private:
   Metrics() = default;

@@ -197,8 +197,13 @@ void RecommenderService::WarmWorkers(const Model& model) {
 
 RecommenderService::RecommenderService(ModelManager* manager, WorkerPool* pool,
                                        RequestLimits limits,
-                                       std::function<void(const RequestOutcome&)> observer)
-    : manager_(manager), pool_(pool), limits_(limits), observer_(std::move(observer)) {
+                                       std::function<void(const RequestOutcome&)> observer,
+                                       ImpressionLog* impressions)
+    : manager_(manager),
+      pool_(pool),
+      limits_(limits),
+      observer_(std::move(observer)),
+      impressions_(impressions) {
   InstallProtobufLogCapture();  // now, before gRPC's threads parse anything
 }
 
@@ -299,6 +304,7 @@ void RecommenderService::Submit(RecommendCall call, std::function<void(const abs
   const bool queued = pool_->Submit([this, call = std::move(call), done, start] {
     WorkerState& worker = ThisWorker();
     absl::Status status = Handle(call, &worker.result);
+    if (status.ok() && impressions_ != nullptr) impressions_->Offer(*call.request, *call.response);
     Finish(done, status, start, status.ok() ? &worker.result : nullptr);
   });
   if (!queued) Finish(done, absl::UnavailableError("server is shutting down"), start, nullptr);

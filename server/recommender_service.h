@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "engine/pipeline.h"
 #include "recserve/v1/recommender.grpc.pb.h"
+#include "server/impression_log.h"
 #include "server/log_rate_limiter.h"
 #include "server/model_manager.h"
 #include "server/worker_pool.h"
@@ -81,8 +82,11 @@ class NoMessageReactor;
 class RecommenderService final
     : public v1::Recommender::WithRawCallbackMethod_Recommend<v1::Recommender::Service> {
  public:
+  // `impressions`, when set, gets every answered call (it samples) and must outlive the
+  // service's calls.
   RecommenderService(ModelManager* manager, WorkerPool* pool, RequestLimits limits,
-                     std::function<void(const RequestOutcome&)> observer = nullptr);
+                     std::function<void(const RequestOutcome&)> observer = nullptr,
+                     ImpressionLog* impressions = nullptr);
 
   // `request` is a RecommendRequest's bytes; `response` gets a RecommendResponse's. A
   // call that carried no message is INVALID_ARGUMENT when the client ended it so, and
@@ -122,6 +126,7 @@ class RecommenderService final
   WorkerPool* const pool_;
   const RequestLimits limits_;
   const std::function<void(const RequestOutcome&)> observer_;
+  ImpressionLog* const impressions_;
   std::atomic<uint64_t> arrivals_{0};
   std::atomic<int> inflight_{0};
   std::atomic<uint64_t> request_counter_{0};

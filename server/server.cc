@@ -56,18 +56,23 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   // UpdateReadiness tolerates a gRPC server that is not built yet, and readiness is set again
   // below.
   ASSIGN_OR_RETURN(s->manager_, ModelManager::Create(std::move(manager_options)));
+  if (!s->options_.impressions.dir.empty()) {
+    ASSIGN_OR_RETURN(s->impressions_, ImpressionLog::Create(s->options_.impressions));
+  }
   auto user_observer = s->options_.observer;
   s->recommender_ = std::make_unique<RecommenderService>(
       s->manager_.get(), s->pool_.get(), s->options_.limits,
       [self, user_observer](const RequestOutcome& outcome) {
         if (self->metrics_) self->metrics_->ObserveRequest(outcome);
         if (user_observer) user_observer(outcome);
-      });
+      },
+      s->impressions_.get());
   // Everything the manager's and workers' callbacks read is set before their threads
   // start (the manager's below, gRPC's at BuildAndStart).
   if (!s->options_.metrics_address.empty()) {
     ASSIGN_OR_RETURN(s->metrics_, Metrics::Create(s->options_.metrics_address, s->options_.metrics_http,
                                                   [self] { return self->recommender_->inflight(); }));
+    if (s->impressions_) s->metrics_->Expose(s->impressions_->registry());
   }
   s->manager_->Start();
 

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/admin_service.h"
+#include "server/impression_log.h"
 #include "server/listener.h"
 #include "server/metrics.h"
 #include "server/model_manager.h"
@@ -45,6 +46,8 @@ struct ServerOptions {
   RequestLimits limits;
   ModelManagerOptions manager;
   std::function<void(const RequestOutcome&)> observer;  // per finished Recommend
+  // The impression log (server/impression_log.h); off while `impressions.dir` is empty.
+  ImpressionLogOptions impressions;
 };
 
 class RecserveServer {
@@ -75,6 +78,9 @@ class RecserveServer {
   // objects lock for themselves.
   ServerOptions options_;
   std::unique_ptr<ModelManager> manager_;
+  // Declared before the pool and the service, so destroyed after them: no call is left
+  // to offer it a record when it stops (writing what is queued).
+  std::unique_ptr<ImpressionLog> impressions_;
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<RecommenderService> recommender_;
   std::unique_ptr<AdminService> admin_;
