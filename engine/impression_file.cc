@@ -21,14 +21,15 @@ std::string ImpressionFileName(int64_t unix_ms, int64_t sequence, bool active) {
 }
 
 void AppendImpression(const v1::Impression& record, std::string* out) {
-  const size_t size = record.ByteSizeLong();
+  AppendImpressionBytes(record.SerializeAsString(), out);
+}
+
+void AppendImpressionBytes(absl::string_view serialized, std::string* out) {
   uint8_t header[5];  // a varint32 takes at most 5 bytes
   const uint8_t* end =
-      google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(size), header);
+      google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(serialized.size()), header);
   out->append(reinterpret_cast<const char*>(header), end - header);
-  const size_t at = out->size();
-  out->resize(at + size);
-  record.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(&(*out)[at]));
+  out->append(serialized.data(), serialized.size());
 }
 
 absl::StatusOr<ImpressionFileContents> ReadImpressionFile(const std::string& path) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "recserve/v1/impression.pb.h"
 
 namespace recserve {
@@ -24,8 +25,10 @@ inline constexpr char kImpressionActiveSuffix[] = ".pb.part";
 // The name of the `sequence`th file of a log whose first record is at `unix_ms`.
 std::string ImpressionFileName(int64_t unix_ms, int64_t sequence, bool active);
 
-// Appends `record` to `out` as one length-delimited record.
+// Appends `record` to `out` as one length-delimited record ...
 void AppendImpression(const v1::Impression& record, std::string* out);
+// ... or a record already serialized.
+void AppendImpressionBytes(absl::string_view serialized, std::string* out);
 
 struct ImpressionFileContents {
   std::vector<v1::Impression> records;

@@ -16,9 +16,19 @@
 #include "engine/bundle.h"
 #include "engine/file_util.h"
 #include "engine/impression_file.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 
 namespace recserve {
 namespace {
+
+// Writes `message` as field `field` of the enclosing message (wire type 2).
+void WriteMessageField(int field, const google::protobuf::MessageLite& message,
+                       google::protobuf::io::CodedOutputStream* out) {
+  out->WriteTag(static_cast<uint32_t>(field) << 3 | 2);
+  out->WriteVarint32(static_cast<uint32_t>(message.ByteSizeLong()));
+  message.SerializeWithCachedSizes(out);
+}
 
 // The first 8 bytes of a lowercase hex SHA-256 digest, as a number.
 uint64_t DigestPrefix(absl::string_view hex) {
@@ -103,34 +113,44 @@ ImpressionLog::ImpressionLog(ImpressionLogOptions options)
 void ImpressionLog::Offer(const v1::RecommendRequest& request, const v1::RecommendResponse& response) {
   thread_local absl::InsecureBitGen gen;
   if (options_.share < 1 && !absl::Bernoulli(gen, options_.share)) return;
-  Enqueue(MakeRecord(request, response));
+  Enqueue(SerializeRecord(request, response));
 }
 
-v1::Impression ImpressionLog::MakeRecord(const v1::RecommendRequest& request,
-                                         const v1::RecommendResponse& response) const {
-  v1::Impression record;
-  record.set_time_unix_ms(absl::ToUnixMillis(absl::Now()));
+std::string ImpressionLog::SerializeRecord(const v1::RecommendRequest& request,
+                                           const v1::RecommendResponse& response) const {
+  v1::Impression head;
+  head.set_time_unix_ms(absl::ToUnixMillis(absl::Now()));
   if (options_.hash_users && !request.user_id().empty()) {
-    record.set_user(absl::StrCat("h:", Sha256Hex(absl::StrCat(options_.user_salt, request.user_id())).substr(0, 16)));
+    head.set_user(absl::StrCat("h:", Sha256Hex(absl::StrCat(options_.user_salt, request.user_id())).substr(0, 16)));
   } else {
-    record.set_user(request.user_id());
+    head.set_user(request.user_id());
   }
-  *record.mutable_context() = request.context();
-  record.set_events_count(request.events_size());
-  if (options_.full_events) {
-    *record.mutable_events() = request.events();
-  } else if (request.events_size() > 0) {
+  *head.mutable_context() = request.context();
+  head.set_events_count(request.events_size());
+  if (!options_.full_events && request.events_size() > 0) {
     std::string bytes;
     for (const v1::Event& e : request.events()) e.AppendToString(&bytes);
-    record.set_events_digest(DigestPrefix(Sha256Hex(bytes)));
+    head.set_events_digest(DigestPrefix(Sha256Hex(bytes)));
   }
-  v1::RecommendResponse* served = record.mutable_response();
-  *served = response;
-  served->clear_timings();
-  return record;
+  // The rest is appended as encoded fields: a message's serialization is the
+  // concatenation of its fields', so the events and the response are not copied into a
+  // v1::Impression first.
+  std::string out;
+  head.AppendToString(&out);
+  {
+    google::protobuf::io::StringOutputStream stream(&out);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    if (options_.full_events) {
+      for (const v1::Event& e : request.events()) {
+        WriteMessageField(v1::Impression::kEventsFieldNumber, e, &coded);
+      }
+    }
+    WriteMessageField(v1::Impression::kResponseFieldNumber, response, &coded);
+  }  // the stream gives back what it did not fill
+  return out;
 }
 
-void ImpressionLog::Enqueue(v1::Impression record) {
+void ImpressionLog::Enqueue(std::string record) {
   {
     MutexLock lock(&mu_);
     if (!stopping_ && static_cast<int>(queue_.size()) < options_.queue_records) {
@@ -139,7 +159,7 @@ void ImpressionLog::Enqueue(v1::Impression record) {
     }
   }
   dropped_queue_full_->Increment();
-  bytes_dropped_->Increment(static_cast<double>(record.ByteSizeLong()));
+  bytes_dropped_->Increment(static_cast<double>(record.size()));
 }
 
 void ImpressionLog::Stop() {
@@ -168,13 +188,16 @@ void ImpressionLog::SetBeforeWriteForTest(std::function<void()> hook) {
 
 void ImpressionLog::WriterLoop() {
   for (;;) {
-    std::deque<v1::Impression> batch;
+    std::deque<std::string> batch;
     std::function<void()> hook;
     bool stopping;
     {
       MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stopping_; };
-      mu_.AwaitWithTimeout(absl::Condition(&ready), options_.idle_wake);
+      // Batches: an Offer wakes the writer only when the queue is half full, not per record.
+      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return 2 * static_cast<int>(queue_.size()) >= options_.queue_records || stopping_;
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&ready), options_.flush_interval);
       batch.swap(queue_);
       stopping = stopping_;
       hook = before_write_;
@@ -194,7 +217,7 @@ void ImpressionLog::WriterLoop() {
   EnforceBudget();
 }
 
-void ImpressionLog::WriteBatch(std::deque<v1::Impression>* batch) {
+void ImpressionLog::WriteBatch(std::deque<std::string>* batch) {
   std::string pending;
   std::vector<size_t> ends;  // where each pending record ends in `pending`
   // Writes `pending` to the active file. When the write stops part-way (a full disk), the
@@ -233,7 +256,7 @@ void ImpressionLog::WriteBatch(std::deque<v1::Impression>* batch) {
   std::string record;
   for (size_t i = 0; i < batch->size(); ++i) {
     record.clear();
-    AppendImpression((*batch)[i], &record);
+    AppendImpressionBytes((*batch)[i], &record);
     if (fd_ >= 0 && file_bytes_ + static_cast<int64_t>(pending.size() + record.size()) > options_.max_file_bytes &&
         file_bytes_ + static_cast<int64_t>(pending.size()) > 0) {
       if (flush()) {
@@ -251,9 +274,9 @@ void ImpressionLog::WriteBatch(std::deque<v1::Impression>* batch) {
   flush();
 }
 
-void ImpressionLog::DropBatch(std::deque<v1::Impression>* batch, size_t from, const std::string& why) {
+void ImpressionLog::DropBatch(std::deque<std::string>* batch, size_t from, const std::string& why) {
   double bytes = 0;
-  for (size_t i = from; i < batch->size(); ++i) bytes += static_cast<double>((*batch)[i].ByteSizeLong());
+  for (size_t i = from; i < batch->size(); ++i) bytes += static_cast<double>((*batch)[i].size());
   dropped_write_error_->Increment(static_cast<double>(batch->size() - from));
   bytes_dropped_->Increment(bytes);
   int64_t held_back = 0;

@@ -4,10 +4,11 @@
 // which model version: the training tools join it with what users did next.
 //
 // It promises:
-//   - the request path never waits for the disk: Offer() samples, builds the record and
-//     appends it to a bounded in-memory queue under a lock that is only ever held for a
+//   - the request path never waits for the disk: Offer() samples, serializes the record
+//     and appends it to a bounded in-memory queue under a lock that is only ever held for a
 //     push or a swap; when the queue is full the record is dropped and counted;
-//   - one writer thread owns the files: it appends batches to the active file
+//   - one writer thread owns the files: every flush_interval (sooner when the queue is
+//     half full) it takes the whole queue and appends it with one write() to the active file
 //     ("<name>.pb.part"), renames it to "<name>.pb" when it reaches max_file_bytes or
 //     max_file_age, then deletes the oldest complete files while the directory's
 //     impression files take more than max_total_bytes;
@@ -56,8 +57,9 @@ struct ImpressionLogOptions {
   bool hash_users = false;                          // store "h:" + salted SHA-256 of user_id
   std::string user_salt;                            // with hash_users
   bool full_events = true;                          // false: only the events' count and digest
-  // The writer wakes at least this often when idle (to close files by age).
-  absl::Duration idle_wake = absl::Seconds(1);
+  // The writer writes what is queued this often (one write() per batch; a queue half
+  // full wakes it sooner), so a record reaches its file at most about this late.
+  absl::Duration flush_interval = absl::Milliseconds(100);
 };
 
 class ImpressionLog {
@@ -92,15 +94,17 @@ class ImpressionLog {
 
  private:
   explicit ImpressionLog(ImpressionLogOptions options);
-  v1::Impression MakeRecord(const v1::RecommendRequest& request, const v1::RecommendResponse& response) const;
-  void Enqueue(v1::Impression record) ABSL_LOCKS_EXCLUDED(mu_);
+  // The serialized v1::Impression, built on the request thread in one string (the queue
+  // and the writer then move bytes only, and each record is one allocation to free).
+  std::string SerializeRecord(const v1::RecommendRequest& request, const v1::RecommendResponse& response) const;
+  void Enqueue(std::string record) ABSL_LOCKS_EXCLUDED(mu_);
   void WriterLoop() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Writer thread only (no lock: one thread owns them).
-  void WriteBatch(std::deque<v1::Impression>* batch);
+  void WriteBatch(std::deque<std::string>* batch);
   bool OpenFile(int64_t now_ms);
   void CloseFile();
-  void DropBatch(std::deque<v1::Impression>* batch, size_t from, const std::string& why);
+  void DropBatch(std::deque<std::string>* batch, size_t from, const std::string& why);
   void EnforceBudget();
 
   const ImpressionLogOptions options_;
@@ -114,7 +118,7 @@ class ImpressionLog {
   LogRateLimiter error_log_;
 
   mutable Mutex mu_;
-  std::deque<v1::Impression> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void()> before_write_ ABSL_GUARDED_BY(mu_);
   std::thread writer_;
