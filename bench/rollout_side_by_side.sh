@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Roll-outs under load, side by side in one run: p99 and failed requests while version 2
-# arrives (a) as a plain reload (--rollout=immediate), (b) as a canary that is promoted,
-# (c) as a canary that is rolled back. Each case: a fresh recserve on version 1 of the
+# Roll-outs under load, side by side in one run: p99 and failed requests with no new
+# version (steady), and while version 2 arrives (a) as a plain reload
+# (--rollout=immediate), (b) as a canary that is promoted, (c) as a canary that is rolled
+# back. Each case: a fresh recserve on version 1 of the
 # small world's model, recserve-load at RATE for RUN_SECONDS, version 2 published 3 s in.
 #
 #   BUILD=build WORK=/tmp/recserve-rollout-bench RATE=500 RUN_SECONDS=20 bash bench/rollout_side_by_side.sh
@@ -50,8 +51,10 @@ run() {
     --seconds="$seconds" --server_pid=$pid >"$work/load-$name" 2>&1 &
   local load=$!
   sleep 3
-  cp -r "$version2" "$models/.incoming-2"
-  mv "$models/.incoming-2" "$models/2"
+  if [ "$version2" != none ]; then
+    cp -r "$version2" "$models/.incoming-2"
+    mv "$models/.incoming-2" "$models/2"
+  fi
   wait $load || true
   echo "== $name: $*"
   grep -E "^target" "$work/load-$name"
@@ -60,7 +63,10 @@ run() {
   wait $pid || true
 }
 
-echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; oneDNN ISA: ${ONEDNN_MAX_CPU_ISA:-default (best available)}"
+isa=$(ONEDNN_VERBOSE=1 timeout 60 "$build/bench/recserve-ranker-bench" --benchmark_min_time=0.001 2>&1 |
+  sed -n 's/^onednn_verbose,info,cpu,isa://p' | head -1)
+echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; oneDNN ISA: $isa"
+run steady none
 run plain-reload "$work/trained/1"
 run canary-promoted "$work/trained/1" "${canary_flags[@]}"
 run canary-rolled-back "$work/drifting" "${canary_flags[@]}"
