@@ -48,4 +48,14 @@ grpc::Status AdminService::SetServingVersion(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status AdminService::SetRollout(grpc::ServerContext*, const v1::SetRolloutRequest* request,
+                                      v1::SetRolloutResponse* response) {
+  absl::StatusOr<v1::VersionStatus> status =
+      manager_->SetRollout(request->version(), request->action(), request->share());
+  if (!status.ok()) return ToGrpcStatus(status.status());
+  *response->mutable_version() = *std::move(status);
+  response->set_serving_version(manager_->serving_version());
+  return grpc::Status::OK;
+}
+
 }  // namespace recserve

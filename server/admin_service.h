@@ -1,8 +1,9 @@
-// recserve.v1.Admin: model status, reload and version pinning, for operators. Served on
+// recserve.v1.Admin: model status, reload, version pinning and roll-outs, for operators. Served on
 // its own listener (loopback by default) with gRPC's synchronous API: these calls wait
 // for model loads and are rare, so they never occupy request threads. Status never
 // waits for a load; reload and pin wait until shortly before the call's deadline (at
 // most kMaxLoadWait) and then answer DEADLINE_EXCEEDED naming the load in progress.
+// SetRollout acts at once (no load).
 #ifndef RECSERVE_SERVER_ADMIN_SERVICE_H_
 #define RECSERVE_SERVER_ADMIN_SERVICE_H_
 
@@ -28,6 +29,8 @@ class AdminService final : public v1::Admin::Service {
   grpc::Status SetServingVersion(grpc::ServerContext* context,
                                  const v1::SetServingVersionRequest* request,
                                  v1::SetServingVersionResponse* response) override;
+  grpc::Status SetRollout(grpc::ServerContext* context, const v1::SetRolloutRequest* request,
+                          v1::SetRolloutResponse* response) override;
 
  private:
   // When reload and pin stop waiting for the load thread (see the file comment).

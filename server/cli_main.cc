@@ -6,6 +6,8 @@
 //   recserve-cli health [--service=recserve.v1.Recommender]
 //   recserve-cli reload                 (scan the model directory now; waits for the load)
 //   recserve-cli pin --version=N        (serve version N; --version=0 returns to the newest)
+//   recserve-cli rollout --version=N --action=canary|shadow|promote|abort [--share=0.1]
+//                                       (change, promote or abort the roll-out of version N)
 //
 // Events are item[:type][@unix_ms], comma-separated, oldest first; item is the item's
 // key (a SKU such as 85123A, sent as Event.item) or a canonical number (sent as
@@ -22,6 +24,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -47,7 +50,9 @@ ABSL_FLAG(std::string, exclude_items, "",
           "recommend: never return these items, comma-separated keys or ids (e.g. already shown)");
 ABSL_FLAG(std::string, service, "recserve.v1.Recommender", "health: service to check (\"\" = liveness)");
 ABSL_FLAG(int, timeout_ms, 0, "Deadline of the call (0: 5000, or 120000 for reload and pin, which wait for a load)");
-ABSL_FLAG(int64_t, version, -1, "pin: version to serve (0 = back to the newest)");
+ABSL_FLAG(int64_t, version, -1, "pin: version to serve (0 = back to the newest); rollout: the version rolling out");
+ABSL_FLAG(std::string, action, "", "rollout: canary, shadow (set its share or switch roles), promote or abort");
+ABSL_FLAG(double, share, 0, "rollout canary|shadow: its new share (0: keep it)");
 
 namespace {
 
@@ -120,6 +125,31 @@ std::string Sources(uint32_t bits) {
   return absl::StrJoin(names, "+");
 }
 
+// "serving", "canary", "shadow" ("" for ROLE_NONE).
+std::string RoleName(recserve::v1::ServingRole role) {
+  if (role == recserve::v1::ROLE_NONE) return "";
+  return absl::AsciiStrToLower(recserve::v1::ServingRole_Name(role).substr(5));  // drop "ROLE_"
+}
+
+// The roll-out lines under a version of `status`: mode, share, rules, figures, verdict.
+void PrintRollout(const recserve::v1::VersionStatus& v) {
+  if (!v.has_rollout()) return;
+  const auto& r = v.rollout();
+  std::printf("%8s  rollout: %s %.4g of %s, %.0f of %.0f s observed; rules: %s\n", "", RoleName(r.mode()).c_str(),
+              r.share(), r.mode() == recserve::v1::ROLE_CANARY ? "users" : "requests", r.observed_seconds(),
+              r.window_seconds(), r.rules().c_str());
+  for (const auto* side : {&r.canary(), &r.serving()}) {
+    std::printf("%8s    %-7s v%lld: %lld calls, %lld errors, p99 %.2f ms, %lld scores\n", "",
+                side == &r.canary() ? RoleName(r.mode()).c_str() : "serving", static_cast<long long>(side->version()),
+                static_cast<long long>(side->calls()), static_cast<long long>(side->errors()), side->p99_ms(),
+                static_cast<long long>(side->scores()));
+  }
+  std::printf("%8s    error ratio %.2f, p99 ratio %.2f, score PSI %.3f, top-k overlap %.3f (%lld samples)\n", "",
+              r.error_ratio(), r.p99_ratio(), r.score_psi(), r.topk_overlap(),
+              static_cast<long long>(r.overlap_samples()));
+  std::printf("%8s    verdict: %s\n", "", r.verdict().c_str());
+}
+
 void SetDeadline(grpc::ClientContext* ctx, int default_ms = 5000) {
   const int ms = absl::GetFlag(FLAGS_timeout_ms) > 0 ? absl::GetFlag(FLAGS_timeout_ms) : default_ms;
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
@@ -183,9 +213,10 @@ int Recommend() {
   recserve::v1::RecommendResponse response;
   grpc::Status status = stub->Recommend(&ctx, request, &response);
   if (!status.ok()) return Fail("recommend", status, address);
-  std::printf("model %s version %lld, %d candidates, %d unknown items, request %s\n",
+  std::printf("model %s version %lld (%s), %d candidates, %d unknown items, request %s\n",
               response.model_name().c_str(), static_cast<long long>(response.model_version()),
-              response.candidates(), response.unknown_items(), response.request_id().c_str());
+              RoleName(response.model_role()).c_str(), response.candidates(), response.unknown_items(),
+              response.request_id().c_str());
   if (response.degraded() != recserve::v1::DEGRADED_NONE) {
     // The deadline (--timeout_ms) left no time for the whole pipeline.
     std::printf("degraded: %s\n", recserve::v1::Degraded_Name(response.degraded()).c_str());
@@ -218,12 +249,15 @@ int Status() {
   std::printf("model %s at %s, serving version %lld (%s)\n", response.model_name().c_str(),
               response.base_path().c_str(), static_cast<long long>(response.serving_version()),
               policy.c_str());
-  std::printf("%8s  %-10s  %8s  %10s  %8s  %9s  %s\n", "version", "state", "items", "params",
+  std::printf("%8s  %-10s  %-14s  %8s  %10s  %8s  %9s  %s\n", "version", "state", "role", "items", "params",
               "load s", "auc delta", "ranker / error");
   for (const auto& v : response.versions()) {
     const auto& f = v.figures();
-    std::printf("%8lld  %-10s  %8lld  %10lld  %8.2f  %9.5f  %s\n", static_cast<long long>(v.version()),
-                recserve::v1::VersionState_Name(v.state()).c_str(), static_cast<long long>(f.items()),
+    const std::string role = v.role() == recserve::v1::ROLE_CANARY || v.role() == recserve::v1::ROLE_SHADOW
+                                 ? absl::StrFormat("%s %.4g", RoleName(v.role()), v.share())
+                                 : RoleName(v.role());
+    std::printf("%8lld  %-10s  %-14s  %8lld  %10lld  %8.2f  %9.5f  %s\n", static_cast<long long>(v.version()),
+                recserve::v1::VersionState_Name(v.state()).c_str(), role.c_str(), static_cast<long long>(f.items()),
                 static_cast<long long>(f.parameters()), v.load_seconds(), f.auc_delta(),
                 v.error().empty() ? absl::StrFormat("%s, %s (recall@100 %.3f)", f.compression(), f.embedding_index(), f.index_recall()).c_str()
                                   : v.error().c_str());
@@ -235,7 +269,41 @@ int Status() {
                                                : absl::StrFormat(", serves %s int8 ranges", f.int8_calibration()).c_str(),
                   f.compression_fallback_reason().c_str());
     }
+    PrintRollout(v);
   }
+  return 0;
+}
+
+int Rollout() {
+  const std::string address = absl::GetFlag(FLAGS_admin_address);
+  const std::string action = absl::GetFlag(FLAGS_action);
+  recserve::v1::SetRolloutRequest request;
+  if (action == "canary") request.set_action(recserve::v1::ROLLOUT_CANARY);
+  else if (action == "shadow") request.set_action(recserve::v1::ROLLOUT_SHADOW);
+  else if (action == "promote") request.set_action(recserve::v1::ROLLOUT_PROMOTE);
+  else if (action == "abort") request.set_action(recserve::v1::ROLLOUT_ABORT);
+  else {
+    std::fprintf(stderr, "recserve-cli rollout: --action='%s' is not canary, shadow, promote or abort\n", action.c_str());
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_version) <= 0) {
+    std::fprintf(stderr, "recserve-cli rollout: give --version=N, the version rolling out\n");
+    return 2;
+  }
+  request.set_version(absl::GetFlag(FLAGS_version));
+  request.set_share(absl::GetFlag(FLAGS_share));
+  auto stub = recserve::v1::Admin::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  recserve::v1::SetRolloutResponse response;
+  grpc::Status status = stub->SetRollout(&ctx, request, &response);
+  if (!status.ok()) return Fail("rollout", status, address);
+  const auto& v = response.version();
+  std::printf("version %lld: %s%s, serving version %lld\n", static_cast<long long>(v.version()),
+              recserve::v1::VersionState_Name(v.state()).c_str(),
+              v.role() == recserve::v1::ROLE_NONE ? "" : absl::StrFormat(" (%s)", RoleName(v.role())).c_str(),
+              static_cast<long long>(response.serving_version()));
+  PrintRollout(v);
   return 0;
 }
 
@@ -289,13 +357,14 @@ int Health() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "recserve-cli recommend|status|health|reload|pin [flags]\n"
+      "recserve-cli recommend|status|health|reload|pin|rollout [flags]\n"
       "  recommend --events=1017:click,85123A:view@1700000000000 --n=10 [--exclude_types=view]\n"
       "            [--exclude_items=85123A,2044]\n"
       "  status    (admin listener)\n"
       "  health    [--service=recserve.v1.Recommender | --service=]\n"
       "  reload    (admin listener: scan the model directory now)\n"
-      "  pin       --version=N (admin listener; 0 = back to the newest)");
+      "  pin       --version=N (admin listener; 0 = back to the newest)\n"
+      "  rollout   --version=N --action=canary|shadow|promote|abort [--share=0.1] (admin listener)");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
@@ -307,7 +376,8 @@ int main(int argc, char** argv) {
   if (command == "health") return Health();
   if (command == "reload") return Reload();
   if (command == "pin") return Pin();
-  std::fprintf(stderr, "recserve-cli: unknown command '%s' (recommend, status, health, reload, pin)\n",
+  if (command == "rollout") return Rollout();
+  std::fprintf(stderr, "recserve-cli: unknown command '%s' (recommend, status, health, reload, pin, rollout)\n",
                command.c_str());
   return 2;
 }

@@ -17,6 +17,7 @@
 #include "compression/compress.h"
 #include "engine/file_util.h"
 #include "server/grpc_log.h"
+#include "server/rollout.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the Recommender service listens on");
@@ -98,6 +99,24 @@ ABSL_FLAG(bool, impression_hash_users, false,
 ABSL_FLAG(std::string, impression_user_salt, "", "Salt of --impression_hash_users");
 ABSL_FLAG(std::string, impression_events, "full",
           "Events kept in impression records: full (as sent) or digest (count and hash only)");
+ABSL_FLAG(std::string, rollout, "immediate",
+          "How a new version comes to serve while another serves: immediate (all traffic once loaded), "
+          "canary (--canary_share of users by user_id hash, promoted or rolled back by the --rollout_* "
+          "rules) or shadow (scores --canary_share of requests off the critical path). A manifest's "
+          "rollout overrides it per version");
+ABSL_FLAG(double, canary_share, 0.05, "Share of users a canary answers, in (0, 1) (shadow: of requests, in (0, 1])");
+ABSL_FLAG(double, rollout_max_error_ratio, 2.0,
+          "Roll back a canary whose error rate is above this times max(serving's, --rollout_error_floor); 0: off");
+ABSL_FLAG(double, rollout_error_floor, 0.01, "Error rate below which serving's rate counts as this, in [0, 1]");
+ABSL_FLAG(double, rollout_max_p99_ratio, 2.0, "Roll back a canary whose p99 latency is above this times serving's; 0: off");
+ABSL_FLAG(double, rollout_max_score_psi, 0.2,
+          "Roll back a canary whose served scores drift from serving's by a PSI above this; 0: off");
+ABSL_FLAG(double, rollout_min_topk_overlap, 0.5,
+          "Roll back a version whose mean top-k overlap with serving is below this (only with shadow "
+          "samples); 0: off");
+ABSL_FLAG(int64_t, rollout_min_requests, 1000, "Calls the canary and serving must each have before rules are judged");
+ABSL_FLAG(absl::Duration, rollout_window, absl::Minutes(5),
+          "A canary that holds every rule this long (and has --rollout_min_requests) is promoted");
 ABSL_FLAG(std::string, port_file, "",
           "If set, write \"<port> <admin_port> <metrics_port>\" here once listening (scripts, tests)");
 
@@ -171,6 +190,30 @@ int Run() {
       return 2;
     }
   }
+  {
+    absl::StatusOr<recserve::RolloutMode> mode = recserve::ParseRolloutMode(absl::GetFlag(FLAGS_rollout));
+    if (!mode.ok()) {
+      std::fprintf(stderr, "recserve: --rollout: %s\n", std::string(mode.status().message()).c_str());
+      return 2;
+    }
+    recserve::RolloutOptions& r = m.rollout;
+    r.mode = *mode;
+    r.share = absl::GetFlag(FLAGS_canary_share);
+    r.rules.max_error_ratio = absl::GetFlag(FLAGS_rollout_max_error_ratio);
+    r.rules.error_floor = absl::GetFlag(FLAGS_rollout_error_floor);
+    r.rules.max_p99_ratio = absl::GetFlag(FLAGS_rollout_max_p99_ratio);
+    r.rules.max_score_psi = absl::GetFlag(FLAGS_rollout_max_score_psi);
+    r.rules.min_topk_overlap = absl::GetFlag(FLAGS_rollout_min_topk_overlap);
+    r.rules.min_requests = absl::GetFlag(FLAGS_rollout_min_requests);
+    r.rules.window = absl::GetFlag(FLAGS_rollout_window);
+    if (absl::Status valid = recserve::ValidateRolloutOptions(r); !valid.ok()) {
+      std::fprintf(stderr, "recserve: %s\n", std::string(valid.message()).c_str());
+      return 2;
+    }
+  }
+  m.on_rollout_end = [](int64_t version, const std::string& verdict) {
+    std::fprintf(stderr, "recserve: roll-out of version %lld %s\n", static_cast<long long>(version), verdict.c_str());
+  };
   m.check = recserve::InstallCompression(compression, &m.model_options);
   m.on_load = [](int64_t version, const absl::Status& result) {
     if (result.ok()) {

@@ -7,9 +7,11 @@
 //   VersionLoader  (version_loader.h)  - builds one version: read, verify, compress
 //                                        (ModelOptions::ranker_factory), check (the
 //                                        accuracy gate), warm up, before_publish;
-//   ServingManager (serving_manager.h) - decides which versions serve (newest or pinned),
-//                                        publishes atomically, Pin(), frees retired
-//                                        versions off the request threads, version states;
+//   ServingManager (serving_manager.h) - decides which versions serve (newest or pinned)
+//                                        and in which role (roll-outs: canary, shadow,
+//                                        promotion and rollback by rules), publishes
+//                                        atomically, Pin(), frees retired versions off
+//                                        the request threads, version states;
 //   LoadThread     (load_thread.h)     - the one thread that runs the scan-and-load cycles:
 //                                        poll interval, SCHED_IDLE or nice, admin tickets
 //                                        and deadlines.
@@ -84,6 +86,12 @@ class ModelManager {
   // its turn, nothing was asked for; if its pin was handed to the load thread, that pin
   // is still tried after the load in progress (GetModelStatus tells how it went).
   absl::StatusOr<int64_t> SetServingVersion(int64_t version, absl::Time deadline = absl::InfiniteFuture());
+
+  // Changes, promotes or aborts the roll-out in progress at once (no load; see
+  // ServingManager::SetRollout).
+  absl::StatusOr<v1::VersionStatus> SetRollout(int64_t version, v1::RolloutAction action, double share) {
+    return serving_.SetRollout(version, action, share);
+  }
 
   // Every version seen, newest first.
   std::vector<v1::VersionStatus> Versions() const { return serving_.Versions(); }

@@ -429,5 +429,194 @@ TEST_F(ModelManagerTest, HundredLoadUnloadCyclesLeaveResidentMemoryFlat) {
   EXPECT_LE(m->loaded_count(), 2);
 }
 
+// ---- roll-outs ----
+
+// Options for a canary roll-out whose rules judge after `min_requests` calls; the window
+// is long unless given.
+ModelManagerOptions CanaryOptions(int64_t min_requests, absl::Duration window = absl::Hours(1)) {
+  ModelManagerOptions o;
+  o.rollout.mode = RolloutMode::kCanary;
+  o.rollout.share = 0.3;
+  o.rollout.rules.min_requests = min_requests;
+  o.rollout.rules.window = window;
+  return o;
+}
+
+// `calls` calls recorded on the member in `role` of the set serving now, `errors` of
+// them failed, as the request path records them.
+void Record(const ModelManager& m, ServingRole role, int calls, int errors) {
+  std::shared_ptr<const ServingSet> set = m.PinSet();
+  ASSERT_TRUE(set && set->Find(role));
+  for (int i = 0; i < calls; ++i) {
+    set->Find(role)->stats->RecordCall(i < errors ? absl::StatusCode::kInternal : absl::StatusCode::kOk,
+                                       absl::Milliseconds(1), nullptr);
+  }
+}
+
+TEST_F(ModelManagerTest, CanaryServesBesideTheServingVersionAndNewerVersionsWaitForIt) {
+  Write(1);
+  auto m = Start(CanaryOptions(1000000));
+  ASSERT_TRUE(m->WaitUntilServing(absl::Seconds(30)));
+  ASSERT_EQ(m->serving_version(), 1);  // the first version serves at once: nothing to compare with
+  Write(2);
+  ASSERT_TRUE(m->ReloadNow().ok());
+  EXPECT_EQ(m->serving_version(), 1);
+  v1::VersionStatus canary = StatusOf(*m, 2);
+  EXPECT_EQ(canary.state(), v1::SERVING);
+  EXPECT_EQ(canary.role(), v1::ROLE_CANARY);
+  EXPECT_EQ(canary.share(), 0.3);
+  EXPECT_EQ(canary.rollout().mode(), v1::ROLE_CANARY);
+  EXPECT_THAT(canary.rollout().verdict(), HasSubstr("observing"));
+  EXPECT_EQ(StatusOf(*m, 1).role(), v1::ROLE_SERVING);
+  std::shared_ptr<const ServingSet> set = m->PinSet();
+  ASSERT_EQ(set->members.size(), 2u);
+  EXPECT_EQ(set->Find(ServingRole::kCanary)->version, 2);
+  EXPECT_EQ(set->Find(ServingRole::kCanary)->share, 0.3);
+
+  Write(3);  // waits: one roll-out at a time
+  ASSERT_TRUE(m->ReloadNow().ok());
+  EXPECT_EQ(StatusOf(*m, 3).version(), 0) << "version 3 was looked at during the roll-out of 2";
+  EXPECT_EQ(m->PinSet()->Find(ServingRole::kCanary)->version, 2);
+}
+
+TEST_F(ModelManagerTest, CanaryBreakingARuleIsRolledBackAndNotRetriedUntilReadyChanges) {
+  Write(1);
+  std::vector<std::string> verdicts;
+  ModelManagerOptions o = CanaryOptions(100);
+  o.on_rollout_end = [&verdicts](int64_t, const std::string& verdict) { verdicts.push_back(verdict); };
+  auto m = Start(o);
+  ASSERT_TRUE(m->WaitUntilServing(absl::Seconds(30)));
+  Write(2);
+  ASSERT_TRUE(m->ReloadNow().ok());
+  std::shared_ptr<const ServingSet> pinned = m->PinSet();  // an in-flight request's set
+  Record(*m, ServingRole::kServing, 1000, 0);
+  Record(*m, ServingRole::kCanary, 99, 50);
+  ASSERT_TRUE(m->ReloadNow().ok());  // each cycle judges: 99 calls are not enough
+  EXPECT_EQ(StatusOf(*m, 2).role(), v1::ROLE_CANARY);
+  EXPECT_THAT(StatusOf(*m, 2).rollout().verdict(), HasSubstr("observing: 99 of 100 calls"));
+  Record(*m, ServingRole::kCanary, 1, 0);
+  ASSERT_TRUE(m->ReloadNow().ok());
+  const v1::VersionStatus failed = StatusOf(*m, 2);
+  EXPECT_EQ(failed.state(), v1::FAILED);
+  EXPECT_EQ(failed.role(), v1::ROLE_NONE);
+  EXPECT_THAT(failed.error(), HasSubstr("rollout: error rate 50.00% is 50.0x serving's 0.00% (floor 1.00%) > 2x "
+                                        "(canary 100 calls, serving 1000)"));
+  EXPECT_THAT(failed.rollout().verdict(), HasSubstr("rolled back: error rate"));
+  EXPECT_EQ(failed.rollout().canary().calls(), 100);
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(m->serving_version(), 1);
+  EXPECT_EQ(m->PinSet()->members.size(), 1u);
+  // The request that pinned the set before still has its canary's model.
+  EXPECT_EQ(pinned->Find(ServingRole::kCanary)->model->version(), 2);
+  pinned.reset();
+
+  ASSERT_TRUE(m->ReloadNow().ok());
+  EXPECT_EQ(StatusOf(*m, 2).state(), v1::FAILED);  // not retried
+  // A new READY: loaded again, a canary again.
+  absl::SleepFor(absl::Milliseconds(20));
+  ASSERT_TRUE(WriteFileAtomically(base_ + "/2/READY", "again").ok());
+  ASSERT_TRUE(m->ReloadNow().ok());
+  EXPECT_EQ(StatusOf(*m, 2).role(), v1::ROLE_CANARY);
+  EXPECT_EQ(StatusOf(*m, 2).rollout().canary().calls(), 0);  // a new window
+}
+
+TEST_F(ModelManagerTest, CanaryHoldingEveryRuleForTheWindowIsPromoted) {
+  Write(1);
+  auto m = Start(CanaryOptions(10, absl::ZeroDuration()));
+  ASSERT_TRUE(m->WaitUntilServing(absl::Seconds(30)));
+  Write(2);
+  ASSERT_TRUE(m->ReloadNow().ok());
+  Record(*m, ServingRole::kServing, 10, 0);
+  Record(*m, ServingRole::kCanary, 9, 0);
+  ASSERT_TRUE(m->ReloadNow().ok());
+  EXPECT_EQ(m->serving_version(), 1);
+  Record(*m, ServingRole::kCanary, 1, 0);
+  ASSERT_TRUE(m->ReloadNow().ok());
+  EXPECT_EQ(m->serving_version(), 2);
+  EXPECT_EQ(StatusOf(*m, 2).role(), v1::ROLE_SERVING);
+  EXPECT_THAT(StatusOf(*m, 2).rollout().verdict(), HasSubstr("promoted: every rule held"));
+  EXPECT_EQ(StatusOf(*m, 1).state(), v1::UNLOADED);
+  EXPECT_EQ(m->PinSet()->members.size(), 1u);
+}
+
+TEST_F(ModelManagerTest, SetRolloutChangesPromotesOrAbortsTheRolloutAndNamesBadCalls) {
+  Write(1);
+  auto m = Start(CanaryOptions(1000000));
+  ASSERT_TRUE(m->WaitUntilServing(absl::Seconds(30)));
+  EXPECT_THAT(m->SetRollout(1, v1::ROLLOUT_PROMOTE, 0).status().message(),
+              HasSubstr("version 1 is not rolling out (none is)"));
+  Write(2);
+  ASSERT_TRUE(m->ReloadNow().ok());
+  struct Bad {
+    int64_t version;
+    v1::RolloutAction action;
+    double share;
+    absl::StatusCode code;
+    const char* message;
+  } bad[] = {
+      {2, v1::ROLLOUT_ACTION_UNSPECIFIED, 0, absl::StatusCode::kInvalidArgument, "action: 0 is not a roll-out action"},
+      {2, v1::ROLLOUT_CANARY, 1.5, absl::StatusCode::kInvalidArgument, "share: 1.5 is outside [0, 1]"},
+      {2, v1::ROLLOUT_CANARY, 1, absl::StatusCode::kInvalidArgument, "share: 1 is not a canary share"},
+      {-2, v1::ROLLOUT_ABORT, 0, absl::StatusCode::kInvalidArgument, "version: -2 is not a version"},
+      {9, v1::ROLLOUT_ABORT, 0, absl::StatusCode::kNotFound, "version 9 has not been seen"},
+      {1, v1::ROLLOUT_ABORT, 0, absl::StatusCode::kFailedPrecondition, "version 1 is not rolling out (version 2 is)"},
+  };
+  for (const Bad& b : bad) {
+    absl::StatusOr<v1::VersionStatus> r = m->SetRollout(b.version, b.action, b.share);
+    EXPECT_EQ(r.status().code(), b.code) << b.message;
+    EXPECT_THAT(r.status().message(), HasSubstr(b.message));
+  }
+  absl::StatusOr<v1::VersionStatus> r = m->SetRollout(2, v1::ROLLOUT_CANARY, 0.5);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->share(), 0.5);
+  EXPECT_EQ(m->PinSet()->Find(ServingRole::kCanary)->share, 0.5);
+  r = m->SetRollout(2, v1::ROLLOUT_SHADOW, 0);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->role(), v1::ROLE_SHADOW);
+  EXPECT_EQ(m->PinSet()->Find(ServingRole::kCanary), nullptr);
+  EXPECT_EQ(m->PinSet()->Find(ServingRole::kShadow)->version, 2);
+  r = m->SetRollout(2, v1::ROLLOUT_ABORT, 0);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state(), v1::FAILED);
+  EXPECT_EQ(r->error(), "rollout: aborted by SetRollout");
+  ASSERT_TRUE(m->ReloadNow().ok());
+  EXPECT_EQ(StatusOf(*m, 2).state(), v1::FAILED);  // not retried
+
+  Write(3);
+  ASSERT_TRUE(m->ReloadNow().ok());
+  ASSERT_EQ(StatusOf(*m, 3).role(), v1::ROLE_CANARY);
+  r = m->SetRollout(3, v1::ROLLOUT_PROMOTE, 0);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(m->serving_version(), 3);
+  EXPECT_EQ(r->role(), v1::ROLE_SERVING);
+  EXPECT_EQ(r->rollout().verdict(), "promoted by SetRollout");
+}
+
+TEST_F(ModelManagerTest, PinEndsTheRolloutAndManifestRolloutOverridesTheFlags) {
+  Write(1);
+  auto m = Start();  // immediate by flag
+  ASSERT_TRUE(m->WaitUntilServing(absl::Seconds(30)));
+  BundleContents canary = testing::TinyBundle();
+  canary.manifest.mutable_rollout()->set_mode("canary");
+  canary.manifest.mutable_rollout()->set_share(0.2);
+  ASSERT_TRUE(WriteBundle(canary, base_ + "/2").ok());
+  ASSERT_TRUE(m->ReloadNow().ok());
+  EXPECT_EQ(StatusOf(*m, 2).role(), v1::ROLE_CANARY);
+  EXPECT_EQ(StatusOf(*m, 2).share(), 0.2);
+  ASSERT_TRUE(m->SetServingVersion(1).ok());
+  EXPECT_EQ(StatusOf(*m, 2).state(), v1::UNLOADED);
+  EXPECT_EQ(StatusOf(*m, 2).rollout().verdict(), "ended: version 1 was pinned");
+  EXPECT_EQ(m->PinSet()->members.size(), 1u);
+  ASSERT_TRUE(m->SetServingVersion(0).ok());  // the newest policy: 2 rolls out again
+  EXPECT_EQ(StatusOf(*m, 2).role(), v1::ROLE_CANARY);
+
+  canary.manifest.mutable_rollout()->set_share(1);
+  ASSERT_TRUE(WriteBundle(canary, base_ + "/3").ok());
+  ASSERT_TRUE(m->SetRollout(2, v1::ROLLOUT_PROMOTE, 0).ok());
+  EXPECT_THAT(m->ReloadNow().status().message(), HasSubstr("version 3: rollout.share: 1 is not a canary share"));
+  EXPECT_EQ(StatusOf(*m, 3).state(), v1::FAILED);
+  EXPECT_EQ(m->serving_version(), 2);
+}
+
 }  // namespace
 }  // namespace recserve

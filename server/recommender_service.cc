@@ -326,8 +326,12 @@ absl::Status RecommenderService::Handle(const RecommendCall& call, RecommendResu
   }
   const v1::RecommendRequest& request = *call.request;
   v1::RecommendResponse* response = call.response;
-  std::shared_ptr<const Model> model = manager_->Pin();
-  if (!model) return absl::UnavailableError("no model version is serving yet");
+  // The set stays pinned to the end of the call: its member's model and stats live on.
+  const std::shared_ptr<const ServingSet> set = manager_->PinSet();
+  const ServingSet::Member* member = set ? set->ForUser(request.user_id()) : nullptr;
+  if (!member) return absl::UnavailableError("no model version is serving yet");
+  const Model* model = member->model.get();
+  const absl::Time pinned_at = absl::Now();
 
   WorkerState& worker = ThisWorker();
   const Catalog& catalog = model->catalog();
@@ -371,6 +375,7 @@ absl::Status RecommenderService::Handle(const RecommendCall& call, RecommendResu
   query.per_category_cap = options.per_category_cap();
   query.deadline = call.deadline;
   absl::Status status = recserve::Recommend(*model, query, worker.ScratchFor(*model), result);
+  member->stats->RecordCall(status.code(), absl::Now() - pinned_at, status.ok() ? result : nullptr);
   if (!status.ok()) return status;
   result->unknown_items += unknown_keys;
 
@@ -389,7 +394,7 @@ absl::Status RecommenderService::Handle(const RecommendCall& call, RecommendResu
   }
   response->set_model_name(model->name());
   response->set_model_version(model->version());
-  response->set_model_role(v1::ROLE_SERVING);
+  response->set_model_role(ToProto(member->role));
   response->set_candidates(result->candidates);
   response->set_unknown_items(result->unknown_items);
   response->set_degraded(static_cast<v1::Degraded>(result->degraded));

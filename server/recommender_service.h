@@ -2,8 +2,10 @@
 //
 // A Recommend call is checked on the gRPC thread (body parsed -> INVALID_ARGUMENT naming
 // the fault, in-flight cap -> RESOURCE_EXHAUSTED, request limits -> INVALID_ARGUMENT
-// naming the field), then handed to the WorkerPool, where it pins the serving model,
-// runs the engine pipeline with the worker's own scratch, and finishes the reactor. No
+// naming the field), then handed to the WorkerPool, where it pins the serving set, takes
+// the member its user_id routes to (ServingSet::ForUser: a canary's share of users, else
+// the serving version), runs the engine pipeline with the worker's own scratch, records
+// the call into that member's RolloutStats, and finishes the reactor. No
 // thread per request, no engine allocation per request. The gRPC method is a thin
 // adapter over Submit(), which has no gRPC in it (the ThreadSanitizer build tests it
 // directly: Debian's gRPC is not TSAN-instrumented).

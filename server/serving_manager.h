@@ -20,12 +20,30 @@
 //
 // Roles and the serving set. Each version entry has a role (ServingRole), and what
 // serves is published as one immutable ServingSet snapshot built from the roles, not as
-// a single pointer. Today the set holds at most one member, in role kServing. The
-// roll-outs of issue 14 plug in here without another rewrite: a canary or shadow version
-// gets its role (and share) on its entry, PublishServingSetLocked puts it in the same
-// snapshot, and the request path chooses its member from the snapshot it pinned (the
-// canary by a stable hash of user_id against its share; the shadow scored off the
-// critical path) while "serving" keeps its meaning for status and rollback.
+// a single pointer. The request path chooses its member from the snapshot it pinned
+// (ServingSet::ForUser: the canary by a stable hash of user_id against its share) and
+// records what happened into that member's RolloutStats.
+//
+// Roll-outs (server/rollout.h). A version loaded by the newest-version policy while
+// another serves enters in its roll-out mode (options.rollout, laid over by its
+// manifest's `rollout`): immediate publishes it as above; canary or shadow puts it in the
+// serving set in that role with its share (state SERVING, role ROLE_CANARY/ROLE_SHADOW)
+// beside the serving version, and both get fresh RolloutStats. It promises:
+//   - at most one roll-out at a time; a newer version published during one waits: it is
+//     not loaded until the roll-out ends, then rolls out in turn;
+//   - each cycle (RunCycle, first thing) judges the roll-out (JudgeRollout): promoted,
+//     the version serves (PublishLocked: the replaced one AVAILABLE or retired); rolled
+//     back, it leaves the serving set, is FAILED with "rollout: <rule and figures>" and is
+//     not loaded again until its READY stamp changes (as any failed version). Requests
+//     that pinned the old set finish on the member they chose: no request fails;
+//   - a pin (SetServingVersion) is immediate and ends a roll-out: its version serves at
+//     once (the roll-out version itself: promoted), any other roll-out version is
+//     unloaded; no roll-out starts while a pin is in force;
+//   - SetRollout acts on the roll-out in progress at once, under mu_: its share, canary
+//     <-> shadow (a new window), promote, abort (FAILED like a rollback). It starts none:
+//     under the newest-version policy every loaded version that does not serve is older
+//     than the serving one and would be swapped back out once promoted;
+//   - at most serving + previous (keep_previous) + roll-out versions stay loaded.
 //
 // Thread-safety: every public method may be called from any thread; RunCycle and
 // ReapRetired only from the load thread (LoadThread::Work), one at a time. Lock order,
@@ -50,7 +68,10 @@
 #include "absl/time/time.h"
 #include "engine/model.h"
 #include "recserve/v1/recommender.pb.h"
+#include "absl/strings/string_view.h"
 #include "server/load_thread.h"
+#include "server/rollout.h"
+#include "server/rollout_stats.h"
 #include "server/sync.h"
 #include "server/version_loader.h"
 #include "server/version_source.h"
@@ -73,6 +94,12 @@ struct ServingManagerOptions {
   std::function<void(const Model&, const v1::ModelFigures&)> on_published;
   // Called on the load thread right after a replaced version has been destroyed.
   std::function<void(int64_t version)> on_unloaded;
+  // How a version arriving while another serves comes to serve; a version's manifest
+  // `rollout` is laid over it (server/rollout.h). Default: immediate.
+  RolloutOptions rollout;
+  // Called when a roll-out ends (promoted, rolled back, aborted, ended by a pin) with
+  // the version and the verdict; under the manager's lock, as on_published.
+  std::function<void(int64_t version, const std::string& verdict)> on_rollout_end;
 };
 
 // The part a loaded version plays in what serves.
@@ -98,11 +125,18 @@ struct ServingSet {
     // kCanary: share of users it answers; kShadow: share of requests it scores; 1 for
     // kServing.
     double share = 1.0;
+    // What this member did in its current window; never null. Recorded into by the
+    // requests it answers, read by the load thread.
+    std::shared_ptr<RolloutStats> stats;
   };
   std::vector<Member> members;  // at most one per role; kServing is there whenever any is
 
   // The member in `role`, or null.
   const Member* Find(ServingRole role) const;
+  // The member that answers `user_id`: the canary when the user's UserShareFraction is
+  // below its share (an empty user_id never is), else the serving version. Null only
+  // for an empty set.
+  const Member* ForUser(absl::string_view user_id) const;
 };
 
 class ServingManager : public LoadThread::Work {
@@ -127,6 +161,13 @@ class ServingManager : public LoadThread::Work {
   // Versions loaded right now (serving, previous, retired but still in use).
   int loaded_count() const ABSL_LOCKS_EXCLUDED(mu_);
 
+  // The admin call (recommender.proto, SetRollout): changes, promotes or aborts the
+  // roll-out at once and returns `version`'s status after it. INVALID_ARGUMENT: bad
+  // action or share; NOT_FOUND: a version never seen; FAILED_PRECONDITION: the version
+  // is not in a state the action allows (the message says which and what to do).
+  absl::StatusOr<v1::VersionStatus> SetRollout(int64_t version, v1::RolloutAction action, double share)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   // LoadThread::Work, on the load thread. RunCycle tries `pin` first (a
   // SetServingVersion): it takes force only if its version then serves; refused (the
   // answer says why: NOT_FOUND, FAILED_PRECONDITION, the load error), the cycle runs
@@ -142,14 +183,44 @@ class ServingManager : public LoadThread::Work {
     int64_t ready_stamp = 0;             // FAILED versions are retried when this changes
     absl::Time load_started;             // of the last load, for admin calls that time out on it
     std::shared_ptr<const Model> model;  // set while AVAILABLE or SERVING
+    double share = 1.0;                  // the member's share while kCanary or kShadow
+    std::shared_ptr<RolloutStats> stats;  // set while in the serving set
+  };
+
+  // The roll-out in progress.
+  struct Rollout {
+    int64_t version = 0;  // 0: none
+    RolloutRules rules;
+    absl::Time started;
   };
 
   // One scan-and-load cycle under `pinned` (0: the newest loadable version); returns the
   // first load error of this cycle, or why `pinned` cannot serve.
   absl::Status RunCycleUnder(int64_t pinned) ABSL_LOCKS_EXCLUDED(mu_);
   // Makes `version` serve (role kServing) and the replaced one AVAILABLE or retired,
-  // publishes the new serving set and calls on_published and on_serving_change.
+  // publishes the new serving set and calls on_published and on_serving_change. Ends a
+  // roll-out in progress: its version promoted when it is `version`, else unloaded.
   void PublishLocked(int64_t version, std::shared_ptr<const Model> model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Places a version just loaded: published at once (a pin, nothing serving yet, mode
+  // immediate) or started as a canary or shadow. Returns the error of a manifest
+  // roll-out spec that cannot be used (the version is then FAILED).
+  absl::Status PlaceLoadedLocked(int64_t version, std::shared_ptr<const Model> model, bool pinned)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts `version` (loaded, not serving) in the serving set in `role` with `share` and
+  // opens the observation window (fresh stats for it and the serving version).
+  void StartRolloutLocked(int64_t version, ServingRole role, double share, const RolloutRules& rules)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The roll-out judged on the load thread (start of every cycle).
+  void JudgeRolloutLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the roll-out: freezes its figures and `verdict` into the version's status and
+  // calls on_rollout_end. The caller decides what becomes of the version.
+  void EndRolloutLocked(const std::string& verdict) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the roll-out and takes its version out of the serving set: `state` FAILED (with
+  // error "rollout: <why>"; not loaded again until READY changes) or UNLOADED.
+  void RemoveRolloutLocked(const std::string& verdict, v1::VersionState state, const std::string& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `version`'s status as Versions() reports it (role, share, the roll-out's figures).
+  v1::VersionStatus StatusLocked(int64_t version, const Entry& e) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Builds the serving set from the entries' roles and swaps it in under serving_mu_.
   void PublishServingSetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_LOCKS_EXCLUDED(serving_mu_);
   // Hands a version's model to the retired list.
@@ -169,6 +240,7 @@ class ServingManager : public LoadThread::Work {
   // version serve (or for 0), never to a refused version.
   int64_t pinned_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::shared_ptr<const Model>> retired_ ABSL_GUARDED_BY(mu_);
+  Rollout rollout_ ABSL_GUARDED_BY(mu_);
 
   // The request path's only lock (Pin). Last in the order: taken under mu_ by
   // PublishServingSetLocked, and nothing is taken under it.
