@@ -197,8 +197,9 @@ void RecommenderService::WarmWorkers(const Model& model) {
 
 RecommenderService::RecommenderService(ModelManager* manager, WorkerPool* pool,
                                        RequestLimits limits,
-                                       std::function<void(const RequestOutcome&)> observer)
-    : manager_(manager), pool_(pool), limits_(limits), observer_(std::move(observer)) {
+                                       std::function<void(const RequestOutcome&)> observer,
+                                       ShadowScorer* shadow)
+    : manager_(manager), pool_(pool), limits_(limits), observer_(std::move(observer)), shadow_(shadow) {
   InstallProtobufLogCapture();  // now, before gRPC's threads parse anything
 }
 
@@ -320,8 +321,10 @@ absl::Status RecommenderService::Handle(const RecommendCall& call, RecommendResu
   }
   const v1::RecommendRequest& request = *call.request;
   v1::RecommendResponse* response = call.response;
-  std::shared_ptr<const Model> model = manager_->Pin();
-  if (!model) return absl::UnavailableError("no model version is serving yet");
+  const std::shared_ptr<const ServingSet> set = manager_->PinSet();
+  const ServingSet::Member* serving = set ? set->Find(ServingRole::kServing) : nullptr;
+  if (!serving) return absl::UnavailableError("no model version is serving yet");
+  const std::shared_ptr<const Model>& model = serving->model;
 
   WorkerState& worker = ThisWorker();
   const Catalog& catalog = model->catalog();
@@ -401,6 +404,8 @@ absl::Status RecommenderService::Handle(const RecommendCall& call, RecommendResu
     t->set_rank_ms(result->seconds.rank * 1e3);
     t->set_total_ms(result->seconds.total * 1e3);
   }
+  // The answer is complete; the shadow only reads it (server/shadow_scorer.h).
+  if (shadow_) shadow_->Offer(*set, response->request_id(), query, model->version(), *result);
   return absl::OkStatus();
 }
 

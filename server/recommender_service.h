@@ -3,7 +3,8 @@
 // A Recommend call is checked on the gRPC thread (body parsed -> INVALID_ARGUMENT naming
 // the fault, in-flight cap -> RESOURCE_EXHAUSTED, request limits -> INVALID_ARGUMENT
 // naming the field), then handed to the WorkerPool, where it pins the serving model,
-// runs the engine pipeline with the worker's own scratch, and finishes the reactor. No
+// runs the engine pipeline with the worker's own scratch, offers the answered request to
+// the shadow version if one runs (ShadowScorer: never waits), and finishes the reactor. No
 // thread per request, no engine allocation per request. The gRPC method is a thin
 // adapter over Submit(), which has no gRPC in it (the ThreadSanitizer build tests it
 // directly: Debian's gRPC is not TSAN-instrumented).
@@ -28,6 +29,7 @@
 #include "recserve/v1/recommender.grpc.pb.h"
 #include "server/log_rate_limiter.h"
 #include "server/model_manager.h"
+#include "server/shadow_scorer.h"
 #include "server/worker_pool.h"
 
 namespace recserve {
@@ -82,7 +84,8 @@ class RecommenderService final
     : public v1::Recommender::WithRawCallbackMethod_Recommend<v1::Recommender::Service> {
  public:
   RecommenderService(ModelManager* manager, WorkerPool* pool, RequestLimits limits,
-                     std::function<void(const RequestOutcome&)> observer = nullptr);
+                     std::function<void(const RequestOutcome&)> observer = nullptr,
+                     ShadowScorer* shadow = nullptr);
 
   // `request` is a RecommendRequest's bytes; `response` gets a RecommendResponse's. A
   // call that carried no message is INVALID_ARGUMENT when the client ended it so, and
@@ -122,6 +125,7 @@ class RecommenderService final
   WorkerPool* const pool_;
   const RequestLimits limits_;
   const std::function<void(const RequestOutcome&)> observer_;
+  ShadowScorer* const shadow_;  // null: no shadow scoring
   std::atomic<uint64_t> arrivals_{0};
   std::atomic<int> inflight_{0};
   std::atomic<uint64_t> request_counter_{0};
