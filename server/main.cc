@@ -184,8 +184,7 @@ int Run() {
   }
   if (options.shadow_queue < 1 || options.shadow_queue > 65536) {
     // (Each queued job keeps buffers for a whole request: events, exclusions, answer.)
-    std::fprintf(stderr, "recserve: --shadow_queue must be between 1 and 65536, not %d
-", options.shadow_queue);
+    std::fprintf(stderr, "recserve: --shadow_queue must be between 1 and 65536, not %d\n", options.shadow_queue);
     return 2;
   }
   if (m.load_threads < 0 || m.load_threads > 1024) {

@@ -121,8 +121,9 @@ absl::StatusOr<std::unique_ptr<ShadowScorer>> ShadowScorer::Create(ShadowScorerO
   return std::unique_ptr<ShadowScorer>(new ShadowScorer(std::move(options)));
 }
 
-ShadowScorer::ShadowScorer(ShadowScorerOptions options) : options_(std::move(options)) {
-  slots_.resize(static_cast<size_t>(options_.queue_size));
+ShadowScorer::ShadowScorer(ShadowScorerOptions options)
+    : options_(std::move(options)), capacity_(options_.queue_size) {
+  slots_.resize(static_cast<size_t>(capacity_));
   thread_ = std::thread([this] { Run(); });
 }
 

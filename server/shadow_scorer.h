@@ -154,7 +154,7 @@ class ShadowScorer {
   void RequestStop() ABSL_LOCKS_EXCLUDED(mu_);
   void Stop() ABSL_LOCKS_EXCLUDED(mu_, stop_mu_);
 
-  int queue_size() const { return static_cast<int>(slots_.size()); }
+  int queue_size() const { return capacity_; }
 
  private:
   // A sampled request, copied: what the shadow's pipeline and the comparison need.
@@ -197,6 +197,7 @@ class ShadowScorer {
 
   // Constant after construction.
   const ShadowScorerOptions options_;
+  const int capacity_;  // slots_.size()
 
   // The queue: a ring over slots_, whose buffers are kept between jobs.
   mutable Mutex mu_;
