@@ -106,6 +106,7 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
   // The plan: every stage unless the deadline's time left cannot afford it by the
   // version's measured costs. Refused before any work when even popularity does not fit.
   StageCosts& costs = model.stage_costs();
+  StageCosts* const record = query.record_stage_costs ? &costs : nullptr;
   const StageEstimates estimates = query.estimates != nullptr ? *query.estimates : costs.Estimates(t0);
   const absl::Duration left = query.deadline - t0;
   if (left <= absl::ZeroDuration()) return absl::DeadlineExceededError("deadline passed before recall");
@@ -137,7 +138,7 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
     if (item >= 0) s->excluded.push_back(item);
   }
   const absl::Time prepared = absl::Now();
-  costs.Record(StageCosts::kPrepare, prepared - prepare_start, prepared);
+  if (record) record->Record(StageCosts::kPrepare, prepared - prepare_start, prepared);
   if (query.deadline - prepared < estimates.recall) {
     result->degraded = Degraded::kPopularity;
     AnswerByPopularity(catalog, query, recall.exclude_types, s, result);
@@ -155,7 +156,7 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
     result->candidates_by_source[2] += (c.sources & kFromPopularity) != 0;
   }
   const absl::Time t1 = absl::Now();
-  costs.Record(StageCosts::kRecall, t1 - prepared, t1);
+  if (record) record->Record(StageCosts::kRecall, t1 - prepared, t1);
   result->seconds.recall = absl::ToDoubleSeconds(t1 - t0);
 
   const int n = CandidatesToRank(recalled, std::min(query.n, recalled), query.deadline - t1,
@@ -237,7 +238,7 @@ absl::Status Recommend(const Model& model, const RecommendQuery& query, Pipeline
       },
       s, result);
   const absl::Time end = absl::Now();
-  if (n > 0) costs.Record(StageCosts::kRankPerCandidate, (end - t1) / n, end);
+  if (n > 0 && record) record->Record(StageCosts::kRankPerCandidate, (end - t1) / n, end);
   result->seconds.total = absl::ToDoubleSeconds(end - t0);
   return absl::OkStatus();
 }

@@ -47,6 +47,10 @@ struct RecommendQuery {
   // The stage costs the plan is chosen by; null: the model's measured ones
   // (model.stage_costs()). Tests fix them here to choose a plan without timing.
   const StageEstimates* estimates = nullptr;
+  // false: this run's stage times are not folded into the model's costs (the shadow's
+  // runs, at idle priority, time the machine's load, and would inflate the estimates the
+  // version answers by once it serves).
+  bool record_stage_costs = true;
 };
 
 // How much of the pipeline an answer had time for, largest first.

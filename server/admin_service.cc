@@ -27,7 +27,12 @@ grpc::Status AdminService::GetModelStatus(grpc::ServerContext*, const v1::GetMod
   response->set_base_path(manager_->base_path());
   response->set_serving_version(model ? model->version() : 0);
   response->set_pinned_version(manager_->pinned_version());
-  for (v1::VersionStatus& v : manager_->Versions()) *response->add_versions() = std::move(v);
+  for (v1::VersionStatus& v : manager_->Versions()) {
+    if (shadow_) {
+      if (std::optional<ShadowComparison> c = shadow_->Comparison(v.version())) c->ToProto(v.mutable_shadow());
+    }
+    *response->add_versions() = std::move(v);
+  }
   return grpc::Status::OK;
 }
 

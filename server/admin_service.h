@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "recserve/v1/recommender.grpc.pb.h"
 #include "server/model_manager.h"
+#include "server/shadow_scorer.h"
 
 namespace recserve {
 
@@ -20,7 +21,9 @@ class AdminService final : public v1::Admin::Service {
   // thread and its caller for ever.
   static constexpr absl::Duration kMaxLoadWait = absl::Minutes(10);
 
-  explicit AdminService(ModelManager* manager) : manager_(manager) {}
+  // `shadow` (may be null) fills each version's shadow comparison in GetModelStatus.
+  explicit AdminService(ModelManager* manager, const ShadowScorer* shadow = nullptr)
+      : manager_(manager), shadow_(shadow) {}
 
   grpc::Status GetModelStatus(grpc::ServerContext* context, const v1::GetModelStatusRequest* request,
                               v1::GetModelStatusResponse* response) override;
@@ -37,6 +40,7 @@ class AdminService final : public v1::Admin::Service {
   static absl::Time WaitDeadline(const grpc::ServerContext& context);
 
   ModelManager* const manager_;
+  const ShadowScorer* const shadow_;
 };
 
 }  // namespace recserve

@@ -270,6 +270,16 @@ int Status() {
                   f.compression_fallback_reason().c_str());
     }
     PrintRollout(v);
+    if (v.has_shadow()) {
+      // Scored as the shadow: its comparison with the serving version (docs/operations.md).
+      const auto& s = v.shadow();
+      std::printf("%8s  shadow vs version %lld: %lld sampled, %lld scored, %lld dropped, %lld failed; top-k overlap "
+                  "%.3f, score PSI %.4f; p99 %.2f ms vs %.2f ms served (%.2fx)\n",
+                  "", static_cast<long long>(s.serving_version()), static_cast<long long>(s.sampled()),
+                  static_cast<long long>(s.scored()), static_cast<long long>(s.dropped()),
+                  static_cast<long long>(s.failed()), s.topk_overlap_mean(), s.score_psi(),
+                  s.shadow_p99_seconds() * 1e3, s.served_p99_seconds() * 1e3, s.latency_ratio_p99());
+    }
   }
   return 0;
 }

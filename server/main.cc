@@ -48,6 +48,8 @@ ABSL_FLAG(int, max_n, 500, "Largest n a request may ask for");
 ABSL_FLAG(int, max_exclude_items, 1000,
           "Most entries in each of a request's options.exclude_item_ids and options.exclude_items");
 ABSL_FLAG(int, max_inflight, 256, "Queued + running requests before RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, shadow_queue, 256,
+          "Requests queued for a shadow version's scoring; more are dropped (counted), never waited for");
 ABSL_FLAG(int, max_candidates, 0, "Candidates ranked per request (0 = the manifest's)");
 ABSL_FLAG(int, embedding_k, 0, "Candidates from the embedding index (0 = the manifest's)");
 ABSL_FLAG(int, covisit_k, 0, "Candidates from co-visitation (0 = the manifest's)");
@@ -155,6 +157,7 @@ int Run() {
   options.limits.max_inflight = absl::GetFlag(FLAGS_max_inflight);
   options.limits.max_clock_skew = absl::GetFlag(FLAGS_max_clock_skew);
   options.limits.exclude_purchased = absl::GetFlag(FLAGS_exclude_purchased);
+  options.shadow_queue = absl::GetFlag(FLAGS_shadow_queue);
   recserve::ModelManagerOptions& m = options.manager;
   m.base_path = absl::GetFlag(FLAGS_model_base_path);
   m.poll_interval = absl::GetFlag(FLAGS_poll_interval);
@@ -251,6 +254,11 @@ int Run() {
       return 2;
     }
     log.full_events = events == "full";
+  }
+  if (options.shadow_queue < 1 || options.shadow_queue > 65536) {
+    // (Each queued job keeps buffers for a whole request: events, exclusions, answer.)
+    std::fprintf(stderr, "recserve: --shadow_queue must be between 1 and 65536, not %d\n", options.shadow_queue);
+    return 2;
   }
   if (m.load_threads < 0 || m.load_threads > 1024) {
     std::fprintf(stderr, "recserve: --load_threads must be between 0 (one per core) and 1024, not %d\n",

@@ -198,11 +198,12 @@ void RecommenderService::WarmWorkers(const Model& model) {
 RecommenderService::RecommenderService(ModelManager* manager, WorkerPool* pool,
                                        RequestLimits limits,
                                        std::function<void(const RequestOutcome&)> observer,
-                                       ImpressionLog* impressions)
+                                       ShadowScorer* shadow, ImpressionLog* impressions)
     : manager_(manager),
       pool_(pool),
       limits_(limits),
       observer_(std::move(observer)),
+      shadow_(shadow),
       impressions_(impressions) {
   InstallProtobufLogCapture();  // now, before gRPC's threads parse anything
 }
@@ -411,6 +412,10 @@ absl::Status RecommenderService::Handle(const RecommendCall& call, RecommendResu
     t->set_features_ms(result->seconds.features * 1e3);
     t->set_rank_ms(result->seconds.rank * 1e3);
     t->set_total_ms(result->seconds.total * 1e3);
+  }
+  // The answer is complete; the shadow only reads it (server/shadow_scorer.h).
+  if (shadow_ && member->role == ServingRole::kServing) {
+    shadow_->Offer(*set, response->request_id(), query, model->version(), *result);
   }
   return absl::OkStatus();
 }

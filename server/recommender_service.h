@@ -5,7 +5,8 @@
 // naming the field), then handed to the WorkerPool, where it pins the serving set, takes
 // the member its user_id routes to (ServingSet::ForUser: a canary's share of users, else
 // the serving version), runs the engine pipeline with the worker's own scratch, records
-// the call into that member's RolloutStats, and finishes the reactor. No
+// the call into that member's RolloutStats, offers an answer of the serving version to
+// the shadow version if one runs (ShadowScorer: never waits), and finishes the reactor. No
 // thread per request, no engine allocation per request. The gRPC method is a thin
 // adapter over Submit(), which has no gRPC in it (the ThreadSanitizer build tests it
 // directly: Debian's gRPC is not TSAN-instrumented).
@@ -31,6 +32,7 @@
 #include "server/impression_log.h"
 #include "server/log_rate_limiter.h"
 #include "server/model_manager.h"
+#include "server/shadow_scorer.h"
 #include "server/worker_pool.h"
 
 namespace recserve {
@@ -84,11 +86,11 @@ class NoMessageReactor;
 class RecommenderService final
     : public v1::Recommender::WithRawCallbackMethod_Recommend<v1::Recommender::Service> {
  public:
-  // `impressions`, when set, gets every answered call (it samples) and must outlive the
-  // service's calls.
+  // `shadow`, when set, is offered the serving version's answers; `impressions`, when set,
+  // gets every answered call (it samples). Both must outlive the service's calls.
   RecommenderService(ModelManager* manager, WorkerPool* pool, RequestLimits limits,
                      std::function<void(const RequestOutcome&)> observer = nullptr,
-                     ImpressionLog* impressions = nullptr);
+                     ShadowScorer* shadow = nullptr, ImpressionLog* impressions = nullptr);
 
   // `request` is a RecommendRequest's bytes; `response` gets a RecommendResponse's. A
   // call that carried no message is INVALID_ARGUMENT when the client ended it so, and
@@ -128,6 +130,7 @@ class RecommenderService final
   WorkerPool* const pool_;
   const RequestLimits limits_;
   const std::function<void(const RequestOutcome&)> observer_;
+  ShadowScorer* const shadow_;  // null: no shadow scoring
   ImpressionLog* const impressions_;
   std::atomic<uint64_t> arrivals_{0};
   std::atomic<int> inflight_{0};

@@ -59,6 +59,12 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   if (!s->options_.impressions.dir.empty()) {
     ASSIGN_OR_RETURN(s->impressions_, ImpressionLog::Create(s->options_.impressions));
   }
+  ShadowScorerOptions shadow_options;
+  shadow_options.queue_size = s->options_.shadow_queue;
+  shadow_options.on_job = [self](const ShadowJobResult& job) {
+    if (self->shadow_metrics_) self->shadow_metrics_->Observe(job);
+  };
+  ASSIGN_OR_RETURN(s->shadow_, ShadowScorer::Create(std::move(shadow_options)));
   auto user_observer = s->options_.observer;
   s->recommender_ = std::make_unique<RecommenderService>(
       s->manager_.get(), s->pool_.get(), s->options_.limits,
@@ -66,13 +72,14 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
         if (self->metrics_) self->metrics_->ObserveRequest(outcome);
         if (user_observer) user_observer(outcome);
       },
-      s->impressions_.get());
+      s->shadow_.get(), s->impressions_.get());
   // Everything the manager's and workers' callbacks read is set before their threads
   // start (the manager's below, gRPC's at BuildAndStart).
   if (!s->options_.metrics_address.empty()) {
     ASSIGN_OR_RETURN(s->metrics_, Metrics::Create(s->options_.metrics_address, s->options_.metrics_http,
                                                   [self] { return self->recommender_->inflight(); }));
     if (s->impressions_) s->metrics_->Expose(s->impressions_->registry());
+    s->shadow_metrics_ = std::make_unique<ShadowMetrics>(s->metrics_->registry());
   }
   s->manager_->Start();
 
@@ -105,7 +112,7 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   }
   s->listener_->Serve(std::move(acceptor));
   if (!s->options_.admin_address.empty()) {
-    s->admin_ = std::make_unique<AdminService>(s->manager_.get());
+    s->admin_ = std::make_unique<AdminService>(s->manager_.get(), s->shadow_.get());
     grpc::ServerBuilder admin;
     admin.AddListeningPort(s->options_.admin_address, grpc::InsecureServerCredentials(),
                            &s->admin_port_);
@@ -122,6 +129,8 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
 
 RecserveServer::~RecserveServer() {
   Drain(absl::ZeroDuration(), absl::Seconds(1));
+  // The workers have stopped offering; the shadow's jobs end before the manager's models.
+  if (shadow_) shadow_->Stop();
   // Wake admin calls waiting on a load before waiting for them; then join the loader.
   if (manager_) manager_->RequestStop();
   if (admin_server_) admin_server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));

@@ -1,6 +1,6 @@
 // RecserveServer: the whole serving process minus flag parsing and signals, so tests
-// can run it in-process. Owns the model manager, the worker pool, the public gRPC
-// server (Recommender, health, reflection) and the admin gRPC server.
+// can run it in-process. Owns the model manager, the worker pool, the shadow scorer, the
+// public gRPC server (Recommender, health, reflection) and the admin gRPC server.
 //
 // Lifecycle: Create() starts listening (ports may be 0: the chosen ports are reported);
 // readiness turns SERVING when a model version serves. Drain() flips health to
@@ -23,6 +23,8 @@
 #include "server/metrics.h"
 #include "server/model_manager.h"
 #include "server/recommender_service.h"
+#include "server/shadow_metrics.h"
+#include "server/shadow_scorer.h"
 #include "server/sync.h"
 #include "server/worker_pool.h"
 
@@ -44,6 +46,8 @@ struct ServerOptions {
   // resets frees its slot at once while its call is still queued (docs/operations.md).
   int max_concurrent_streams = 100;
   RequestLimits limits;
+  // Requests queued for a shadow version's scoring (ShadowScorerOptions::queue_size).
+  int shadow_queue = 256;
   ModelManagerOptions manager;
   std::function<void(const RequestOutcome&)> observer;  // per finished Recommend
   // The impression log (server/impression_log.h); off while `impressions.dir` is empty.
@@ -81,6 +85,10 @@ class RecserveServer {
   // Declared before the pool and the service, so destroyed after them: no call is left
   // to offer it a record when it stops (writing what is queued).
   std::unique_ptr<ImpressionLog> impressions_;
+  // Before the pool and the service, which offer it jobs: destroyed after them. Stopped
+  // before the manager (~RecserveServer), which then still holds every model a job does.
+  std::unique_ptr<ShadowMetrics> shadow_metrics_;
+  std::unique_ptr<ShadowScorer> shadow_;
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<RecommenderService> recommender_;
   std::unique_ptr<AdminService> admin_;

@@ -49,6 +49,7 @@ using BlockingCounter = absl::BlockingCounter;
 class ABSL_LOCKABLE Mutex {
  public:
   void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.lock(); }
+  bool TryLock() ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true) { return mu_.try_lock(); }
   void Unlock() ABSL_UNLOCK_FUNCTION() {
     // Notify while still holding the lock: a waiter woken by this may destroy the
     // object (a Notification on its stack) as soon as it gets the lock back.
