@@ -165,6 +165,7 @@ ShadowScorer::Offered ShadowScorer::Offer(const ServingSet& set, absl::string_vi
   }
   Job& slot = slots_[static_cast<size_t>((head_ + queued_) % queue_size())];
   slot.model = shadow->model;  // an empty slot holds none: no reference is dropped here
+  slot.rollout_stats = shadow->stats;
   slot.shadow_version = shadow->version;
   slot.served_version = served_version;
   slot.events.swap(staging.events);
@@ -221,6 +222,7 @@ void ShadowScorer::Run() {
     if (options_.before_job) options_.before_job();
     Score(job, &scratch, &result);
     job.model.reset();  // see the file comment: never the last reference in the server
+    job.rollout_stats.reset();
     MutexLock lock(&mu_);
     running_job_ = false;
   }
@@ -276,6 +278,10 @@ void ShadowScorer::Score(const Job& job, PipelineScratch* scratch, RecommendResu
       }
       outcome.score_psi = PopulationStabilityIndex(stats.served_bins, stats.shadow_bins);
     }
+  }
+  if (job.rollout_stats) {
+    job.rollout_stats->RecordCall(status.code(), absl::Seconds(shadow_seconds), status.ok() ? result : nullptr);
+    if (status.ok()) job.rollout_stats->RecordOverlap(outcome.topk_overlap);
   }
   if (options_.on_job) options_.on_job(outcome);
 }

@@ -27,7 +27,9 @@
 //     scored requests (p50, p99; served: the worker's wall time; shadow: its thread's CPU
 //     time, as wall time at idle priority measures the machine's load, not the model);
 //     counts: sampled, scored, dropped, failed. The last kMaxVersions shadow versions
-//     are kept;
+//     are kept. Each scored or failed job is also recorded in the shadow member's
+//     RolloutStats (a call, its CPU seconds, its scores, its top-k overlap), which the
+//     manager's roll-out rules judge against the serving version's;
 //   - model lifetime: a queued job holds the shadow member's shared_ptr<const Model>
 //     from Offer (which only copies it: a request thread never drops a model reference
 //     here) until the shadow thread has scored it, or Stop() discards it. In the server
@@ -160,6 +162,10 @@ class ShadowScorer {
   // A sampled request, copied: what the shadow's pipeline and the comparison need.
   struct Job {
     std::shared_ptr<const Model> model;  // the shadow's; null in an empty slot
+    // The shadow member's roll-out figures (server/rollout_stats.h): each scored job is
+    // recorded there as a call (its CPU seconds as latency) with its top-k overlap, so the
+    // manager's rules judge a shadow as they judge a canary. Null in tests without one.
+    std::shared_ptr<RolloutStats> rollout_stats;
     int64_t shadow_version = 0;
     int64_t served_version = 0;
     std::vector<QueryEvent> events;
