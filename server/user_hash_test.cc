@@ -51,7 +51,9 @@ TEST(ServingSetTest, SameUserAlwaysGetsTheSameVersionAndRaisingTheShareOnlyAddsU
     const std::string user = absl::StrCat("u", i * 7919);
     const int64_t version = narrow.ForUser(user)->version;
     EXPECT_EQ(again.ForUser(user)->version, version) << user;
-    if (version == 2) EXPECT_EQ(wide.ForUser(user)->version, 2) << user;
+    if (version == 2) {
+      EXPECT_EQ(wide.ForUser(user)->version, 2) << user;
+    }
     moved_in += version == 1 && wide.ForUser(user)->version == 2;
   }
   EXPECT_GT(moved_in, 0);

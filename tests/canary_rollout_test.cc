@@ -105,11 +105,13 @@ class RolloutTest : public ::testing::Test {
             e->set_type(v1::CLICK);
             e->set_timestamp_ms(now_ms - 60000 + i);
           }
+          if (pause_ > absl::ZeroDuration()) absl::SleepFor(pause_);
           grpc::ClientContext ctx;
           ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
           v1::RecommendResponse response;
           const grpc::Status s = stub->Recommend(&ctx, request, &response);
           std::lock_guard<std::mutex> lock(mu_);
+          if (s.ok() && response.model_version() == 2) ++version2_answers_;
           if (!s.ok()) {
             ++failed_;
             if (first_failure_.empty()) first_failure_ = s.error_message();
@@ -157,7 +159,11 @@ class RolloutTest : public ::testing::Test {
     std::lock_guard<std::mutex> lock(mu_);
     EXPECT_EQ(failed_, 0) << first_failure_;
     EXPECT_EQ(mislabelled_, 0);
-    EXPECT_GT(canary_answers_, 0);
+    if (shadow_) {
+      EXPECT_EQ(canary_answers_, 0);
+    } else {
+      EXPECT_GT(canary_answers_, 0);
+    }
     server_->Signal(SIGTERM);
     EXPECT_EQ(server_->WaitExit(absl::Seconds(30)), 0);
   }
@@ -173,8 +179,12 @@ class RolloutTest : public ::testing::Test {
   int64_t serving_version_ = 0;
   std::vector<std::thread> clients_;
   std::atomic<bool> stop_{false};
+  // Shadow tests: no canary answers; clients pause between calls so the idle-priority
+  // shadow thread gets CPU on a 2-core machine.
+  bool shadow_ = false;
+  absl::Duration pause_;
   std::mutex mu_;
-  int64_t failed_ = 0, canary_answers_ = 0, mislabelled_ = 0;
+  int64_t failed_ = 0, canary_answers_ = 0, mislabelled_ = 0, version2_answers_ = 0;
   std::string first_failure_;
 };
 
@@ -252,6 +262,43 @@ TEST_F(RolloutTest, OperatorAbortsACanaryWithTheCli) {
   EXPECT_THAT(output, HasSubstr("version 2: FAILED, serving version 1"));
   EXPECT_THAT(output, HasSubstr("verdict: aborted by SetRollout"));
   EXPECT_EQ(Status(2).error(), "rollout: aborted by SetRollout");
+  Finish();
+}
+
+TEST_F(RolloutTest, ShuffledShadowNeverAnswersAndIsRolledBackWithItsComparison) {
+  auto versions = Prepare("rollout_shadow_shuffled", ShuffleWeights);
+  ASSERT_TRUE(versions.ok()) << versions.status();
+  shadow_ = true;
+  pause_ = absl::Milliseconds(2);
+  // Every request sampled for the shadow; p99 off (the shadow's is its thread's CPU time).
+  Start(*versions, {"--rollout=shadow", "--canary_share=1", "--rollout_max_p99_ratio=0", "--rollout_window=10m"});
+  const v1::VersionStatus v2 = PublishAndWaitForVerdict();
+  EXPECT_EQ(v2.state(), v1::FAILED) << server_->Log();
+  EXPECT_THAT(v2.error(), HasSubstr("rollout: "));
+  EXPECT_EQ(v2.rollout().mode(), v1::ROLE_SHADOW);
+  EXPECT_GE(v2.rollout().canary().calls(), 300);     // shadow jobs, judged as calls
+  EXPECT_GT(v2.rollout().overlap_samples(), 0);     // the shadow comparison fed the rules
+  EXPECT_LT(v2.rollout().topk_overlap(), 0.5);
+  EXPECT_GT(v2.shadow().scored(), 0);
+  EXPECT_GT(v2.shadow().score_psi(), 0.2);
+  EXPECT_EQ(serving_version_, 1);
+  std::printf("shuffled shadow: %s\n", v2.error().c_str());
+  Finish();
+  EXPECT_EQ(version2_answers_, 0);  // a shadow never answers
+}
+
+TEST_F(RolloutTest, GoodShadowIsPromotedOnItsComparison) {
+  auto versions = Prepare("rollout_shadow_good", SameWeights);
+  ASSERT_TRUE(versions.ok()) << versions.status();
+  shadow_ = true;
+  pause_ = absl::Milliseconds(2);
+  Start(*versions, {"--rollout=shadow", "--canary_share=1", "--rollout_max_p99_ratio=0", "--rollout_window=3s"});
+  const v1::VersionStatus v2 = PublishAndWaitForVerdict();
+  EXPECT_EQ(v2.role(), v1::ROLE_SERVING) << v2.error() << "\n" << server_->Log();
+  EXPECT_THAT(v2.rollout().verdict(), HasSubstr("promoted"));
+  EXPECT_GT(v2.rollout().overlap_samples(), 0);
+  EXPECT_GT(v2.rollout().topk_overlap(), 0.99);  // the same model: the same answers
+  EXPECT_EQ(serving_version_, 2);
   Finish();
 }
 
