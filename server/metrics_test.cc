@@ -150,7 +150,7 @@ TEST(MetricsTest, RequestsRecordWhileTheirVersionIsRemoved) {
   ASSERT_NE(metrics, nullptr);
   metrics->ObserveRole(1, ServingRole::kServing);  // stays: requests alternate with version 2
   constexpr int kThreads = 2;
-  constexpr int kCycles = 200;
+  constexpr int kCycles = 1000;
   std::atomic<bool> stop{false};
   std::atomic<int64_t> observed{0};
   BlockingCounter started(kThreads);
