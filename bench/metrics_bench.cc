@@ -1,9 +1,9 @@
 // Google Benchmark of what recording one Recommend costs the request path
 // (Metrics::ObserveRequest): an OK, ranked answer of n items (10, 100, 500: --max_n's
 // default) on the serving version, from 1 and 2 threads at once (workers contend on
-// the same series). And the two ways to put n scores into recserve_score: one
-// Histogram::Observe per item (the histogram's lock each time) against binning them
-// first and adding the bins in one ObserveMultiple (what Metrics does).
+// the same series). And what the n scores would cost recorded the plain way, one
+// Histogram::Observe per item (the histogram's lock each time), where Metrics bins them
+// first and adds the bins with one ObserveMultiple.
 //
 //   build/bench/recserve-metrics-bench
 //
@@ -71,24 +71,6 @@ void BM_ScoresObservedEach(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_ScoresObservedEach)->Arg(10)->Arg(500);
-
-void BM_ScoresBinnedThenAdded(benchmark::State& state) {
-  const prometheus::Histogram::BucketBoundaries bounds = ScoreBounds();
-  prometheus::Histogram histogram(bounds);
-  const RecommendResult result = RankedAnswer(static_cast<int>(state.range(0)));
-  std::vector<double> bins;
-  for (auto _ : state) {
-    bins.assign(bounds.size() + 1, 0.0);
-    double sum = 0;
-    for (const RecommendedItem& item : result.items) {
-      ++bins[std::lower_bound(bounds.begin(), bounds.end(), double{item.score}) - bounds.begin()];
-      sum += item.score;
-    }
-    histogram.ObserveMultiple(bins, sum);
-  }
-  state.SetItemsProcessed(state.iterations());
-}
-BENCHMARK(BM_ScoresBinnedThenAdded)->Arg(10)->Arg(500);
 
 }  // namespace
 }  // namespace recserve

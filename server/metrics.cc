@@ -58,6 +58,18 @@ const Histogram::BucketBoundaries& ScoreBuckets() {
   return *buckets;
 }
 
+// The index of `score`'s bucket among ScoreBuckets()'s bounds and +Inf: the first bound
+// at or above it (Prometheus's `le`, as Histogram::Observe chooses). floor(score * 20) is
+// that bin or, for a score on a bound (0.25: bin 5, bound 0.25 is bin 4's), one above;
+// never below, since a float above a bound exceeds it by more than the bound's rounding.
+int ScoreBin(float score) {
+  const Histogram::BucketBoundaries& bounds = ScoreBuckets();
+  const double s = score;
+  int bin = s > 0 ? static_cast<int>(std::min(s, 1.0) * static_cast<double>(bounds.size())) : 0;
+  while (bin > 0 && bounds[bin - 1] >= s) --bin;
+  return bin;
+}
+
 // The request path's key of a (version, role).
 int64_t SlotKey(int64_t version, ServingRole role) { return version * 4 + static_cast<int64_t>(role); }
 
@@ -357,13 +369,11 @@ void Metrics::Record(const RequestOutcome& o, const Series& s) {
   if (r.ranked > 0 && !r.items.empty()) {
     // Binned here and added in one call: Histogram::Observe takes the histogram's lock
     // per value, and an answer can hold 500 items.
-    const Histogram::BucketBoundaries& bounds = ScoreBuckets();
     thread_local std::vector<double> bins;
-    bins.assign(bounds.size() + 1, 0.0);
+    bins.assign(ScoreBuckets().size() + 1, 0.0);
     double sum = 0;
     for (const RecommendedItem& item : r.items) {
-      // Prometheus's `le`: the first bound at or above the score (Histogram::Observe's).
-      ++bins[std::lower_bound(bounds.begin(), bounds.end(), double{item.score}) - bounds.begin()];
+      ++bins[ScoreBin(item.score)];
       sum += item.score;
     }
     s.score->ObserveMultiple(bins, sum);
