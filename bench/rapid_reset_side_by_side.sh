@@ -18,7 +18,7 @@ for binary in "$before" "$after"; do
     echo "== $binary ${attack:-(rapid reset)}"
     /usr/bin/python3 "$here/http2_rapid_reset.py" --port="$port" --pid="$pid" --settle=5 $attack
     echo "calls: $(curl -s "http://127.0.0.1:$metrics_port/metrics" |
-      sed -n 's/^recserve_requests_total{code="\([A-Z_]*\)",method="Recommend"} \([1-9][0-9]*\)$/\1 \2/p' | paste -sd,)"
+      sed -n 's/^recserve_requests_total{code="\([A-Z_]*\)",method="Recommend"[^}]*} \([1-9][0-9]*\)$/\1 \2/p' | paste -sd,)"
     echo "log lines: $(grep -c 'malformed Recommend' "$log" || true) malformed-request lines"
     kill "$pid"
     wait "$pid" || true

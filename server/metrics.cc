@@ -2,8 +2,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -43,6 +47,31 @@ int CompressionFormIndex(const std::string& form) {
 Histogram::BucketBoundaries LatencyBuckets() {
   return {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0};
 }
+
+// recserve_score: served probabilities in 20 equal bins over [0, 1].
+const Histogram::BucketBoundaries& ScoreBuckets() {
+  static const Histogram::BucketBoundaries* const buckets = [] {
+    auto* b = new Histogram::BucketBoundaries;
+    for (int i = 1; i <= 20; ++i) b->push_back(i / 20.0);
+    return b;
+  }();
+  return *buckets;
+}
+
+// The index of `score`'s bucket among ScoreBuckets()'s bounds and +Inf: the first bound
+// at or above it (Prometheus's `le`, as Histogram::Observe chooses). floor(score * 20) is
+// that bin or, for a score on a bound (0.25: bin 5, bound 0.25 is bin 4's), one above;
+// never below, since a float above a bound exceeds it by more than the bound's rounding.
+int ScoreBin(float score) {
+  const Histogram::BucketBoundaries& bounds = ScoreBuckets();
+  const double s = score;
+  int bin = s > 0 ? static_cast<int>(std::min(s, 1.0) * static_cast<double>(bounds.size())) : 0;
+  while (bin > 0 && bounds[bin - 1] >= s) --bin;
+  return bin;
+}
+
+// The request path's key of a (version, role).
+int64_t SlotKey(int64_t version, ServingRole role) { return version * 4 + static_cast<int64_t>(role); }
 
 // The standard process_* metrics, read from /proc when scraped.
 class ProcessCollector : public prometheus::Collectable {
@@ -135,43 +164,37 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& bind
   std::unique_ptr<Metrics> m(new Metrics());
   m->registry_ = std::make_shared<prometheus::Registry>();
   auto& reg = *m->registry_;
-  auto& request_seconds = BuildHistogram().Name("recserve_request_duration_seconds")
-                              .Help("Recommend latency from arrival to answer, by gRPC status code.")
+  m->request_seconds_ = &BuildHistogram().Name("recserve_request_duration_seconds")
+                              .Help("Recommend latency from arrival to answer, by gRPC status code, model "
+                                    "version and role (version \"\", role none: no version answered).")
                               .Register(reg);
-  auto& requests = BuildCounter().Name("recserve_requests_total").Help("Recommend calls by gRPC status code.").Register(reg);
-  for (int code = 0; code < kCodes; ++code) {
-    const std::string name = absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
-    m->request_seconds_[code] = &request_seconds.Add({{"method", "Recommend"}, {"code", name}}, LatencyBuckets());
-    m->requests_[code] = &requests.Add({{"method", "Recommend"}, {"code", name}});
-  }
-  auto& stages = BuildHistogram().Name("recserve_stage_duration_seconds")
-                     .Help("Time per request in each engine stage.").Register(reg);
-  m->stage_recall_ = &stages.Add({{"stage", "recall"}}, LatencyBuckets());
-  m->stage_features_ = &stages.Add({{"stage", "features"}}, LatencyBuckets());
-  m->stage_rank_ = &stages.Add({{"stage", "rank"}}, LatencyBuckets());
-  m->stage_total_ = &stages.Add({{"stage", "total"}}, LatencyBuckets());
-  auto& candidates = BuildHistogram().Name("recserve_candidates")
-                         .Help("Candidates per request proposed by each recall source.").Register(reg);
-  const Histogram::BucketBoundaries counts = {0, 10, 25, 50, 100, 200, 400, 800, 1600};
-  m->candidates_[0] = &candidates.Add({{"source", "embedding"}}, counts);
-  m->candidates_[1] = &candidates.Add({{"source", "covisit"}}, counts);
-  m->candidates_[2] = &candidates.Add({{"source", "popularity"}}, counts);
+  m->requests_ = &BuildCounter().Name("recserve_requests_total")
+                      .Help("Recommend calls by gRPC status code, model version and role (version \"\", "
+                            "role none: refused before a version was chosen).")
+                      .Register(reg);
+  m->stages_ = &BuildHistogram().Name("recserve_stage_duration_seconds")
+                    .Help("Time per request in each engine stage, by model version and role.").Register(reg);
+  m->candidates_ = &BuildHistogram().Name("recserve_candidates")
+                        .Help("Candidates per request proposed by each recall source, by model version and role.")
+                        .Register(reg);
   m->unknown_items_ = &BuildCounter().Name("recserve_unknown_items_total")
-                           .Help("Request events skipped because their item id is not in the catalog.")
-                           .Register(reg).Add({});
+                           .Help("Request events skipped because their item id is not in the version's catalog.")
+                           .Register(reg);
   m->non_finite_scores_ = &BuildCounter().Name("recserve_non_finite_scores_total")
                                .Help("Candidates the ranker scored NaN or infinite (its arithmetic overflowed), "
                                      "answered with the lowest score, 0.")
-                               .Register(reg).Add({});
-  m->shed_ = &BuildCounter().Name("recserve_shed_requests_total")
-                  .Help("Requests answered RESOURCE_EXHAUSTED at the in-flight cap.").Register(reg).Add({});
-  auto& degraded = BuildCounter().Name("recserve_degraded_total")
+                               .Register(reg);
+  m->degraded_ = &BuildCounter().Name("recserve_degraded_total")
                       .Help("Answers the deadline left no time for the full pipeline, by the stage they "
                             "stopped at: fewer_candidates, recall_order, popularity.")
                       .Register(reg);
-  for (Degraded d : {Degraded::kFewerCandidates, Degraded::kRecallOrder, Degraded::kPopularity}) {
-    m->degraded_[static_cast<int>(d)] = &degraded.Add({{"stage", DegradedName(d)}});
-  }
+  m->score_ = &BuildHistogram().Name("recserve_score")
+                   .Help("Scores (click probabilities) of the items ranked answers returned, one per item, by "
+                         "model version and role.")
+                   .Register(reg);
+  m->unattributed_ = m->AddSeries("", RoleName(ServingRole::kNone), /*answered=*/false);
+  m->shed_ = &BuildCounter().Name("recserve_shed_requests_total")
+                  .Help("Requests answered RESOURCE_EXHAUSTED at the in-flight cap.").Register(reg).Add({});
   auto& reloads = BuildCounter().Name("recserve_model_reloads_total").Help("Model version load attempts by result.").Register(reg);
   m->reload_success_ = &reloads.Add({{"result", "success"}});
   m->reload_failure_ = &reloads.Add({{"result", "failure"}});
@@ -219,31 +242,146 @@ void Metrics::Expose(const std::shared_ptr<prometheus::Collectable>& collectable
   exposer_->RegisterCollectable(collectable);
 }
 
+Metrics::~Metrics() {
+  for (Slot& slot : slots_) delete slot.series;  // the registry owns the children
+}
+
 int Metrics::port() const {
   const auto ports = exposer_->GetListeningPorts();
   return ports.empty() ? 0 : ports.front();
 }
 
+std::unique_ptr<Metrics::Series> Metrics::AddSeries(const std::string& version, const char* role, bool answered) {
+  auto series = std::make_unique<Series>();
+  for (int code = 0; code < kCodes; ++code) {
+    const std::map<std::string, std::string> labels = {
+        {"method", "Recommend"},
+        {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(code))},
+        {"version", version},
+        {"role", role}};
+    series->request_seconds[code] = &request_seconds_->Add(labels, LatencyBuckets());
+    series->requests[code] = &requests_->Add(labels);
+  }
+  if (!answered) return series;
+  auto with = [&](const char* name, const char* value) -> std::map<std::string, std::string> {
+    return {{name, value}, {"version", version}, {"role", role}};
+  };
+  series->stage_recall = &stages_->Add(with("stage", "recall"), LatencyBuckets());
+  series->stage_features = &stages_->Add(with("stage", "features"), LatencyBuckets());
+  series->stage_rank = &stages_->Add(with("stage", "rank"), LatencyBuckets());
+  series->stage_total = &stages_->Add(with("stage", "total"), LatencyBuckets());
+  const Histogram::BucketBoundaries counts = {0, 10, 25, 50, 100, 200, 400, 800, 1600};
+  series->candidates[0] = &candidates_->Add(with("source", "embedding"), counts);
+  series->candidates[1] = &candidates_->Add(with("source", "covisit"), counts);
+  series->candidates[2] = &candidates_->Add(with("source", "popularity"), counts);
+  const std::map<std::string, std::string> labels = {{"version", version}, {"role", role}};
+  series->unknown_items = &unknown_items_->Add(labels);
+  series->non_finite_scores = &non_finite_scores_->Add(labels);
+  for (Degraded d : {Degraded::kFewerCandidates, Degraded::kRecallOrder, Degraded::kPopularity}) {
+    series->degraded[static_cast<int>(d)] = &degraded_->Add(with("stage", DegradedName(d)));
+  }
+  series->score = &score_->Add(labels, ScoreBuckets());
+  return series;
+}
+
+void Metrics::RemoveSeries(const Series& s) {
+  for (int code = 0; code < kCodes; ++code) {
+    request_seconds_->Remove(s.request_seconds[code]);
+    requests_->Remove(s.requests[code]);
+  }
+  for (Histogram* h : {s.stage_recall, s.stage_features, s.stage_rank, s.stage_total}) stages_->Remove(h);
+  for (Histogram* h : s.candidates) candidates_->Remove(h);
+  unknown_items_->Remove(s.unknown_items);
+  non_finite_scores_->Remove(s.non_finite_scores);
+  for (prometheus::Counter* c : s.degraded) {
+    if (c != nullptr) degraded_->Remove(c);
+  }
+  score_->Remove(s.score);
+}
+
+void Metrics::ObserveRole(int64_t version, ServingRole role) {
+  if (role == ServingRole::kNone) return;
+  const int64_t key = SlotKey(version, role);
+  MutexLock lock(&roles_mu_);
+  Slot* free = nullptr;
+  for (Slot& slot : slots_) {
+    const int64_t k = slot.key.load(std::memory_order_relaxed);  // only writers store, under roles_mu_
+    if (k == key) return;
+    if (k == kFreeSlot && free == nullptr) free = &slot;
+  }
+  if (free == nullptr) {
+    std::fprintf(stderr, "recserve: metrics: %d (version, role) pairs have series already; version %lld as %s "
+                 "is counted as answered by no version\n", kSlots, static_cast<long long>(version), RoleName(role));
+    return;
+  }
+  // A freed slot's series were deleted when it was freed: nothing reads this one.
+  free->series = AddSeries(absl::StrCat(version), RoleName(role), /*answered=*/true).release();
+  free->key.store(key, std::memory_order_seq_cst);
+}
+
+void Metrics::ObserveUnloaded(int64_t version) {
+  MutexLock lock(&roles_mu_);
+  for (Slot& slot : slots_) {
+    const int64_t k = slot.key.load(std::memory_order_relaxed);
+    if (k == kFreeSlot || k / 4 != version) continue;
+    slot.key.store(kFreeSlot, std::memory_order_seq_cst);
+    // Requests that matched the key before it went: they record for microseconds.
+    while (slot.recording.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+    std::unique_ptr<Series> series(slot.series);
+    slot.series = nullptr;
+    RemoveSeries(*series);
+  }
+}
+
 void Metrics::ObserveRequest(const RequestOutcome& o) {
+  if (o.role != ServingRole::kNone) {
+    const int64_t key = SlotKey(o.version, o.role);
+    for (Slot& slot : slots_) {
+      if (slot.key.load(std::memory_order_acquire) != key) continue;
+      slot.recording.fetch_add(1, std::memory_order_seq_cst);
+      const bool held = slot.key.load(std::memory_order_seq_cst) == key;
+      if (held) Record(o, *slot.series);
+      slot.recording.fetch_sub(1, std::memory_order_release);
+      if (held) return;
+      break;  // removed meanwhile
+    }
+  }
+  Record(o, *unattributed_);
+}
+
+void Metrics::Record(const RequestOutcome& o, const Series& s) {
   const int code = static_cast<int>(o.code);
   if (code >= 0 && code < kCodes) {
-    request_seconds_[code]->Observe(o.seconds);
-    requests_[code]->Increment();
+    s.request_seconds[code]->Observe(o.seconds);
+    s.requests[code]->Increment();
   }
   if (o.code == absl::StatusCode::kResourceExhausted) shed_->Increment();
-  if (o.result == nullptr) return;
+  if (o.result == nullptr || s.score == nullptr) return;
   const RecommendResult& r = *o.result;
-  if (r.degraded != Degraded::kNone) degraded_[static_cast<int>(r.degraded)]->Increment();
+  if (r.degraded != Degraded::kNone) s.degraded[static_cast<int>(r.degraded)]->Increment();
   // Stages a degraded answer skipped are not observed as taking no time.
-  if (r.degraded != Degraded::kPopularity) stage_recall_->Observe(r.seconds.recall);
+  if (r.degraded != Degraded::kPopularity) s.stage_recall->Observe(r.seconds.recall);
   if (r.ranked > 0) {
-    stage_features_->Observe(r.seconds.features);
-    stage_rank_->Observe(r.seconds.rank);
+    s.stage_features->Observe(r.seconds.features);
+    s.stage_rank->Observe(r.seconds.rank);
   }
-  stage_total_->Observe(r.seconds.total);
-  for (int s = 0; s < 3; ++s) candidates_[s]->Observe(r.candidates_by_source[s]);
-  if (r.unknown_items > 0) unknown_items_->Increment(r.unknown_items);
-  if (r.non_finite_scores > 0) non_finite_scores_->Increment(r.non_finite_scores);
+  s.stage_total->Observe(r.seconds.total);
+  for (int i = 0; i < 3; ++i) s.candidates[i]->Observe(r.candidates_by_source[i]);
+  if (r.unknown_items > 0) s.unknown_items->Increment(r.unknown_items);
+  if (r.non_finite_scores > 0) s.non_finite_scores->Increment(r.non_finite_scores);
+  // Unranked answers (recall order, popularity) carry no scores (all 0), not a drift.
+  if (r.ranked > 0 && !r.items.empty()) {
+    // Binned here and added in one call: Histogram::Observe takes the histogram's lock
+    // per value, and an answer can hold 500 items.
+    thread_local std::vector<double> bins;
+    bins.assign(ScoreBuckets().size() + 1, 0.0);
+    double sum = 0;
+    for (const RecommendedItem& item : r.items) {
+      ++bins[ScoreBin(item.score)];
+      sum += item.score;
+    }
+    s.score->ObserveMultiple(bins, sum);
+  }
 }
 
 void Metrics::ObserveLoad(int64_t, const absl::Status& result) {
@@ -251,6 +389,7 @@ void Metrics::ObserveLoad(int64_t, const absl::Status& result) {
 }
 
 void Metrics::ObserveServing(const Model& model, const v1::ModelFigures& figures) {
+  ObserveRole(model.version(), ServingRole::kServing);
   model_version_->Add({{"model", model.name()}}).Set(static_cast<double>(model.version()));
   sparsity_->Set(figures.sparsity());
   size_fp32_->Set(static_cast<double>(figures.fp32_bytes()));

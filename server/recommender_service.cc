@@ -304,23 +304,26 @@ void RecommenderService::Submit(RecommendCall call, std::function<void(const abs
   // storage); the original answers the call if the pool is stopping.
   const bool queued = pool_->Submit([this, call = std::move(call), done, start] {
     WorkerState& worker = ThisWorker();
-    absl::Status status = Handle(call, &worker.result);
+    RequestOutcome answered;
+    absl::Status status = Handle(call, &worker.result, &answered);
     if (status.ok() && impressions_ != nullptr) impressions_->Offer(*call.request, *call.response);
-    Finish(done, status, start, status.ok() ? &worker.result : nullptr);
+    Finish(done, status, start, status.ok() ? &worker.result : nullptr, answered);
   });
   if (!queued) Finish(done, absl::UnavailableError("server is shutting down"), start, nullptr);
 }
 
 void RecommenderService::Finish(const std::function<void(const absl::Status&)>& done,
-                                const absl::Status& status, absl::Time start, const RecommendResult* result) {
+                                const absl::Status& status, absl::Time start, const RecommendResult* result,
+                                const RequestOutcome& answered) {
   if (observer_) {
-    observer_({status.code(), absl::ToDoubleSeconds(absl::Now() - start), result});
+    observer_({status.code(), absl::ToDoubleSeconds(absl::Now() - start), result, answered.version, answered.role});
   }
   inflight_.fetch_sub(1, std::memory_order_acq_rel);
   done(status);
 }
 
-absl::Status RecommenderService::Handle(const RecommendCall& call, RecommendResult* result) {
+absl::Status RecommenderService::Handle(const RecommendCall& call, RecommendResult* result,
+                                       RequestOutcome* answered) {
   if (call.context && call.context->IsCancelled()) return absl::CancelledError("the client cancelled the call");
   if (absl::Now() > call.deadline) {
     return absl::DeadlineExceededError("deadline passed while the request was queued");
@@ -333,6 +336,8 @@ absl::Status RecommenderService::Handle(const RecommendCall& call, RecommendResu
   if (!member) return absl::UnavailableError("no model version is serving yet");
   const Model* model = member->model.get();
   const absl::Time pinned_at = absl::Now();
+  answered->version = member->version;
+  answered->role = member->role;
 
   WorkerState& worker = ThisWorker();
   const Catalog& catalog = model->catalog();

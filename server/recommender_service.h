@@ -51,11 +51,17 @@ struct RequestLimits {
   bool exclude_purchased = true;
 };
 
-// What one finished request reports (for metrics); called on the worker thread.
+// What one finished request reports (for metrics); called on the worker thread (or the
+// gRPC thread for a call refused there).
 struct RequestOutcome {
-  absl::StatusCode code;
-  double seconds;                  // from arrival to finish
-  const RecommendResult* result;   // null when the pipeline did not run
+  absl::StatusCode code = absl::StatusCode::kOk;
+  double seconds = 0;                      // from arrival to finish
+  const RecommendResult* result = nullptr; // null when the pipeline did not run
+  // The version the call was handed to and the role it answered in; 0 and kNone when no
+  // version was chosen (refused: malformed, invalid, shed, cancelled or late in the
+  // queue, no version serving). A call that failed after (the engine's error) keeps them.
+  int64_t version = 0;
+  ServingRole role = ServingRole::kNone;
 };
 
 // Checks `request` against `limits`; the error names the field and the bad value. Item
@@ -121,10 +127,12 @@ class RecommenderService final
   // The end of a call that carried no message (OnDone, when IsCancelled is known):
   // counted CANCELLED if the client reset it, else refused as malformed.
   void EndCallWithoutMessage(bool cancelled, absl::string_view peer);
-  absl::Status Handle(const RecommendCall& call, RecommendResult* result);
-  // Answers the call and takes it out of inflight_.
+  // Sets `answered`'s version and role once it has chosen the version that answers.
+  absl::Status Handle(const RecommendCall& call, RecommendResult* result, RequestOutcome* answered);
+  // Answers the call and takes it out of inflight_; the observer gets `answered`'s version
+  // and role (none for a call refused before Handle chose one).
   void Finish(const std::function<void(const absl::Status&)>& done, const absl::Status& status,
-              absl::Time start, const RecommendResult* result);
+              absl::Time start, const RecommendResult* result, const RequestOutcome& answered = {});
 
   ModelManager* const manager_;
   WorkerPool* const pool_;

@@ -280,6 +280,7 @@ TEST(RecommenderServiceTest, AShortDeadlineGetsADegradedAnswerNotDeadlineExceede
   ASSERT_NE(manager, nullptr);
   auto metrics = Metrics::Create("127.0.0.1:0", MetricsHttpOptions(), [] { return 0; });
   ASSERT_TRUE(metrics.ok()) << metrics.status();
+  (*metrics)->ObserveRole(manager->serving_version(), ServingRole::kServing);  // the server's before_publish
   WorkerPool pool(1);
   RecommenderService service(manager.get(), &pool, RequestLimits(),
                              [&](const RequestOutcome& o) { (*metrics)->ObserveRequest(o); });
@@ -335,10 +336,13 @@ TEST(RecommenderServiceTest, AShortDeadlineGetsADegradedAnswerNotDeadlineExceede
   EXPECT_THAT(status.error_message(), HasSubstr("even the popularity answer takes"));
 
   const std::string text = prometheus::TextSerializer().Serialize((*metrics)->registry().Collect());
-  EXPECT_THAT(text, HasSubstr("recserve_degraded_total{stage=\"recall_order\"} 1"));
-  EXPECT_THAT(text, HasSubstr("recserve_degraded_total{stage=\"popularity\"} 1"));
-  EXPECT_THAT(text, HasSubstr("recserve_degraded_total{stage=\"fewer_candidates\"} 0"));
-  EXPECT_THAT(text, HasSubstr("recserve_requests_total{code=\"DEADLINE_EXCEEDED\",method=\"Recommend\"} 1"));
+  const std::string v = absl::StrCat(",version=\"", model->version(), "\"");
+  EXPECT_THAT(text, HasSubstr("recserve_degraded_total{role=\"serving\",stage=\"recall_order\"" + v + "} 1"));
+  EXPECT_THAT(text, HasSubstr("recserve_degraded_total{role=\"serving\",stage=\"popularity\"" + v + "} 1"));
+  EXPECT_THAT(text, HasSubstr("recserve_degraded_total{role=\"serving\",stage=\"fewer_candidates\"" + v + "} 0"));
+  // Refused while reading the request, after the version was chosen: counted on it.
+  EXPECT_THAT(text, HasSubstr("recserve_requests_total{code=\"DEADLINE_EXCEEDED\",method=\"Recommend\","
+                              "role=\"serving\"" + v + "} 1"));
   server.reset();
   pool.Stop();
 }

@@ -33,7 +33,14 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   RecserveServer* self = s.get();
   ModelManagerOptions manager_options = s->options_.manager;
   auto user_callback = manager_options.on_serving_change;
-  manager_options.before_publish = [self](const Model& model) { self->recommender_->WarmWorkers(model); };
+  manager_options.before_publish = [self](const Model& model) {
+    self->recommender_->WarmWorkers(model);
+    // Before the version can answer: its requests find their series (metrics.h).
+    if (self->metrics_) self->metrics_->ObserveRole(model.version(), ServingRole::kServing);
+  };
+  manager_options.before_role = [self](int64_t version, ServingRole role) {
+    if (self->metrics_) self->metrics_->ObserveRole(version, role);
+  };
   manager_options.start_paused = true;
   auto user_on_load = manager_options.on_load;
   manager_options.on_load = [self, user_on_load](int64_t version, const absl::Status& result) {
@@ -42,6 +49,11 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   };
   manager_options.on_published = [self](const Model& model, const v1::ModelFigures& figures) {
     if (self->metrics_) self->metrics_->ObserveServing(model, figures);
+  };
+  auto user_on_unloaded = manager_options.on_unloaded;
+  manager_options.on_unloaded = [self, user_on_unloaded](int64_t version) {
+    if (self->metrics_) self->metrics_->ObserveUnloaded(version);
+    if (user_on_unloaded) user_on_unloaded(version);
   };
   manager_options.on_serving_change = [self, user_callback](int64_t version) {
     self->UpdateReadiness();

@@ -64,6 +64,7 @@ class RecserveServer {
   int metrics_port() const;
   ModelManager& manager() { return *manager_; }
   RecommenderService& recommender() { return *recommender_; }
+  Metrics* metrics() { return metrics_.get(); }  // null when metrics_address is empty
 
   // Health NOT_SERVING; waits `drain_delay` (load balancers notice) while still serving;
   // closes the listener (new connections refused) and serves the open connections until

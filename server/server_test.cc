@@ -2,11 +2,14 @@
 // server promises a single client connection.
 #include "server/server.h"
 
+#include <prometheus/text_serializer.h>
+
 #include <functional>
 #include <optional>
 #include <vector>
 
 #include "engine/test_util.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/http2_test_client.h"
 #include "server/sync.h"
@@ -100,6 +103,40 @@ TEST(ServerTest, ConnectionIsHeldToMaxConcurrentStreams) {
   // A fifth is refused.
   c.Send(OpenCall(9));
   EXPECT_NE(PingAndWatch(c, 9), Fate::kAlive) << "the server took a fifth open stream on one connection";
+}
+
+// A version's request series exist once it serves and go when it is unloaded (here at
+// the next publish: keep_previous is off), so /metrics holds only loaded versions.
+TEST(ServerTest, MetricsSeriesFollowTheLoadedVersions) {
+  const std::string dir = testing::TempDir("metrics_versions");
+  ASSERT_TRUE(WriteBundle(testing::TinyBundle(), dir + "/1").ok());
+  ServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.admin_address = "";
+  options.metrics_address = "127.0.0.1:0";
+  options.worker_threads = 1;
+  options.manager.base_path = dir;
+  options.manager.warmup_requests = 1;
+  Notification unloaded;  // called after the server's own on_unloaded work
+  options.manager.on_unloaded = [&unloaded](int64_t version) {
+    if (version == 1) unloaded.Notify();
+  };
+  absl::StatusOr<std::unique_ptr<RecserveServer>> server = RecserveServer::Create(std::move(options));
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE((*server)->manager().WaitUntilServing(absl::Seconds(60)));
+  const auto scrape = [&server] {
+    return prometheus::TextSerializer().Serialize((*server)->metrics()->registry().Collect());
+  };
+  EXPECT_THAT(scrape(), ::testing::HasSubstr("recserve_score_count{role=\"serving\",version=\"1\"} 0"));
+
+  ASSERT_TRUE(WriteBundle(testing::TinyBundle(), dir + "/2").ok());
+  absl::StatusOr<int64_t> serving = (*server)->manager().ReloadNow();
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  ASSERT_EQ(*serving, 2);
+  ASSERT_TRUE(unloaded.WaitForNotificationWithTimeout(absl::Minutes(1)));
+  const std::string text = scrape();
+  EXPECT_THAT(text, ::testing::HasSubstr("recserve_score_count{role=\"serving\",version=\"2\"} 0"));
+  EXPECT_THAT(text, ::testing::Not(::testing::HasSubstr("version=\"1\""))) << text;
 }
 
 // The status codes of the Recommend calls a server has finished (its observer, which

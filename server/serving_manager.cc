@@ -437,7 +437,9 @@ void ServingManager::PublishLocked(int64_t version, std::shared_ptr<const Model>
 void ServingManager::PublishServingSetLocked() {
   auto set = std::make_shared<ServingSet>();
   for (const auto& [v, e] : versions_) {
-    if (e.role != ServingRole::kNone) set->members.push_back({v, e.role, e.model, e.share, e.stats});
+    if (e.role == ServingRole::kNone) continue;
+    if (options_.before_role) options_.before_role(v, e.role);
+    set->members.push_back({v, e.role, e.model, e.share, e.stats});
   }
   std::shared_ptr<const ServingSet> replaced = std::move(set);
   {

@@ -78,6 +78,19 @@
 
 namespace recserve {
 
+// The part a loaded version plays in what serves.
+enum class ServingRole {
+  kNone,     // not serving: loading, kept as the previous version, failed or unloaded
+  kServing,  // answers every request not routed to a canary
+  kCanary,   // answers the requests whose stable user_id hash falls in its share
+  kShadow,   // scores a sampled share of requests off the critical path, never answers
+};
+
+// The proto's name for a role (v1::ServingRole), for responses and status.
+v1::ServingRole ToProto(ServingRole role);
+// "serving", "canary", "shadow", "none": the `role` label of metrics.
+const char* RoleName(ServingRole role);
+
 struct ServingManagerOptions {
   // Serve this version instead of the newest; 0 = newest.
   int64_t pinned_version = 0;
@@ -94,6 +107,10 @@ struct ServingManagerOptions {
   std::function<void(const Model&, const v1::ModelFigures&)> on_published;
   // Called on the load thread right after a replaced version has been destroyed.
   std::function<void(int64_t version)> on_unloaded;
+  // Called on the load thread, under the manager's lock, for every member of a serving
+  // set about to be published (so possibly again for a role already announced), before
+  // any request can see it in that role: the metrics create its series here.
+  std::function<void(int64_t version, ServingRole role)> before_role;
   // How a version arriving while another serves comes to serve; a version's manifest
   // `rollout` is laid over it (server/rollout.h). Default: immediate.
   RolloutOptions rollout;
@@ -101,19 +118,6 @@ struct ServingManagerOptions {
   // the version and the verdict; under the manager's lock, as on_published.
   std::function<void(int64_t version, const std::string& verdict)> on_rollout_end;
 };
-
-// The part a loaded version plays in what serves.
-enum class ServingRole {
-  kNone,     // not serving: loading, kept as the previous version, failed or unloaded
-  kServing,  // answers every request not routed to a canary
-  kCanary,   // answers the requests whose stable user_id hash falls in its share
-  kShadow,   // scores a sampled share of requests off the critical path, never answers
-};
-
-// The proto's name for a role (v1::ServingRole), for responses and status.
-v1::ServingRole ToProto(ServingRole role);
-// "serving", "canary", "shadow", "none": the `role` label of metrics.
-const char* RoleName(ServingRole role);
 
 // What serves, published as one immutable snapshot: readers see either the whole old set
 // or the whole new one.

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <fstream>
@@ -32,16 +33,18 @@ namespace {
 
 constexpr int kReplicas = 3;
 
-// Count of Recommend calls answered OK, from a replica's own /metrics.
+// Count of Recommend calls answered OK, from a replica's own /metrics (summed over the
+// versions and roles that answered).
 int64_t ServedOk(int metrics_port) {
   auto text = e2e::HttpGet(metrics_port, "/metrics");
   if (!text.ok()) return -1;
+  int64_t served = -1;
   for (absl::string_view line : absl::StrSplit(*text, '\n')) {
     if (!absl::StartsWith(line, "recserve_requests_total{") || !absl::StrContains(line, "code=\"OK\"")) continue;
     double value = 0;
-    if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &value)) return static_cast<int64_t>(value);
+    if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &value)) served = std::max<int64_t>(served, 0) + static_cast<int64_t>(value);
   }
-  return -1;
+  return served;
 }
 
 int64_t ServingVersion(const std::string& admin_address) {

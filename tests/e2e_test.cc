@@ -317,9 +317,9 @@ TEST_F(E2eTest, MalformedBodiesAreInvalidArgumentAndCounted) {
   // Counted like any invalid request.
   auto text = e2e::HttpGet(server_->metrics_port(), "/metrics");
   ASSERT_TRUE(text.ok()) << text.status();
-  EXPECT_EQ(Sample(*text, "recserve_requests_total{code=\"INVALID_ARGUMENT\",method=\"Recommend\"}"),
+  EXPECT_EQ(Sample(*text, "recserve_requests_total{code=\"INVALID_ARGUMENT\",method=\"Recommend\",role=\"none\",version=\"\"}"),
             static_cast<double>(cases.size() + 1 + flood));
-  EXPECT_EQ(Sample(*text, "recserve_requests_total{code=\"UNIMPLEMENTED\",method=\"Recommend\"}"), 0);
+  EXPECT_EQ(Sample(*text, "recserve_requests_total{code=\"UNIMPLEMENTED\",method=\"Recommend\",role=\"none\",version=\"\"}"), 0);
   // At most one line a second (and the first), none from protobuf itself.
   const std::string log = server_->Log();
   int lines = 0, counted_lines = 0, protobuf_lines = 0;
@@ -355,15 +355,17 @@ TEST_F(E2eTest, MetricsCountWhatClientsSentAndDescribeTheModel) {
   ASSERT_TRUE(Call(unknown, &r).ok());
   auto text = e2e::HttpGet(server_->metrics_port(), "/metrics");
   ASSERT_TRUE(text.ok()) << text.status();
-  EXPECT_EQ(Sample(*text, "recserve_requests_total{code=\"OK\",method=\"Recommend\"}"), 8) << *text;
-  EXPECT_EQ(Sample(*text, "recserve_requests_total{code=\"INVALID_ARGUMENT\",method=\"Recommend\"}"), 3);
-  EXPECT_EQ(Sample(*text, "recserve_request_duration_seconds_count{code=\"OK\",method=\"Recommend\"}"), 8);
-  EXPECT_EQ(Sample(*text, "recserve_stage_duration_seconds_count{stage=\"rank\"}"), 8);
-  EXPECT_EQ(Sample(*text, "recserve_unknown_items_total"), 1);
+  EXPECT_EQ(Sample(*text, "recserve_requests_total{code=\"OK\",method=\"Recommend\",role=\"serving\",version=\"1\"}"), 8) << *text;
+  EXPECT_EQ(Sample(*text, "recserve_requests_total{code=\"INVALID_ARGUMENT\",method=\"Recommend\",role=\"none\",version=\"\"}"), 3);
+  EXPECT_EQ(Sample(*text, "recserve_request_duration_seconds_count{code=\"OK\",method=\"Recommend\",role=\"serving\",version=\"1\"}"), 8);
+  EXPECT_EQ(Sample(*text, "recserve_stage_duration_seconds_count{role=\"serving\",stage=\"rank\",version=\"1\"}"), 8);
+  // One score per item answered: 8 answers of 5 items.
+  EXPECT_EQ(Sample(*text, "recserve_score_count{role=\"serving\",version=\"1\"}"), 40);
+  EXPECT_EQ(Sample(*text, "recserve_unknown_items_total{role=\"serving\",version=\"1\"}"), 1);
   EXPECT_EQ(Sample(*text, "recserve_model_version{model=\"default\"}"), 1);
   EXPECT_EQ(Sample(*text, "recserve_model_reloads_total{result=\"success\"}"), 1);
   EXPECT_GT(Sample(*text, "recserve_model_size_bytes{form=\"fp32\"}"), Sample(*text, "recserve_model_size_bytes{form=\"served\"}"));
-  EXPECT_GT(Sample(*text, "recserve_candidates_count{source=\"popularity\"}"), 0);
+  EXPECT_GT(Sample(*text, "recserve_candidates_count{role=\"serving\",source=\"popularity\",version=\"1\"}"), 0);
   EXPECT_GT(Sample(*text, "process_cpu_seconds_total"), 0);
   EXPECT_GT(Sample(*text, "process_resident_memory_bytes"), 1e6);
   EXPECT_GT(Sample(*text, "process_start_time_seconds"), 1.7e9);

@@ -1,7 +1,8 @@
 // A real Prometheus (Debian's prometheus package) scrapes a running recserve: the
-// request counter matches what the client sent, histogram_quantile over the stage
-// histograms returns a number, the model version gauge equals the serving version. And
-// promtool accepts our exposition and the rule files in deploy/prometheus.
+// request counter (under the serving version and role) and the served-score count
+// match what the client got, histogram_quantile over the stage histograms returns a
+// number, the model version gauge equals the serving version. And promtool accepts our
+// exposition and the rule files in deploy/prometheus, and its rule unit tests pass.
 #include <filesystem>
 #include <atomic>
 #include <fstream>
@@ -104,7 +105,10 @@ TEST(PrometheusTest, RealPrometheusScrapesWhatClientsSent) {
       dir + "/prometheus.log");
   ASSERT_TRUE(prom.ok());
 
-  EXPECT_EQ(WaitForValue(prom_port, "recserve_requests_total{code=\"OK\",method=\"Recommend\"}", "25"), "25");
+  EXPECT_EQ(WaitForValue(prom_port, "recserve_requests_total{code=\"OK\",role=\"serving\",version=\"1\"}", "25"),
+            "25");
+  // One served score per item: 25 answers of 5.
+  EXPECT_EQ(WaitForValue(prom_port, "recserve_score_count{role=\"serving\",version=\"1\"}", "125"), "125");
   EXPECT_EQ(WaitForValue(prom_port, "recserve_model_version", "1"), "1");
   // A quantile needs traffic inside the rate window: keep some flowing.
   std::atomic<bool> stop{false};
@@ -126,9 +130,16 @@ TEST(PrometheusTest, RealPrometheusScrapesWhatClientsSent) {
   ASSERT_NE(p99, "NaN");
   EXPECT_GT(std::stod(p99), 0.0);
   EXPECT_LT(std::stod(p99), 1.0);
-  // The recording rules evaluate too.
-  EXPECT_FALSE(WaitFor(prom_port, "recserve:stage_latency_seconds:p99_5m{stage=\"rank\"}",
-                       [](const std::string& v) { return !v.empty() && v != "NaN"; }).empty());
+  // The recording rules evaluate too, the ones by version and role as well.
+  const auto number = [](const std::string& v) { return !v.empty() && v != "NaN"; };
+  EXPECT_FALSE(WaitFor(prom_port, "recserve:stage_latency_seconds:p99_5m{stage=\"rank\"}", number).empty());
+  const std::string median =
+      WaitFor(prom_port, "recserve:score_median_by_version_role:5m{role=\"serving\",version=\"1\"}", number);
+  ASSERT_TRUE(number(median)) << median;
+  EXPECT_GT(std::stod(median), 0.0);
+  EXPECT_LE(std::stod(median), 1.0);
+  EXPECT_EQ(WaitForValue(prom_port, "recserve:error_ratio_by_version_role:5m{role=\"serving\",version=\"1\"}", "0"),
+            "0");
 }
 
 // Every query of the Grafana dashboard names only metrics recserve exports (checked
@@ -176,7 +187,8 @@ TEST(PrometheusTest, DashboardQueriesNameOnlyExportedMetrics) {
   EXPECT_GE(queries, 10);
   for (const char* needed : {"recserve_requests_total", "recserve_stage_duration_seconds_bucket",
                              "recserve_inflight_requests", "recserve_candidates_sum", "recserve_model_version",
-                             "recserve_model_sparsity", "recserve_model_reloads_total"}) {
+                             "recserve_model_sparsity", "recserve_model_reloads_total", "recserve_degraded_total",
+                             "recserve_request_duration_seconds_bucket", "recserve_score_bucket"}) {
     EXPECT_TRUE(used.count(needed)) << "the dashboard shows nothing of " << needed;
   }
 }
@@ -186,6 +198,8 @@ TEST(PrometheusTest, PromtoolAcceptsTheDeployConfigAndRules) {
   std::string out;
   EXPECT_EQ(e2e::RunCommand("promtool check rules " + Deploy("recording_rules.yml") + " " + Deploy("alert_rules.yml"), &out), 0)
       << out;
+  // The roll-out and answer-quality alerts on made-up series (rules_test.yml).
+  EXPECT_EQ(e2e::RunCommand("cd " + Deploy("") + " && promtool test rules rules_test.yml", &out), 0) << out;
   // Debian's prometheus is built without Kubernetes discovery, so only the static config
   // can be checked by promtool here.
   EXPECT_EQ(e2e::RunCommand("cd " + Deploy("") + " && promtool check config prometheus.yml", &out), 0) << out;

@@ -23,15 +23,16 @@ fi
 
 # The concurrency tests again, built with ThreadSanitizer (label "concurrency"): the
 # worker pool, the model manager and its load thread, hot reload under concurrent calls
-# without gRPC (reload_stress_test), the log rate limiter and the shadow scorer's queue
-# and thread (shadow_scorer_test). Any report fails the run
+# without gRPC (reload_stress_test), the log rate limiter, the shadow scorer's queue and
+# thread (shadow_scorer_test), and metrics series removed while requests record into them
+# (metrics_test). Any report fails the run
 # (halt_on_error). Debian's gRPC and Abseil are not TSAN-built; tests/tsan.supp says
 # what that hides. RECSERVE_SKIP_TSAN=1 skips this for a quick local run.
 if [[ "${RECSERVE_SKIP_TSAN:-}" != 1 ]]; then
   tsan_dir=${TSAN_BUILD_DIR:-$root/build-tsan}
   BUILD_DIR=$tsan_dir BUILD_TYPE=RelWithDebInfo \
     CMAKE_EXTRA="-DRECSERVE_SANITIZE=thread -DRECSERVE_BUILD_BENCH=OFF" \
-    TARGETS="worker_pool_test model_manager_test load_thread_test reload_stress_test log_rate_limiter_test shadow_scorer_test" \
+    TARGETS="worker_pool_test model_manager_test load_thread_test reload_stress_test log_rate_limiter_test shadow_scorer_test metrics_test" \
     bash "$root/deploy/scripts/build.sh"
   (cd "$tsan_dir" && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$root/tests/tsan.supp" \
     ctest -L concurrency -j"${JOBS:-$(nproc)}" --output-on-failure --timeout 1500)
