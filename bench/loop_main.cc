@@ -184,11 +184,11 @@ class Simulation {
     options.served = std::move(slates);
     ASSIGN_OR_RETURN(TrainOutput out, TrainModel(world_, options));
     ASSIGN_OR_RETURN(std::string dir, WriteVersion(out.bundle, absl::GetFlag(FLAGS_model_dir), version));
-    std::printf("trained version %lld on %lld served items (%lld clicked, %lld open left out) and the world's "
-                "slates: test AUC %.4f, %.1f s\n",
+    std::printf("trained version %lld on %lld served items (%lld clicked of %zu simulated clicks, %lld open left "
+                "out) and the world's slates: test AUC %.4f, %.1f s\n",
                 static_cast<long long>(version), static_cast<long long>(stats.clicked + stats.not_clicked),
-                static_cast<long long>(stats.clicked), static_cast<long long>(stats.open), out.report.test_auc(),
-                out.seconds);
+                static_cast<long long>(stats.clicked), simulated_.size(), static_cast<long long>(stats.open),
+                out.report.test_auc(), out.seconds);
     return WaitServing(version);
   }
 

@@ -101,6 +101,14 @@ TEST(ImpressionTrainingTest, AnswersLoggedByTheServerBecomeLabelledRowsOfARanker
   EXPECT_EQ(bundle.calibration.width, width);
   absl::StatusOr<std::shared_ptr<const Model>> model = Model::Create(bundle, 1);
   EXPECT_TRUE(model.ok()) << model.status();
+
+  // The served rows did train it: the newest served slate validated alongside the
+  // world's validation rows.
+  options.served.clear();
+  absl::StatusOr<TrainOutput> plain = TrainModel(world, options);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(trained->mlp_report.val_predictions.size(),
+            plain->mlp_report.val_predictions.size() + slates->back().items.size());
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/impression_file.h"
@@ -13,8 +14,12 @@ namespace recserve {
 namespace {
 
 using UserItem = std::pair<std::string, uint64_t>;
-// Sorted times per (user, item).
+// Sorted interaction times per (user, item).
 using TimesByUserItem = absl::flat_hash_map<UserItem, std::vector<int64_t>>;
+// Sorted showings per (user, item): (time, record index), so that answers of one
+// millisecond still come one after the other (in log order).
+using Showing = std::pair<int64_t, size_t>;
+using ShowingsByUserItem = absl::flat_hash_map<UserItem, std::vector<Showing>>;
 
 bool IsInteraction(int32_t type) { return type >= static_cast<int32_t>(EventType::kClick); }
 
@@ -25,7 +30,8 @@ uint64_t ItemIdOf(const v1::Event& e) {
   return absl::SimpleAtoi(e.item(), &id) ? id : 0;
 }
 
-void SortAll(TimesByUserItem* times) {
+template <typename Map>
+void SortAll(Map* times) {
   for (auto& [key, list] : *times) std::sort(list.begin(), list.end());
 }
 
@@ -33,10 +39,23 @@ void SortAll(TimesByUserItem* times) {
 
 absl::StatusOr<std::vector<v1::Impression>> ReadImpressionLog(const std::string& dir) {
   ASSIGN_OR_RETURN(std::vector<ImpressionFileInfo> files, ListImpressionFiles(dir, /*include_active=*/true));
+  absl::flat_hash_set<std::string> complete;
+  for (const ImpressionFileInfo& file : files) {
+    if (!file.active) complete.insert(file.path);
+  }
   std::vector<v1::Impression> records;
   for (const ImpressionFileInfo& file : files) {
-    ASSIGN_OR_RETURN(ImpressionFileContents contents, ReadImpressionFile(file.path));
-    for (v1::Impression& r : contents.records) records.push_back(std::move(r));
+    const std::string complete_path =
+        file.path.substr(0, file.path.size() - (sizeof(kImpressionActiveSuffix) - 1)) + kImpressionFileSuffix;
+    // A file renamed while the directory was listed can show under both names.
+    if (file.active && complete.contains(complete_path)) continue;
+    absl::StatusOr<ImpressionFileContents> contents = ReadImpressionFile(file.path);
+    if (file.active && absl::IsNotFound(contents.status())) {
+      // Closed since it was listed: the writer renamed it to its complete name.
+      contents = ReadImpressionFile(complete_path);
+    }
+    if (!contents.ok()) return contents.status();
+    for (v1::Impression& r : contents->records) records.push_back(std::move(r));
   }
   return records;
 }
@@ -53,9 +72,11 @@ absl::StatusOr<std::vector<ServedSlate>> LabelImpressions(const std::vector<v1::
   LabelStats& st = stats != nullptr ? *stats : local;
   st = LabelStats();
 
-  TimesByUserItem interactions, showings;
+  TimesByUserItem interactions;
+  ShowingsByUserItem showings;
   absl::flat_hash_map<std::string, int64_t> newest_record;  // per user: events known up to it
-  for (const v1::Impression& r : records) {
+  for (size_t index = 0; index < records.size(); ++index) {
+    const v1::Impression& r = records[index];
     int64_t& newest = newest_record[r.user()];
     newest = std::max(newest, r.time_unix_ms());
     for (const v1::Event& e : r.events()) {
@@ -63,7 +84,7 @@ absl::StatusOr<std::vector<ServedSlate>> LabelImpressions(const std::vector<v1::
       if (item != 0 && IsInteraction(e.type())) interactions[{r.user(), item}].push_back(e.timestamp_ms());
     }
     for (const v1::RecommendedItem& shown : r.response().items()) {
-      showings[{r.user(), shown.item_id()}].push_back(r.time_unix_ms());
+      showings[{r.user(), shown.item_id()}].push_back({r.time_unix_ms(), index});
     }
   }
   int64_t log_end = options.event_log_end_ms;
@@ -78,7 +99,8 @@ absl::StatusOr<std::vector<ServedSlate>> LabelImpressions(const std::vector<v1::
   const bool has_log = !event_log.empty() || options.event_log_end_ms > 0;
 
   std::vector<ServedSlate> slates;
-  for (const v1::Impression& r : records) {
+  for (size_t index = 0; index < records.size(); ++index) {
+    const v1::Impression& r = records[index];
     if (r.events_size() == 0 && r.events_count() > 0) {
       ++st.digest_only;
       continue;
@@ -110,9 +132,9 @@ absl::StatusOr<std::vector<ServedSlate>> LabelImpressions(const std::vector<v1::
       if (auto it = interactions.find(UserItem{r.user(), item}); it != interactions.end()) {
         auto next = std::upper_bound(it->second.begin(), it->second.end(), t);
         if (next != it->second.end() && *next <= t + window_ms) {
-          const std::vector<int64_t>& shown_at = showings[{r.user(), item}];
-          auto reshown = std::upper_bound(shown_at.begin(), shown_at.end(), t);
-          clicked = reshown == shown_at.end() || *reshown >= *next;
+          const std::vector<Showing>& shown_at = showings[{r.user(), item}];
+          auto reshown = std::upper_bound(shown_at.begin(), shown_at.end(), Showing{t, index});
+          clicked = reshown == shown_at.end() || reshown->first >= *next;
         }
       }
       if (!clicked && horizon < t + window_ms) {

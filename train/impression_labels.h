@@ -14,7 +14,8 @@
 //     LabelOptions::event_log_end_ms.
 // A click is credited to the newest showing of that item to that user before it (last
 // touch): when an item was shown twice and clicked after the second showing, the first
-// showing is not clicked. A shown item that is not clicked and whose window is not yet
+// showing is not clicked. Showings in the same millisecond come in the records' order
+// (the log's: the order the server answered). A shown item that is not clicked and whose window is not yet
 // over by every source's horizon is open: left out (and counted), never labelled 0.
 // A record that kept only its events' digest (--impression_events=digest) with a
 // non-zero count cannot give its features back: left out and counted.
@@ -68,10 +69,11 @@ struct LabelStats {
 };
 
 // Every record of every impression file in `dir` (complete and still written ones; a
-// file's truncated tail is skipped), oldest file first. Errors name the file.
+// file's truncated tail is skipped; a file closed while this lists or reads it is read
+// once, under its complete name), oldest file first. Errors name the file.
 absl::StatusOr<std::vector<v1::Impression>> ReadImpressionLog(const std::string& dir);
 
-// Labels `records` (any order) with `event_log` (any order; may be empty). Slates come
+// Labels `records` (in log order) with `event_log` (any order; may be empty). Slates come
 // back by time; slates without a labelled item are left out. InvalidArgument for a
 // window that is not positive.
 absl::StatusOr<std::vector<ServedSlate>> LabelImpressions(const std::vector<v1::Impression>& records,

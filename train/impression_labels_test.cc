@@ -7,6 +7,9 @@
 #include <map>
 #include <tuple>
 
+#include "engine/file_util.h"
+#include "engine/impression_file.h"
+#include "engine/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -130,6 +133,35 @@ TEST(ImpressionLabelsTest, WithoutALogOnlyLaterRecordsCloseAWindow) {
   EXPECT_EQ((*slates)[0].items[0].label, 0.f);
   EXPECT_EQ((*slates)[0].items[1].label, 1.f);
   EXPECT_EQ(stats.open, 1);  // item 3: nothing after it
+}
+
+TEST(ImpressionLabelsTest, AClickAfterTwoAnswersOfOneMillisecondIsTheLatersOnly) {
+  const std::vector<v1::Impression> records = {Record("4", kT, {1, 2}), Record("4", kT, {2, 3})};
+  const std::vector<LoggedEvent> log = {{4, 2, EventKind::kClick, kT + 3}};
+  LabelOptions options;
+  options.window = absl::Seconds(1);
+  options.event_log_end_ms = kT + 5000;
+  LabelStats stats;
+  absl::StatusOr<std::vector<ServedSlate>> slates = LabelImpressions(records, log, options, &stats);
+  ASSERT_TRUE(slates.ok()) << slates.status();
+  ASSERT_EQ(slates->size(), 2u);
+  EXPECT_EQ((*slates)[0].items[1].label, 0.f);  // the first answer's 2
+  EXPECT_EQ((*slates)[1].items[0].label, 1.f);  // the second answer's 2
+  EXPECT_EQ(stats.clicked, 1);
+}
+
+TEST(ImpressionLabelsTest, AFileListedUnderBothNamesWhileRenamedIsReadOnce) {
+  const std::string dir = testing::TempDir("impression_labels_rename");
+  std::string bytes;
+  AppendImpression(Record("1", kT, {5}), &bytes);
+  ASSERT_TRUE(WriteFileAtomically(dir + "/" + ImpressionFileName(kT, 0, /*active=*/false), bytes).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir + "/" + ImpressionFileName(kT, 0, /*active=*/true), bytes).ok());
+  AppendImpression(Record("2", kT, {6}), &bytes);
+  ASSERT_TRUE(WriteFileAtomically(dir + "/" + ImpressionFileName(kT, 1, /*active=*/true), bytes).ok());
+  absl::StatusOr<std::vector<v1::Impression>> records = ReadImpressionLog(dir);
+  ASSERT_TRUE(records.ok()) << records.status();
+  EXPECT_EQ(records->size(), 3u);  // file 0 once, file 1 (still written) with its two records
+  EXPECT_EQ(ReadImpressionLog(dir + "/missing").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(ImpressionLabelsTest, AWindowThatIsNotPositiveIsRefused) {
