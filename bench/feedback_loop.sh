@@ -10,7 +10,7 @@ shift $(($# < 4 ? $# : 4))
 [ "${1:-}" = "--" ] && shift
 hidden=64,32 seed=11
 work=$(mktemp -d)
-trap 'kill "${pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'if [ -n "${pid:-}" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi; rm -rf "$work"' EXIT
 "$build/train/recserve-datagen" --preset="$preset" --out="$work/world" >/dev/null
 "$build/train/recserve-train" --world="$work/world" --model_dir="$work/models" --version=1 --threads=1 \
   --hidden="$hidden" --seed="$seed" --quiet | grep -E '^(test AUC|oracle AUC)'

@@ -41,6 +41,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "compression/compress.h"
+#include "engine/onednn_util.h"
 #include "engine/pipeline.h"
 #include "engine/status_macros.h"
 #include "recserve/v1/recommender.grpc.pb.h"
@@ -142,6 +143,9 @@ class Simulation {
             simulated_.push_back(click);
           }
         }
+        // The next request comes after these clicks, as it would: the log then sees
+        // each click between the answer it followed and the next one.
+        while (absl::ToUnixMillis(absl::Now()) <= t) absl::SleepFor(absl::Microseconds(200));
       }
     }
     std::string served_versions;
@@ -315,6 +319,9 @@ absl::Status Run() {
     return absl::FailedPreconditionError(absl::StrCat(absl::GetFlag(FLAGS_world),
                                                       ": its world.txt does not regenerate its events"));
   }
+  std::printf("oneDNN ISA %s; %d users x %d requests per round, examination 1 / (1 + position)^%g\n",
+              CpuIsaName().c_str(), absl::GetFlag(FLAGS_users), absl::GetFlag(FLAGS_session),
+              absl::GetFlag(FLAGS_position_decay));
   Simulation sim(std::move(world), std::move(truth));
   RETURN_IF_ERROR(sim.Connect());
   const int rounds = absl::GetFlag(FLAGS_rounds);
