@@ -126,6 +126,10 @@ absl::StatusOr<std::vector<ServedSlate>> LabelImpressions(const std::vector<v1::
     for (int p = 0; p < r.response().items_size(); ++p) {
       const uint64_t item = r.response().items(p).item_id();
       ++st.shown;
+      if (horizon < t + window_ms) {
+        ++st.open;
+        continue;
+      }
       // The first interaction after the showing, within the window, and the next
       // showing of the item to the user: the click is this showing's when it comes first.
       bool clicked = false;
@@ -136,10 +140,6 @@ absl::StatusOr<std::vector<ServedSlate>> LabelImpressions(const std::vector<v1::
           auto reshown = std::upper_bound(shown_at.begin(), shown_at.end(), Showing{t, index});
           clicked = reshown == shown_at.end() || reshown->first >= *next;
         }
-      }
-      if (!clicked && horizon < t + window_ms) {
-        ++st.open;
-        continue;
       }
       ++(clicked ? st.clicked : st.not_clicked);
       slate.items.push_back({item, p, clicked ? 1.f : 0.f});

@@ -15,8 +15,9 @@
 // A click is credited to the newest showing of that item to that user before it (last
 // touch): when an item was shown twice and clicked after the second showing, the first
 // showing is not clicked. Showings in the same millisecond come in the records' order
-// (the log's: the order the server answered). A shown item that is not clicked and whose window is not yet
-// over by every source's horizon is open: left out (and counted), never labelled 0.
+// (the log's: the order the server answered). A shown item whose window is not over by
+// the horizon of its sources is open: left out and counted, clicked or not (keeping only
+// the early clicks would over-represent clicks).
 // A record that kept only its events' digest (--impression_events=digest) with a
 // non-zero count cannot give its features back: left out and counted.
 //
@@ -63,7 +64,7 @@ struct LabelStats {
   int64_t shown = 0;          // items in the records used
   int64_t clicked = 0;
   int64_t not_clicked = 0;
-  int64_t open = 0;           // not clicked, window not over: left out
+  int64_t open = 0;           // window not over (clicked or not): left out
   int64_t digest_only = 0;    // records without their events: left out
   int64_t skipped_events = 0; // record events naming neither an id nor a numeric key
 };

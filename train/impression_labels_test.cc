@@ -65,6 +65,7 @@ TEST(ImpressionLabelsTest, HandMadeLogGetsTheRightLabels) {
       {1, 500, EventKind::kView, kT + 1 * kSecond},
       {1, 600, EventKind::kClick, kT + 30 * kSecond},
       {1, 700, EventKind::kPurchase, kT + 50 * kSecond},
+      {1, 1000, EventKind::kClick, kT + 145 * kSecond},  // clicked, but its window is still open
   };
   LabelOptions options;
   options.window = absl::Seconds(60);
