@@ -14,8 +14,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/quality.h"
+#include "engine/status_macros.h"
 
 namespace recserve {
 namespace {
@@ -148,6 +150,17 @@ std::string ShortestDouble(double value) {
   char digits[64];
   const auto result = std::to_chars(digits, digits + sizeof(digits), value);
   return std::string(digits, result.ptr);
+}
+
+double HourEffect(const WorldOptions& options, int32_t hour) {
+  return options.hour_effect_amplitude * std::cos(2.0 * kPi * (hour - 21) / 24.0);
+}
+
+// The click model's logit (datagen.h); `hour_effect` is HourEffect(options, hour).
+double ClickLogit(const WorldOptions& options, const float* user, const float* item, int dim,
+                  double item_bias, int32_t device, double hour_effect) {
+  return options.affinity_weight * Dot(user, item, dim) + options.popularity_weight * item_bias +
+         kDeviceEffect[device] + hour_effect + options.click_bias;
 }
 
 // Items and everything the click model knows about them (indices 0..N-1; id = index + 1).
@@ -298,16 +311,22 @@ class BehaviourGenerator {
         hour_by_activity_(std::vector<double>(kHourActivity.begin(), kHourActivity.end())),
         own_device_(std::vector<double>(kOwnDevice.begin(), kOwnDevice.end())) {
     for (int h = 0; h < 24; ++h) {
-      hour_effect_[h] = options.hour_effect_amplitude * std::cos(2.0 * kPi * (h - 21) / 24.0);
+      hour_effect_[h] = HourEffect(options, h);
     }
   }
 
+  // With `truth`, the user's latent vector and device are appended to it.
   void GenerateUser(uint64_t user_id, std::vector<LoggedEvent>* events,
-                    std::vector<Impression>* impressions) {
+                    std::vector<Impression>* impressions, std::vector<float>* truth_latent,
+                    std::vector<int32_t>* truth_device) {
     user_id_ = user_id;
     events_ = events;
     impressions_ = impressions;
     user_ = MakeUser(options_, catalog_, own_device_, rng_);
+    if (truth_latent != nullptr) {
+      truth_latent->insert(truth_latent->end(), user_.vector.begin(), user_.vector.end());
+      truth_device->push_back(user_.device);
+    }
 
     // Log-normal with mean sessions_per_user.
     const double spread = kSessionCountSigma * rng_.Normal() -
@@ -394,10 +413,8 @@ class BehaviourGenerator {
     clicked_.clear();
     int64_t t = clock;
     for (const uint32_t item : slate_) {
-      const double logit = options_.affinity_weight *
-                               Dot(user_.vector.data(), catalog_.Latent(item), catalog_.dim) +
-                           options_.popularity_weight * catalog_.bias[item] +
-                           kDeviceEffect[device] + hour_effect_[hour] + options_.click_bias;
+      const double logit = ClickLogit(options_, user_.vector.data(), catalog_.Latent(item), catalog_.dim,
+                                      catalog_.bias[item], device, hour_effect_[hour]);
       const float p = static_cast<float>(1.0 / (1.0 + std::exp(-logit)));
       const bool click = rng_.Uniform() < p;
       impressions_->push_back(Impression{impression_id, user_id_, ItemId(item), clock, device,
@@ -604,7 +621,13 @@ absl::Status ValidateWorldOptions(const WorldOptions& o) {
   return absl::OkStatus();
 }
 
-World GenerateWorld(const WorldOptions& options) {
+double ClickModel::Probability(uint64_t user_id, uint64_t item_id, int32_t device, int32_t hour) const {
+  const double logit = ClickLogit(options_, &user_latent_[(user_id - 1) * dim_], &item_latent_[(item_id - 1) * dim_],
+                                  dim_, item_bias_[item_id - 1], device, HourEffect(options_, hour));
+  return 1.0 / (1.0 + std::exp(-logit));
+}
+
+World GenerateWorld(const WorldOptions& options, ClickModel* truth) {
   if (const absl::Status status = ValidateWorldOptions(options); !status.ok()) {
     std::fprintf(stderr, "GenerateWorld: %s\n", status.ToString().c_str());
     std::abort();
@@ -612,14 +635,22 @@ World GenerateWorld(const WorldOptions& options) {
   Rng rng(options.seed);
   World world;
   const Catalog catalog = MakeCatalog(options, rng, &world.items);
+  if (truth != nullptr) {
+    *truth = ClickModel();
+    truth->options_ = options;
+    truth->dim_ = catalog.dim;
+    truth->item_latent_ = catalog.latent;
+    truth->item_bias_ = catalog.bias;
+  }
 
   const double rows_per_user = options.sessions_per_user * 1.1 *
                                (options.impressions_per_session * options.slate_size);
   world.train_impressions.reserve(static_cast<size_t>(rows_per_user * options.num_users));
   BehaviourGenerator behaviour(options, catalog, rng);
   for (int u = 0; u < options.num_users; ++u) {
-    behaviour.GenerateUser(static_cast<uint64_t>(u) + 1, &world.train_events,
-                           &world.train_impressions);
+    behaviour.GenerateUser(static_cast<uint64_t>(u) + 1, &world.train_events, &world.train_impressions,
+                           truth != nullptr ? &truth->user_latent_ : nullptr,
+                           truth != nullptr ? &truth->user_device_ : nullptr);
   }
 
   // Full keys, so the order never depends on the sort algorithm.
@@ -649,6 +680,46 @@ World GenerateWorld(const WorldOptions& options) {
   world.oracle_auc = Auc(true_p, labels);
   RecordParams(options, cut_ms, &world);
   return world;
+}
+
+absl::StatusOr<WorldOptions> WorldOptionsFromParams(const std::map<std::string, std::string>& params) {
+  WorldOptions o;
+  const std::pair<const char*, int*> ints[] = {
+      {"num_users", &o.num_users}, {"num_items", &o.num_items}, {"num_categories", &o.num_categories},
+      {"latent_dim", &o.latent_dim}, {"item_dense_dim", &o.item_dense_dim},
+      {"max_user_categories", &o.max_user_categories}, {"sessions_per_user", &o.sessions_per_user},
+      {"events_per_session", &o.events_per_session}, {"impressions_per_session", &o.impressions_per_session},
+      {"slate_size", &o.slate_size}, {"span_days", &o.span_days}};
+  const std::pair<const char*, double*> doubles[] = {
+      {"zipf_exponent", &o.zipf_exponent}, {"category_zipf_exponent", &o.category_zipf_exponent},
+      {"item_noise", &o.item_noise}, {"user_noise", &o.user_noise}, {"dense_noise", &o.dense_noise},
+      {"affinity_weight", &o.affinity_weight}, {"popularity_weight", &o.popularity_weight},
+      {"popularity_bias_scale", &o.popularity_bias_scale}, {"hour_effect_amplitude", &o.hour_effect_amplitude},
+      {"click_bias", &o.click_bias}, {"cart_probability", &o.cart_probability},
+      {"purchase_probability", &o.purchase_probability}, {"look_probability", &o.look_probability},
+      {"test_fraction_of_time", &o.test_fraction_of_time}};
+  auto value = [&](const char* key) -> absl::StatusOr<std::string> {
+    auto it = params.find(key);
+    if (it == params.end()) return absl::InvalidArgumentError(absl::StrCat("world.txt: no ", key));
+    return it->second;
+  };
+  auto bad = [](const char* key, const std::string& text) {
+    return absl::InvalidArgumentError(absl::StrCat("world.txt: ", key, "=", text, " is not a number"));
+  };
+  for (const auto& [key, field] : ints) {
+    ASSIGN_OR_RETURN(std::string text, value(key));
+    if (!absl::SimpleAtoi(text, field)) return bad(key, text);
+  }
+  for (const auto& [key, field] : doubles) {
+    ASSIGN_OR_RETURN(std::string text, value(key));
+    if (!absl::SimpleAtod(text, field)) return bad(key, text);
+  }
+  ASSIGN_OR_RETURN(std::string seed, value("seed"));
+  if (!absl::SimpleAtoi(seed, &o.seed)) return bad("seed", seed);
+  ASSIGN_OR_RETURN(std::string start, value("start_ms"));
+  if (!absl::SimpleAtoi(start, &o.start_ms)) return bad("start_ms", start);
+  RETURN_IF_ERROR(ValidateWorldOptions(o));
+  return o;
 }
 
 double PopularityHitRate(const World& world, int k) {

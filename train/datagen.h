@@ -44,6 +44,9 @@
 #define RECSERVE_TRAIN_DATAGEN_H_
 
 #include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -101,9 +104,40 @@ absl::StatusOr<WorldOptions> WorldPreset(absl::string_view name);
 // InvalidArgument naming the first option out of range.
 absl::Status ValidateWorldOptions(const WorldOptions& options);
 
+// What the generator knows and the logs do not: every user's and item's latent vector,
+// the items' popularity biases and the users' own devices. It scores any (user, item,
+// context) with the click model above, so a simulator can make the world's users react
+// to lists nobody logged (the feedback loop, bench/loop_main.cc). A value type; const
+// methods are thread-safe.
+class ClickModel {
+ public:
+  // The click model's probability (datagen.h's formula; ShowSlate draws its labels from
+  // the same code). `user_id` in 1..num_users, `item_id` in 1..num_items (checked by
+  // the caller: out of range is a programmer error), device 0..3, hour 0..23.
+  double Probability(uint64_t user_id, uint64_t item_id, int32_t device, int32_t hour) const;
+  // The device the user's sessions mostly use (1 mobile, 2 desktop, 3 tablet).
+  int32_t UserDevice(uint64_t user_id) const { return user_device_[user_id - 1]; }
+  int num_users() const { return static_cast<int>(user_device_.size()); }
+  int num_items() const { return static_cast<int>(item_bias_.size()); }
+
+ private:
+  friend World GenerateWorld(const WorldOptions& options, ClickModel* truth);
+  WorldOptions options_;
+  int dim_ = 0;
+  std::vector<float> item_latent_;  // num_items x dim
+  std::vector<double> item_bias_;
+  std::vector<float> user_latent_;  // num_users x dim
+  std::vector<int32_t> user_device_;
+};
+
 // Generates the world. `options` must pass ValidateWorldOptions (aborts otherwise:
-// a programmer error). Deterministic for a given `options`.
-World GenerateWorld(const WorldOptions& options);
+// a programmer error). Deterministic for a given `options`. With `truth`, also fills
+// the world's click model (the same world either way).
+World GenerateWorld(const WorldOptions& options, ClickModel* truth = nullptr);
+
+// The options a world directory was generated with (world.txt's keys, as RecordParams
+// writes them); InvalidArgument naming a missing or unreadable key.
+absl::StatusOr<WorldOptions> WorldOptionsFromParams(const std::map<std::string, std::string>& params);
 
 // Figures that describe a world (printed by recserve-datagen).
 struct WorldSummary {

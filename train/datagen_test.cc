@@ -95,6 +95,37 @@ TEST(DatagenTest, PresetsAreTinySmallAndOneMillionItems) {
   EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("'huge'"));
 }
 
+TEST(DatagenTest, ClickModelGivesEveryLoggedImpressionItsProbability) {
+  ClickModel truth;
+  const World world = GenerateWorld(TinyWithSeed(7), &truth);
+  EXPECT_TRUE(SameWorld(world, GenerateWorld(TinyWithSeed(7))));  // the truth changes nothing
+  ASSERT_EQ(truth.num_users(), TinyWorld().num_users);
+  ASSERT_EQ(truth.num_items(), TinyWorld().num_items);
+  int64_t checked = 0;
+  for (const auto* impressions : {&world.train_impressions, &world.test_impressions}) {
+    for (const Impression& i : *impressions) {
+      ASSERT_EQ(static_cast<float>(truth.Probability(i.user_id, i.item_id, i.device, i.hour)), i.true_p)
+          << "user " << i.user_id << " item " << i.item_id;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 10000);
+}
+
+TEST(DatagenTest, WorldOptionsFromParamsRegeneratesTheWorld) {
+  const World world = GenerateWorld(TinyWithSeed(9));
+  const absl::StatusOr<WorldOptions> options = WorldOptionsFromParams(world.params);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_TRUE(SameWorld(world, GenerateWorld(*options)));
+
+  std::map<std::string, std::string> missing = world.params;
+  missing.erase("click_bias");
+  EXPECT_THAT(std::string(WorldOptionsFromParams(missing).status().message()), HasSubstr("click_bias"));
+  std::map<std::string, std::string> bad = world.params;
+  bad["num_items"] = "many";
+  EXPECT_THAT(std::string(WorldOptionsFromParams(bad).status().message()), HasSubstr("num_items=many"));
+}
+
 TEST(DatagenTest, ValidateNamesTheOptionOutOfRange) {
   WorldOptions options = TinyWorld();
   options.num_categories = options.num_items + 1;

@@ -2,6 +2,7 @@
 //
 //   recserve-train --world=/tmp/world --model_dir=models/default
 //   recserve-train --ratings_csv=ratings.csv --model_dir=models/ml
+//   recserve-train --world=/tmp/world --impressions=/var/log/recserve --model_dir=models/default
 #include <omp.h>
 
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "train/impression_labels.h"
 #include "train/split_flags.h"
 #include "train/trainer.h"
 #include "train/world.h"
@@ -69,8 +71,41 @@ ABSL_FLAG(int, ensemble, 2,
           "Real logs: rankers of different seeds served as one network averaging their logits, each "
           "--hidden / ensemble wide");
 ABSL_FLAG(bool, refit, true, "Real logs: refit the ranker on every anchor's rows once validation chose the epochs");
+ABSL_FLAG(std::string, impressions, "",
+          "With --world: a server's --impression_log_dir; its answers, labelled by the world's events and "
+          "later answers' events, train the ranker with the world's slates (train/served_rows.h)");
+ABSL_FLAG(absl::Duration, label_window, absl::Minutes(30),
+          "With --impressions: a shown item is clicked if its user interacted with it this soon after");
+ABSL_FLAG(int, position_columns, 9, "With --impressions: shown positions 1..N as training-only inputs (0: none, for comparison)");
 ABSL_FLAG(bool, parallel_training, false,
           "Real logs: item2vec and the MLP on every core (faster; the bundle then depends on the thread count)");
+
+namespace {
+
+// --impressions: the server's log labelled with the world's events (train and test).
+absl::Status LoadServedImpressions(const recserve::World& world, recserve::TrainerOptions* options) {
+  absl::StatusOr<std::vector<recserve::v1::Impression>> records =
+      recserve::ReadImpressionLog(absl::GetFlag(FLAGS_impressions));
+  if (!records.ok()) return records.status();
+  std::vector<recserve::LoggedEvent> events = world.train_events;
+  events.insert(events.end(), world.test_events.begin(), world.test_events.end());
+  recserve::LabelOptions label_options;
+  label_options.window = absl::GetFlag(FLAGS_label_window);
+  recserve::LabelStats stats;
+  absl::StatusOr<std::vector<recserve::ServedSlate>> slates =
+      recserve::LabelImpressions(*records, events, label_options, &stats);
+  if (!slates.ok()) return slates.status();
+  std::fprintf(stderr, "[train] impressions: %lld records (%lld without events left out), %lld shown items: "
+               "%lld clicked, %lld not, %lld open (window not over) left out\n",
+               static_cast<long long>(stats.records), static_cast<long long>(stats.digest_only),
+               static_cast<long long>(stats.shown), static_cast<long long>(stats.clicked),
+               static_cast<long long>(stats.not_clicked), static_cast<long long>(stats.open));
+  options->served = *std::move(slates);
+  options->position_columns = absl::GetFlag(FLAGS_position_columns);
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -203,6 +238,17 @@ int main(int argc, char** argv) {
   if (!world.ok()) {
     std::fprintf(stderr, "recserve-train: %s\n", world.status().ToString().c_str());
     return 1;
+  }
+  if (!absl::GetFlag(FLAGS_impressions).empty()) {
+    if (world_dir.empty()) {
+      std::fprintf(stderr, "recserve-train: --impressions needs --world (real logs are not supported yet)\n");
+      return 2;
+    }
+    absl::Status served = LoadServedImpressions(*world, &options);
+    if (!served.ok()) {
+      std::fprintf(stderr, "recserve-train: --impressions: %s\n", served.ToString().c_str());
+      return 1;
+    }
   }
   absl::StatusOr<recserve::TrainOutput> trained = recserve::TrainModel(*world, options);
   if (!trained.ok()) {

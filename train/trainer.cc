@@ -19,6 +19,7 @@
 #include "engine/recall.h"
 #include "engine/status_macros.h"
 #include "train/artifacts.h"
+#include "train/served_rows.h"
 
 namespace recserve {
 namespace {
@@ -289,7 +290,12 @@ ArtifactOptions ArtifactOptionsOf(const TrainerOptions& opt) {
 }
 
 absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptions& opt) {
-  if (world_in.train_impressions.empty() && opt.log_trainer) return TrainFromLog(world_in, opt);
+  if (world_in.train_impressions.empty() && opt.log_trainer) {
+    if (!opt.served.empty()) {
+      return absl::InvalidArgumentError("served impressions are learned on the world path only, and the log has no impressions");
+    }
+    return TrainFromLog(world_in, opt);
+  }
   Progress progress(opt.verbose);
   TrainOutput out;
   BundleContents& b = out.bundle;
@@ -415,9 +421,19 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
     // 5. MLP.
     MlpTrainOptions mlp_options = opt.mlp;
     mlp_options.verbose = opt.verbose && opt.mlp.verbose;
-    ASSIGN_OR_RETURN(b.mlp, TrainMlp(fit_rows_set.rows, fit_rows_set.labels, fit_rows_set.count,
-                                     width, val_rows.rows, val_rows.labels, val_rows.count,
-                                     mlp_options, &out.mlp_report));
+    if (opt.served.empty()) {
+      ASSIGN_OR_RETURN(b.mlp, TrainMlp(fit_rows_set.rows, fit_rows_set.labels, fit_rows_set.count,
+                                       width, val_rows.rows, val_rows.labels, val_rows.count,
+                                       mlp_options, &out.mlp_report));
+    } else {
+      ServedRowsOptions served_options;
+      served_options.position_columns = opt.position_columns;
+      served_options.validation_fraction = opt.validation_fraction;
+      ASSIGN_OR_RETURN(b.mlp, TrainWithServedImpressions(
+                                  *feature_model, {fit_rows_set.rows, fit_rows_set.labels, fit_rows_set.count},
+                                  {val_rows.rows, val_rows.labels, val_rows.count}, opt.served,
+                                  served_options, mlp_options, &out.mlp_report));
+    }
     progress.Say("mlp: %d epochs, best %d, validation logloss %.4f AUC %.4f",
                  out.mlp_report.epochs, out.mlp_report.best_epoch,
                  out.mlp_report.best_val_logloss, out.mlp_report.best_val_auc);

@@ -23,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/bundle.h"
+#include "train/impression_labels.h"
 #include "train/item2vec.h"
 #include "train/mlp_trainer.h"
 #include "train/world.h"
@@ -142,6 +143,11 @@ struct TrainerOptions {
   LogTrainerOptions log;
   // Recall sizes written to the manifest (recall.*).
   int covisit_k = 200, embedding_k = 200, popularity_k = 50, max_candidates = 500;
+  // Served impressions, labelled (train/impression_labels.h): the ranker learns from
+  // them and the world's slates together, with the shown position as a training-only
+  // input dropped from the served network (train/served_rows.h). World path only.
+  std::vector<ServedSlate> served;
+  int position_columns = 9;
   // The user model's half-life (manifest user_model.half_life_seconds).
   double half_life_seconds = 365 * 24 * 3600.0;
   // The newest events a user state uses (manifest user_model.max_events).
