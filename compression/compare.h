@@ -31,15 +31,18 @@ struct CompareOptions {
   // Rows per Score call when timing: one request's candidates. Must be >= 1.
   int batch = 256;
   // Timing rounds; each scores `batches_per_round` batches with every ranker in turn,
-  // fp32 and served form alternating. Must be >= 1.
-  int rounds = 20;
-  int batches_per_round = 8;  // >= 1
+  // fp32 and served form alternating: many short rounds, so that load from other
+  // processes falls on every ranker alike. Must be >= 1.
+  int rounds = 60;
+  int batches_per_round = 4;  // >= 1
 };
 
 // One RankerFigures per entry of `mlps`, in order: shape, parameters, MACs; fp32 AUC,
 // logloss and mean NDCG@10 (per held_out.groups) on `held_out`; the served form built
 // from `calibration` under `policy` and its AUC on `held_out`; fp32 and served ranking
-// time per candidate. InvalidArgument naming the ranker when its input width is not the
+// time per candidate, the median over the rounds (each timed batch holds `batch` consecutive held-out rows with the
+// policy's request-constant columns made equal, one request's candidates as the server
+// scores them). InvalidArgument naming the ranker when its input width is not the
 // rows' width; errors of building a ranker are returned as they are.
 absl::StatusOr<std::vector<v1::RankerFigures>> CompareRankers(absl::Span<const NamedMlp> mlps,
                                                               const CalibrationSet& calibration,
