@@ -77,7 +77,8 @@ absl::StatusOr<std::vector<v1::RankerFigures>> CompareRankers(absl::Span<const N
     ASSIGN_OR_RETURN(e.fp32, CreateFp32Ranker(mlp));
     ASSIGN_OR_RETURN(GatedRanker gated, BuildGatedRanker(mlp, calibration, policy));
     e.served = std::move(gated.ranker);
-    f.set_served_form(e.served->kind());
+    // The chain's form ("prune+int8", "mixed(...)"), not the kernel's kind ("int8").
+    f.set_served_form(e.served->choice() != nullptr ? e.served->choice()->form : e.served->kind());
     ASSIGN_OR_RETURN(const std::vector<float> p, ScoreAll(*e.fp32, held_out.features, held_out.rows));
     ASSIGN_OR_RETURN(const std::vector<float> q, ScoreAll(*e.served, held_out.features, held_out.rows));
     f.set_auc(Auc(p, held_out.labels));
