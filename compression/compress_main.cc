@@ -8,6 +8,11 @@
 // and the gate's verdict (with mixed precision, each layer's sensitivity), and measured
 // throughput per batch bucket for fp32 and the form that serves. --holdout_share
 // calibrates on the older rows only and also reports the served form on the rest.
+// A distilled bundle's training report (student vs teacher vs the same-size ranker trained
+// without a teacher) is printed as recserve-train measured it; --compare measures other
+// bundles of the same feature rows side by side with this one, in this run, under this
+// policy (e.g. --compare=<dir>/teacher/1,<dir>/baseline/1 from recserve-train
+// --distill_compare_dir).
 // Exits 3 when the accuracy gate refuses (with --fallback=false; with fallback on, fp32
 // always passes).
 #include <chrono>
@@ -19,6 +24,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "compression/compare.h"
 #include "compression/compress.h"
 #include "compression/prune.h"
 #include "absl/strings/numbers.h"
@@ -45,6 +51,10 @@ ABSL_FLAG(std::string, fp32_layers, "",
           "fp32 and the rest int8 (the policy's ranges), as if the chain had chosen it");
 ABSL_FLAG(double, holdout_share, 0, "Share of calibration slates (the newest) kept out of calibration, to "
                                     "measure the served form on rows it was not calibrated on");
+ABSL_FLAG(std::string, compare, "",
+          "Comma-separated bundle version directories whose rankers take the same rows (a distilled student's "
+          "teacher and baseline): measured side by side with --bundle on its held-out (else calibration) rows "
+          "under this policy: AUC, NDCG@10, served form, MACs, ranking time per candidate");
 
 namespace recserve {
 namespace {
@@ -220,6 +230,34 @@ int Run() {
   const absl::Status& gate = choice.gate;
   std::printf("gate: %s\n", gate.ok() ? "PASS" : std::string(gate.message()).c_str());
 
+  if (bundle->manifest.training().has_distillation()) {
+    std::printf("\nas trained (manifest training report), %s", FormatDistillationReport(bundle->manifest.training().distillation()).c_str());
+  }
+  if (!absl::GetFlag(FLAGS_compare).empty()) {
+    const std::vector<std::string> dirs = absl::StrSplit(absl::GetFlag(FLAGS_compare), ',', absl::SkipEmpty());
+    std::vector<BundleContents> others;
+    for (const std::string& other : dirs) {
+      absl::StatusOr<BundleContents> read = ReadBundle(other);
+      if (!read.ok()) {
+        std::fprintf(stderr, "recserve-compress: --compare: %s\n", read.status().ToString().c_str());
+        return 1;
+      }
+      others.push_back(*std::move(read));
+    }
+    std::vector<NamedMlp> rankers = {{dir, &bundle->mlp}};
+    for (size_t k = 0; k < dirs.size(); ++k) rankers.push_back({dirs[k], &others[k].mlp});
+    const CalibrationSet& rows = held_out.rows > 0 ? held_out : calibration;
+    absl::StatusOr<std::vector<v1::RankerFigures>> figures =
+        CompareRankers(rankers, calibration, *policy, rows, CompareOptions());
+    if (!figures.ok()) {
+      std::fprintf(stderr, "recserve-compress: --compare: %s\n", figures.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("\nside by side on %d %s rows of %s (%d OpenMP thread(s), oneDNN ISA %s; ns per candidate in "
+                "batches of 256, ratio = served time / %s's):\n%s",
+                rows.rows, held_out.rows > 0 ? "held-out" : "calibration", dir.c_str(), omp_get_max_threads(),
+                CpuIsaName().c_str(), dir.c_str(), FormatRankerTable(*figures, dir).c_str());
+  }
   const double seconds = absl::GetFlag(FLAGS_seconds_per_bucket);
   if (seconds > 0) {
     std::printf("\n%d OpenMP thread(s) (OMP_NUM_THREADS); oneDNN ISA %s\n", omp_get_max_threads(),
@@ -240,7 +278,7 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "recserve-compress --bundle=DIR [--compression=none|int8|prune+int8] [--fallback=false] "
-      "[--calibration=max|percentile|mse] [--holdout_share=0.5] ...");
+      "[--calibration=max|percentile|mse] [--holdout_share=0.5] [--compare=DIR,DIR] ...");
   absl::ParseCommandLine(argc, argv);
   return recserve::Run();
 }

@@ -42,4 +42,32 @@ double LogLoss(absl::Span<const float> probabilities, absl::Span<const float> la
   return sum / static_cast<double>(probabilities.size());
 }
 
+double MeanGroupNdcg(absl::Span<const float> scores, absl::Span<const float> labels,
+                     absl::Span<const int64_t> groups, int k) {
+  double sum = 0;
+  int64_t counted = 0;
+  std::vector<size_t> order;
+  for (size_t begin = 0; begin < scores.size();) {
+    size_t end = begin + 1;
+    while (end < scores.size() && groups[end] == groups[begin]) ++end;
+    order.resize(end - begin);
+    std::iota(order.begin(), order.end(), begin);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+    double dcg = 0, ideal = 0;
+    int positives = 0;
+    for (size_t i = begin; i < end; ++i) positives += labels[i] > 0.5f;
+    for (int r = 0; r < std::min<int>(k, static_cast<int>(order.size())); ++r) {
+      const double discount = 1 / std::log2(r + 2.0);
+      if (labels[order[r]] > 0.5f) dcg += discount;
+      if (r < positives) ideal += discount;
+    }
+    if (positives > 0) {
+      sum += dcg / ideal;
+      ++counted;
+    }
+    begin = end;
+  }
+  return counted > 0 ? sum / counted : 0;
+}
+
 }  // namespace recserve

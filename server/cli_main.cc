@@ -280,6 +280,18 @@ int Status() {
                   static_cast<long long>(s.failed()), s.topk_overlap_mean(), s.score_psi(),
                   s.shadow_p99_seconds() * 1e3, s.served_p99_seconds() * 1e3, s.latency_ratio_p99());
     }
+    if (f.training().has_distillation()) {
+      // A distilled ranker, as its trainer measured it against its teacher and the
+      // same-size ranker trained without one, on the same held-out rows.
+      const auto& d = f.training().distillation();
+      std::printf("%8s  distilled (alpha %.2f, T %.1f) from %s; on %d held-out rows:\n", "", d.alpha(),
+                  d.temperature(), d.teacher().c_str(), d.held_out_rows());
+      for (const auto& r : d.rankers()) {
+        std::printf("%8s    %-8s AUC %.4f  NDCG@10 %.4f  %lld MACs  %.1f ns/candidate as %s\n", "", r.name().c_str(),
+                    r.auc(), r.ndcg10(), static_cast<long long>(r.macs_per_row()), r.served_ns_per_candidate(),
+                    r.served_form().c_str());
+      }
+    }
   }
   return 0;
 }

@@ -57,6 +57,7 @@ absl::StatusOr<std::shared_ptr<const Model>> VersionLoader::Load(int64_t version
   figures->set_items(model->catalog().size());
   figures->set_embedding_index(model->index().name());
   figures->set_index_recall(model->index_recall());
+  *figures->mutable_training() = model->manifest().training();
   if (options_.check) RETURN_IF_ERROR(options_.check(*model, figures));
   if (!figures->compression_fallback_reason().empty()) {
     // The accuracy gate refused the asked compression (or its first int8 ranges) and the

@@ -7,17 +7,20 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "engine/features.h"
 #include "engine/model.h"
 #include "engine/quality.h"
 #include "engine/ranker.h"
 #include "engine/status_macros.h"
 #include "train/artifacts.h"
+#include "train/distill.h"
 #include "train/mlp_trainer.h"
 #include "train/trainer.h"
 
@@ -104,6 +107,12 @@ std::vector<float> RecentCounts(const std::vector<LoggedEvent>& events, int64_t 
   }
   return counts;
 }
+
+// A ranker of the log trainer, before and after its refit on every anchor's rows.
+struct Network {
+  Mlp held_out;  // before the refit: the validation anchor is held out from it
+  Mlp served;
+};
 
 // One ranker request: a user at an anchor.
 struct Request {
@@ -395,55 +404,100 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   mlp_options.verbose = opt.verbose && opt.mlp.verbose;
   mlp_options.learning_rate = lo.learning_rate;
   mlp_options.patience = lo.patience;
-  if (!lo.parallel) omp_set_num_threads(1);
   if (lo.ensemble < 1 || lo.ensemble > 16) {
     return absl::InvalidArgumentError(absl::StrFormat("log trainer: ensemble is %d; must be in [1, 16]", lo.ensemble));
   }
-  // One member: early stopping on the validation anchor, then (refit) that many epochs on
-  // every anchor's rows.
-  auto train_member = [&](const MlpTrainOptions& member_options, MlpTrainReport* report) -> absl::StatusOr<Mlp> {
-    absl::StatusOr<Mlp> mlp = TrainMlp(fit.features, fit.labels, fit.count, width, val.features, val.labels,
-                                       val.count, member_options, report);
-    if (!mlp.ok() || !lo.refit_on_all_rows) return mlp;
-    // The validation anchor is the newest data, the closest to what the bundle will
-    // serve: once it has chosen the epoch count, learn from it too.
-    Rows all = fit;
+  if (!lo.parallel) omp_set_num_threads(1);
+  // Every anchor's rows, for the refit after early stopping.
+  Rows all;
+  if (lo.refit_on_all_rows) {
+    all = fit;
     all.features.insert(all.features.end(), val.features.begin(), val.features.end());
     all.labels.insert(all.labels.end(), val.labels.begin(), val.labels.end());
     all.count += val.count;
-    MlpTrainOptions refit = member_options;
-    refit.max_epochs = report->best_epoch;
-    refit.patience = 0;
-    MlpTrainReport refit_report;
-    mlp = TrainMlp(all.features, all.labels, all.count, width, val.features, val.labels, val.count, refit,
-                   &refit_report);
-    say(absl::StrFormat("mlp refit on train + validation rows: %d epochs", refit_report.epochs));
-    return mlp;
-  };
-  std::vector<Mlp> members;
-  absl::Status trained;
-  for (int k = 0; k < lo.ensemble && trained.ok(); ++k) {
-    MlpTrainOptions member_options = mlp_options;
-    if (lo.ensemble > 1) {
-      member_options.seed = Mix(mlp_options.seed, static_cast<uint64_t>(k));
-      for (int& h : member_options.hidden) h = (h + lo.ensemble - 1) / lo.ensemble;
-    }
-    MlpTrainReport member_report;
-    absl::StatusOr<Mlp> mlp = train_member(member_options, &member_report);
-    if (!mlp.ok()) {
-      trained = mlp.status();
-      break;
-    }
-    members.push_back(*std::move(mlp));
-    if (k == 0) out.mlp_report = std::move(member_report);
-    if (lo.ensemble > 1) {
-      say(absl::StrFormat("ensemble member %d/%d: best epoch %d, validation AUC %.4f", k + 1, lo.ensemble,
-                          member_report.best_epoch, member_report.best_val_auc));
-    }
   }
+  // One ranker: `ensemble` members of `hidden` / ensemble, each early-stopped on the
+  // validation anchor and then (refit) trained that many epochs on every anchor's rows,
+  // combined into one network. `teacher` (may be null) is distilled into every member: its
+  // network before the refit on the fit rows, its served one on every row.
+  // When distilling, the networks the comparison needs.
+  struct Distilled {
+    Network teacher;
+    Mlp student_held_out;
+    Network baseline;
+  };
+  std::optional<Distilled> distilled;
+  auto train_network = [&](const std::vector<int>& hidden, const Network* teacher,
+                           MlpTrainReport* first_report) -> absl::StatusOr<Network> {
+    std::vector<float> fit_logits, all_logits;
+    if (teacher != nullptr) {
+      ASSIGN_OR_RETURN(fit_logits, MlpLogits(teacher->held_out, fit.features, fit.count));
+      if (lo.refit_on_all_rows) {
+        ASSIGN_OR_RETURN(all_logits, MlpLogits(teacher->served, all.features, all.count));
+      }
+    }
+    auto train = [&](const Rows& rows, const std::vector<float>& logits, const MlpTrainOptions& options,
+                     MlpTrainReport* report) {
+      return teacher == nullptr
+                 ? TrainMlp(rows.features, rows.labels, rows.count, width, val.features, val.labels, val.count,
+                            options, report)
+                 : DistillMlp(rows.features, rows.labels, rows.count, width, val.features, val.labels, val.count,
+                              Distillation{logits, opt.distill.alpha, opt.distill.temperature}, options, report);
+    };
+    std::vector<Mlp> held_out, served;
+    for (int k = 0; k < lo.ensemble; ++k) {
+      MlpTrainOptions member_options = mlp_options;
+      member_options.hidden = hidden;
+      if (lo.ensemble > 1) {
+        member_options.seed = Mix(mlp_options.seed, static_cast<uint64_t>(k));
+        for (int& h : member_options.hidden) h = (h + lo.ensemble - 1) / lo.ensemble;
+      }
+      MlpTrainReport report;
+      ASSIGN_OR_RETURN(Mlp member, train(fit, fit_logits, member_options, &report));
+      held_out.push_back(member);
+      if (lo.refit_on_all_rows) {
+        // The validation anchor is the newest data, the closest to what the bundle will
+        // serve: once it has chosen the epoch count, learn from it too.
+        MlpTrainOptions refit = member_options;
+        refit.max_epochs = report.best_epoch;
+        refit.patience = 0;
+        MlpTrainReport refit_report;
+        ASSIGN_OR_RETURN(member, train(all, all_logits, refit, &refit_report));
+        say(absl::StrFormat("mlp refit on train + validation rows: %d epochs", refit_report.epochs));
+      }
+      served.push_back(std::move(member));
+      if (lo.ensemble > 1) {
+        say(absl::StrFormat("ensemble member %d/%d: best epoch %d, validation AUC %.4f", k + 1, lo.ensemble,
+                            report.best_epoch, report.best_val_auc));
+      }
+      if (k == 0) *first_report = std::move(report);
+    }
+    Network network;
+    ASSIGN_OR_RETURN(network.held_out, CombineMlps(held_out));
+    ASSIGN_OR_RETURN(network.served, CombineMlps(served));
+    return network;
+  };
+  absl::StatusOr<Network> trained = [&]() -> absl::StatusOr<Network> {
+    if (!opt.distill.enabled()) return train_network(mlp_options.hidden, nullptr, &out.mlp_report);
+    RETURN_IF_ERROR(ValidateDistillOptions(opt.distill));
+    Network teacher;
+    if (!opt.distill.teacher_path.empty()) {
+      ASSIGN_OR_RETURN(teacher.served, LoadTeacher(opt.distill.teacher_path, m.features()));
+      teacher.held_out = teacher.served;
+    } else {
+      MlpTrainReport teacher_report;
+      ASSIGN_OR_RETURN(teacher, train_network(opt.distill.teacher_hidden, nullptr, &teacher_report));
+      say(absl::StrFormat("teacher %s trained", absl::StrJoin(teacher.served.LayerSizes(), "-")));
+    }
+    ASSIGN_OR_RETURN(Network student, train_network(mlp_options.hidden, &teacher, &out.mlp_report));
+    MlpTrainReport baseline_report;
+    ASSIGN_OR_RETURN(Network baseline, train_network(mlp_options.hidden, nullptr, &baseline_report));
+    distilled = Distilled{std::move(teacher), student.held_out, std::move(baseline)};
+    return student;
+  }();
   omp_set_num_threads(threads);
-  RETURN_IF_ERROR(trained);
-  ASSIGN_OR_RETURN(b.mlp, CombineMlps(members));
+  RETURN_IF_ERROR(trained.status());
+  b.mlp = std::move(trained->served);
   if (lo.ensemble > 1) {
     // The served network's own validation figures (before any refit the members' first
     // report describes member 0 alone).
@@ -502,6 +556,15 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   }
 
   v1::TrainingReport& report = out.report;
+  if (distilled.has_value()) {
+    const CalibrationSet held_out{val.features, val.labels, val.groups, val.count, width};
+    ASSIGN_OR_RETURN(*report.mutable_distillation(),
+                     CompareDistilled(distilled->teacher.held_out, distilled->student_held_out,
+                                      distilled->baseline.held_out, opt.distill, m, cal, held_out,
+                                      "the validation anchor's requests, networks before the refit"));
+    out.teacher = std::move(distilled->teacher.served);
+    out.baseline = std::move(distilled->baseline.served);
+  }
   report.set_test_auc(out.mlp_report.best_val_auc);
   report.set_test_logloss(out.mlp_report.best_val_logloss);
   report.set_recall_k(m.recall().max_candidates());

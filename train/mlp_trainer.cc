@@ -167,6 +167,14 @@ struct Standardizer {
   }
 };
 
+// BCE(p, sigmoid(z)) via softplus, so that large |z| neither overflows nor rounds to
+// log(0): -p log sigmoid(z) - (1 - p) log(1 - sigmoid(z)) = softplus(z) - p * z, whose
+// derivative in z is sigmoid(z) - p.
+double CrossEntropyOfLogit(float z, float p) {
+  const double softplus = std::max(z, 0.0f) + std::log1p(std::exp(-std::fabs(static_cast<double>(z))));
+  return softplus - static_cast<double>(p) * z;
+}
+
 // Adam moments and the latest gradient of one layer, shaped like the layer.
 struct LayerOptimizerState {
   std::vector<float> grad_weight, grad_bias;
@@ -241,21 +249,28 @@ class Workspace {
     return absl::OkStatus();
   }
 
-  // After Forward on the same rows: mean BCE of the batch against `labels`, and the
-  // gradients of that mean in `state`.
-  absl::StatusOr<double> Backward(const Mlp& net, int batch, const float* labels,
+  // After Forward on the same rows: the mean loss of the batch against `labels` (and,
+  // when `soft` is not null, against the teacher's softened probabilities soft[r] =
+  // sigmoid(t_r / T): the Distillation loss), and the gradients of that mean in `state`.
+  absl::StatusOr<double> Backward(const Mlp& net, int batch, const float* labels, const float* soft,
+                                  float alpha, float temperature,
                                   std::vector<LayerOptimizerState>& state) {
     const float* z = logits();
     double loss = 0;
     const float inv_batch = 1.0f / static_cast<float>(batch);
     for (int r = 0; r < batch; ++r) {
-      // BCE via softplus so large |z| neither overflows nor rounds to log(0):
-      // loss = softplus(z) - y * z, and d loss / d z = sigmoid(z) - y.
       const float zr = z[r];
-      const double softplus =
-          std::max(zr, 0.0f) + std::log1p(std::exp(-std::fabs(static_cast<double>(zr))));
-      loss += softplus - labels[r] * zr;
-      delta_[r] = (Sigmoid(zr) - labels[r]) * inv_batch;
+      double row_loss = CrossEntropyOfLogit(zr, labels[r]);
+      float dz = Sigmoid(zr) - labels[r];
+      if (soft != nullptr) {
+        // d/dz of T^2 * BCE(q, sigmoid(z / T)) is T * (sigmoid(z / T) - q).
+        const float zt = zr / temperature;
+        row_loss = (1.0 - alpha) * row_loss +
+                   static_cast<double>(alpha) * temperature * temperature * CrossEntropyOfLogit(zt, soft[r]);
+        dz = (1.0f - alpha) * dz + alpha * temperature * (Sigmoid(zt) - soft[r]);
+      }
+      loss += row_loss;
+      delta_[r] = dz * inv_batch;
     }
     for (size_t li = net.layers.size(); li-- > 0;) {
       const DenseLayer& l = net.layers[li];
@@ -353,10 +368,27 @@ void FoldStandardization(const Standardizer& s, Mlp& net) {
   }
 }
 
+absl::Status CheckDistillation(const Distillation& d, int num_rows) {
+  if (d.teacher_logits.size() != static_cast<size_t>(num_rows)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "distillation: %d teacher logits for %d training rows; need one per row", d.teacher_logits.size(), num_rows));
+  }
+  if (!(d.alpha >= 0 && d.alpha <= 1)) {
+    return absl::InvalidArgumentError(absl::StrFormat("distillation: alpha is %f; must be in [0, 1]", d.alpha));
+  }
+  if (!(d.temperature >= 1 && d.temperature <= 100)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("distillation: temperature is %f; must be in [1, 100]", d.temperature));
+  }
+  return CheckFinite(d.teacher_logits, 1, "distillation: teacher_logits");
+}
+
+// `distillation` null: plain BCE.
 absl::StatusOr<Mlp> TrainMlpImpl(absl::Span<const float> rows, absl::Span<const float> labels,
                                  int num_rows, int input_dim, absl::Span<const float> val_rows,
                                  absl::Span<const float> val_labels, int num_val,
-                                 const MlpTrainOptions& options, MlpTrainReport* report) {
+                                 const Distillation* distillation, const MlpTrainOptions& options,
+                                 MlpTrainReport* report) {
   const Clock::time_point start = Clock::now();
   if (input_dim < 1 || input_dim > kMaxWidth) {
     return absl::InvalidArgumentError(
@@ -370,6 +402,16 @@ absl::StatusOr<Mlp> TrainMlpImpl(absl::Span<const float> rows, absl::Span<const 
   RETURN_IF_ERROR(CheckFinite(val_rows, input_dim, "val_rows"));
   RETURN_IF_ERROR(CheckLabels(labels, "labels"));
   RETURN_IF_ERROR(CheckLabels(val_labels, "val_labels"));
+  // The teacher's softened probabilities, sigmoid(t / T), once per row.
+  std::vector<float> soft_targets;
+  float alpha = 0, temperature = 1;
+  if (distillation != nullptr) {
+    RETURN_IF_ERROR(CheckDistillation(*distillation, num_rows));
+    alpha = distillation->alpha;
+    temperature = distillation->temperature;
+    soft_targets.resize(num_rows);
+    for (int r = 0; r < num_rows; ++r) soft_targets[r] = Sigmoid(distillation->teacher_logits[r] / temperature);
+  }
 
   const Standardizer standardizer = Standardizer::Fit(rows, num_rows, input_dim);
   std::mt19937_64 rng(options.seed);
@@ -385,6 +427,7 @@ absl::StatusOr<Mlp> TrainMlpImpl(absl::Span<const float> rows, absl::Span<const 
   std::vector<int> order(num_rows);
   std::iota(order.begin(), order.end(), 0);
   std::vector<float> batch_labels(batch_size);
+  std::vector<float> batch_soft(distillation != nullptr ? batch_size : 0);
   std::vector<int> eval_index;
   std::vector<float> val_probs(num_val);
 
@@ -407,9 +450,14 @@ absl::StatusOr<Mlp> TrainMlpImpl(absl::Span<const float> rows, absl::Span<const 
       const int count = std::min(batch_size, num_rows - begin);
       standardizer.Gather(rows.data(), input_dim, order.data() + begin, count, train_ws.input());
       for (int i = 0; i < count; ++i) batch_labels[i] = labels[order[begin + i]];
+      if (!batch_soft.empty()) {
+        for (int i = 0; i < count; ++i) batch_soft[i] = soft_targets[order[begin + i]];
+      }
       RETURN_IF_ERROR(train_ws.Forward(net, count));
       ASSIGN_OR_RETURN(const double batch_loss,
-                       train_ws.Backward(net, count, batch_labels.data(), state));
+                       train_ws.Backward(net, count, batch_labels.data(),
+                                         batch_soft.empty() ? nullptr : batch_soft.data(), alpha,
+                                         temperature, state));
       loss_sum += batch_loss * count;
 
       ++adam_steps;
@@ -477,26 +525,96 @@ absl::StatusOr<Mlp> TrainMlpImpl(absl::Span<const float> rows, absl::Span<const 
   return best;
 }
 
+// Runs `body`, turning what oneDNN and allocation throw into a Status: no exception may
+// cross the module boundary.
+template <typename Body>
+auto Guarded(const char* what, int num_rows, int input_dim, Body body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrFormat("%s: oneDNN error (status %d): %s", what, e.status, e.what()));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("%s: out of memory for %d rows x %d features", what, num_rows, input_dim));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrFormat("%s: %s", what, e.what()));
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<Mlp> TrainMlp(absl::Span<const float> rows, absl::Span<const float> labels,
                              int num_rows, int input_dim, absl::Span<const float> val_rows,
                              absl::Span<const float> val_labels, int num_val,
                              const MlpTrainOptions& options, MlpTrainReport* report) {
-  // oneDNN reports through dnnl::error and allocation can throw; neither may cross the
-  // module boundary.
-  try {
-    return TrainMlpImpl(rows, labels, num_rows, input_dim, val_rows, val_labels, num_val, options,
+  return Guarded("TrainMlp", num_rows, input_dim, [&] {
+    return TrainMlpImpl(rows, labels, num_rows, input_dim, val_rows, val_labels, num_val, nullptr, options,
                         report);
-  } catch (const dnnl::error& e) {
-    return absl::InternalError(
-        absl::StrFormat("TrainMlp: oneDNN error (status %d): %s", e.status, e.what()));
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(
-        absl::StrFormat("TrainMlp: out of memory for %d rows x %d features", num_rows, input_dim));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrFormat("TrainMlp: %s", e.what()));
+  });
+}
+
+absl::StatusOr<Mlp> DistillMlp(absl::Span<const float> rows, absl::Span<const float> labels,
+                               int num_rows, int input_dim, absl::Span<const float> val_rows,
+                               absl::Span<const float> val_labels, int num_val,
+                               const Distillation& distillation, const MlpTrainOptions& options,
+                               MlpTrainReport* report) {
+  return Guarded("DistillMlp", num_rows, input_dim, [&] {
+    return TrainMlpImpl(rows, labels, num_rows, input_dim, val_rows, val_labels, num_val, &distillation,
+                        options, report);
+  });
+}
+
+absl::StatusOr<std::vector<float>> MlpLogits(const Mlp& mlp, absl::Span<const float> rows, int n) {
+  RETURN_IF_ERROR(ValidateMlp(mlp));
+  const int d = mlp.input_dim();
+  if (n < 0 || rows.size() != static_cast<size_t>(n) * d) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("MlpLogits: %d values are not %d rows of the network's input width %d", rows.size(), n, d));
   }
+  return Guarded("MlpLogits", n, d, [&]() -> absl::StatusOr<std::vector<float>> {
+    std::vector<float> logits(n);
+    Workspace ws(mlp, std::max(1, std::min(n, kMinEvalBatch)));
+    for (int start = 0; start < n; start += ws.capacity()) {
+      const int count = std::min(ws.capacity(), n - start);
+      std::copy_n(rows.data() + static_cast<size_t>(start) * d, static_cast<size_t>(count) * d, ws.input());
+      RETURN_IF_ERROR(ws.Forward(mlp, count));
+      std::copy_n(ws.logits(), count, logits.data() + start);
+    }
+    return logits;
+  });
+}
+
+absl::StatusOr<double> MlpLossAndGradient(const Mlp& mlp, absl::Span<const float> rows,
+                                          absl::Span<const float> labels, int n,
+                                          const Distillation* distillation,
+                                          std::vector<DenseLayer>* gradient) {
+  RETURN_IF_ERROR(ValidateMlp(mlp));
+  const int d = mlp.input_dim();
+  RETURN_IF_ERROR(CheckShape(rows, labels, n, d, "rows", "labels", "n"));
+  std::vector<float> soft;
+  if (distillation != nullptr) {
+    RETURN_IF_ERROR(CheckDistillation(*distillation, n));
+    for (float t : distillation->teacher_logits) soft.push_back(Sigmoid(t / distillation->temperature));
+  }
+  return Guarded("MlpLossAndGradient", n, d, [&]() -> absl::StatusOr<double> {
+    Workspace ws(mlp, n);
+    std::vector<LayerOptimizerState> state;
+    for (const DenseLayer& l : mlp.layers) state.emplace_back(l);
+    std::copy(rows.begin(), rows.end(), ws.input());
+    RETURN_IF_ERROR(ws.Forward(mlp, n));
+    ASSIGN_OR_RETURN(const double loss,
+                     ws.Backward(mlp, n, labels.data(), distillation != nullptr ? soft.data() : nullptr,
+                                 distillation != nullptr ? distillation->alpha : 0.0f,
+                                 distillation != nullptr ? distillation->temperature : 1.0f, state));
+    gradient->clear();
+    for (size_t li = 0; li < mlp.layers.size(); ++li) {
+      DenseLayer g = mlp.layers[li];
+      g.weight = std::move(state[li].grad_weight);
+      g.bias = std::move(state[li].grad_bias);
+      gradient->push_back(std::move(g));
+    }
+    return loss;
+  });
 }
 
 absl::StatusOr<Mlp> CombineMlps(absl::Span<const Mlp> members) {

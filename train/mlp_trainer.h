@@ -1,6 +1,7 @@
 // Trains the ranking MLP (engine/mlp.h) on dense feature rows: ReLU hidden layers, one
 // sigmoid output, binary cross-entropy, mini-batch Adam, early stopping on validation
-// logloss.
+// logloss. DistillMlp trains the same way on hard labels plus a teacher's soft labels
+// (knowledge distillation, Hinton et al. 2015, for one sigmoid output).
 //
 // Contract:
 //  - Inputs are raw feature rows [n x input_dim] row-major and 0/1 labels. The trainer
@@ -84,6 +85,46 @@ absl::StatusOr<Mlp> TrainMlp(absl::Span<const float> rows, absl::Span<const floa
                              int num_rows, int input_dim, absl::Span<const float> val_rows,
                              absl::Span<const float> val_labels, int num_val,
                              const MlpTrainOptions& options, MlpTrainReport* report);
+
+// Knowledge distillation: per training row, besides its 0/1 label, a teacher's logit t.
+// With student logit z, temperature T and weight alpha the row's loss is
+//   (1 - alpha) * BCE(y, sigmoid(z)) + alpha * T^2 * BCE(sigmoid(t / T), sigmoid(z / T)),
+// BCE(p, q) = -p log q - (1 - p) log(1 - q): the soft-label term is the cross-entropy of
+// the student's softened probability against the teacher's. T^2 keeps its gradient,
+// alpha * T * (sigmoid(z / T) - sigmoid(t / T)), on the scale of the hard term's as T
+// grows. Validation (early stopping, the returned weights, the report) stays on the hard
+// labels: the student is judged on clicks, not on agreeing with its teacher.
+struct Distillation {
+  // One teacher logit (pre-sigmoid) per training row; all finite.
+  absl::Span<const float> teacher_logits;
+  // Weight of the soft-label term, in [0, 1]. 0 trains on the hard labels alone, and
+  // then exactly as TrainMlp does (the same weights for the same seed).
+  float alpha = 0.5f;
+  // Softens both distributions; in [1, 100]. 1 = the teacher's own probabilities.
+  float temperature = 2.0f;
+};
+
+// TrainMlp with the loss above. InvalidArgument when teacher_logits does not hold
+// num_rows finite values or alpha / temperature are out of range.
+absl::StatusOr<Mlp> DistillMlp(absl::Span<const float> rows, absl::Span<const float> labels,
+                               int num_rows, int input_dim, absl::Span<const float> val_rows,
+                               absl::Span<const float> val_labels, int num_val,
+                               const Distillation& distillation, const MlpTrainOptions& options,
+                               MlpTrainReport* report);
+
+// Pre-sigmoid outputs of `mlp` for raw `rows` [n x input_dim], through the trainer's own
+// forward pass (sgemm): a teacher's logits exactly, where sigmoid(probability) would lose
+// them to rounding once a probability is within 1e-7 of 0 or 1.
+absl::StatusOr<std::vector<float>> MlpLogits(const Mlp& mlp, absl::Span<const float> rows, int n);
+
+// The mean training loss over `rows` (raw, not standardised) and its gradient with respect
+// to every weight and bias of `mlp`, from the forward and backward passes the trainer
+// steps with: what finite differences of the loss must reproduce. `distillation` may be
+// null (plain BCE). `gradient` receives one DenseLayer per layer of `mlp`, same shapes.
+absl::StatusOr<double> MlpLossAndGradient(const Mlp& mlp, absl::Span<const float> rows,
+                                          absl::Span<const float> labels, int n,
+                                          const Distillation* distillation,
+                                          std::vector<DenseLayer>* gradient);
 
 // One network whose logit is the mean of the members' logits: the members side by side,
 // each layer's weight block-diagonal across members (the first layer's blocks share the

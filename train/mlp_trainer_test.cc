@@ -5,6 +5,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/random/distributions.h"
@@ -269,6 +270,161 @@ TEST(MlpTrainerTest, CombineRefusesMembersOfDifferentShapes) {
   EXPECT_EQ(combined.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(combined.status().message()), HasSubstr("member 1 has 2 layers"));
   EXPECT_EQ(CombineMlps({}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A 4 -> 5 -> 3 -> 1 network with random weights and 8 rows, small enough to probe
+// every parameter by finite differences.
+struct TinyProblem {
+  Mlp mlp;
+  std::vector<float> rows, labels, teacher_logits;
+  int n = 8;
+};
+
+TinyProblem MakeTinyProblem() {
+  std::mt19937_64 rng(77);
+  TinyProblem p;
+  int in = 4;
+  for (int out : {5, 3, 1}) {
+    DenseLayer l;
+    l.in = in;
+    l.out = out;
+    l.relu = out != 1;
+    for (int i = 0; i < in * out; ++i) l.weight.push_back(absl::Gaussian<float>(rng, 0.f, 0.8f));
+    for (int o = 0; o < out; ++o) l.bias.push_back(absl::Uniform<float>(rng, 0.05f, 0.3f));
+    p.mlp.layers.push_back(std::move(l));
+    in = out;
+  }
+  for (int i = 0; i < p.n * 4; ++i) p.rows.push_back(absl::Gaussian<float>(rng));
+  for (int r = 0; r < p.n; ++r) {
+    p.labels.push_back(r % 3 == 0 ? 1.f : 0.f);
+    p.teacher_logits.push_back(absl::Uniform<float>(rng, -4.f, 4.f));
+  }
+  return p;
+}
+
+TEST(MlpTrainerTest, DistillationLossIsTheWeightedHardAndTemperatureScaledSoftCrossEntropy) {
+  const TinyProblem p = MakeTinyProblem();
+  Distillation d{p.teacher_logits, 0.3f, 3.0f};
+  std::vector<DenseLayer> gradient;
+  absl::StatusOr<double> loss = MlpLossAndGradient(p.mlp, p.rows, p.labels, p.n, &d, &gradient);
+  ASSERT_TRUE(loss.ok()) << loss.status();
+  absl::StatusOr<std::vector<float>> z = MlpLogits(p.mlp, p.rows, p.n);
+  ASSERT_TRUE(z.ok()) << z.status();
+  auto sigmoid = [](double x) { return 1 / (1 + std::exp(-x)); };
+  auto bce = [](double target, double q) { return -target * std::log(q) - (1 - target) * std::log(1 - q); };
+  double want = 0;
+  for (int r = 0; r < p.n; ++r) {
+    const double zr = (*z)[r], t = p.teacher_logits[r], T = d.temperature;
+    want += (1 - d.alpha) * bce(p.labels[r], sigmoid(zr)) +
+            d.alpha * T * T * bce(sigmoid(t / T), sigmoid(zr / T));
+  }
+  EXPECT_NEAR(*loss, want / p.n, 1e-5);
+  // Without a teacher: plain BCE.
+  absl::StatusOr<double> plain = MlpLossAndGradient(p.mlp, p.rows, p.labels, p.n, nullptr, &gradient);
+  ASSERT_TRUE(plain.ok());
+  double want_plain = 0;
+  for (int r = 0; r < p.n; ++r) want_plain += bce(p.labels[r], sigmoid((*z)[r]));
+  EXPECT_NEAR(*plain, want_plain / p.n, 1e-5);
+}
+
+TEST(MlpTrainerTest, DistillationGradientMatchesFiniteDifferences) {
+  const TinyProblem p = MakeTinyProblem();
+  for (const auto& [alpha, temperature] : std::vector<std::pair<float, float>>{{0.3f, 3.f}, {1.f, 5.f}}) {
+    Distillation d{p.teacher_logits, alpha, temperature};
+    std::vector<DenseLayer> gradient, unused;
+    ASSERT_TRUE(MlpLossAndGradient(p.mlp, p.rows, p.labels, p.n, &d, &gradient).ok());
+    ASSERT_EQ(gradient.size(), p.mlp.layers.size());
+    auto loss_at = [&](const Mlp& m) { return *MlpLossAndGradient(m, p.rows, p.labels, p.n, &d, &unused); };
+    constexpr float kStep = 2e-3f;
+    int checked = 0;
+    for (size_t li = 0; li < p.mlp.layers.size(); ++li) {
+      for (bool bias : {false, true}) {
+        const size_t count = bias ? p.mlp.layers[li].bias.size() : p.mlp.layers[li].weight.size();
+        for (size_t i = 0; i < count; ++i) {
+          Mlp plus = p.mlp, minus = p.mlp;
+          (bias ? plus.layers[li].bias : plus.layers[li].weight)[i] += kStep;
+          (bias ? minus.layers[li].bias : minus.layers[li].weight)[i] -= kStep;
+          const double numeric = (loss_at(plus) - loss_at(minus)) / (2 * kStep);
+          const double analytic = (bias ? gradient[li].bias : gradient[li].weight)[i];
+          EXPECT_NEAR(analytic, numeric, 2e-3 + 0.02 * std::fabs(numeric))
+              << "alpha " << alpha << " T " << temperature << " layer " << li << (bias ? " bias " : " weight ") << i;
+          ++checked;
+        }
+      }
+    }
+    EXPECT_EQ(checked, 4 * 5 + 5 + 5 * 3 + 3 + 3 + 1);
+  }
+}
+
+TEST(MlpTrainerTest, DistillationWithAlphaZeroTrainsExactlyLikeThePlainTrainer) {
+  const Problem train = MakeProblem(3000, 16);
+  const Problem val = MakeProblem(1000, 17);
+  MlpTrainOptions o = QuietOptions();
+  o.max_epochs = 3;
+  std::vector<float> teacher(train.n);
+  for (int r = 0; r < train.n; ++r) teacher[r] = 4 * train.probabilities[r] - 2;
+  absl::StatusOr<Mlp> plain = Train(train, val, o, nullptr);
+  absl::StatusOr<Mlp> alpha0 = DistillMlp(train.rows, train.labels, train.n, kFeatures, val.rows, val.labels,
+                                          val.n, Distillation{teacher, 0.0f, 2.0f}, o, nullptr);
+  absl::StatusOr<Mlp> alpha_half = DistillMlp(train.rows, train.labels, train.n, kFeatures, val.rows, val.labels,
+                                              val.n, Distillation{teacher, 0.5f, 2.0f}, o, nullptr);
+  ASSERT_TRUE(plain.ok() && alpha0.ok() && alpha_half.ok());
+  for (size_t i = 0; i < plain->layers.size(); ++i) {
+    EXPECT_EQ(plain->layers[i].weight, alpha0->layers[i].weight) << "layer " << i;
+    EXPECT_EQ(plain->layers[i].bias, alpha0->layers[i].bias) << "layer " << i;
+  }
+  EXPECT_NE(plain->layers[0].weight, alpha_half->layers[0].weight);
+}
+
+TEST(MlpTrainerTest, DistillationWithAlphaOneLearnsFromTheTeacherAlone) {
+  // With alpha = 1 the training labels carry no weight: reordering them (the same
+  // positive rate, which sets the initial output bias) changes nothing, and a student of
+  // an informative teacher still ranks the held-out rows.
+  const Problem train = MakeProblem(6000, 18);
+  const Problem val = MakeProblem(2000, 19);
+  MlpTrainOptions o = QuietOptions();
+  o.max_epochs = 4;
+  o.patience = 0;
+  std::vector<float> teacher(train.n);
+  for (int r = 0; r < train.n; ++r) {
+    const double q = train.probabilities[r];
+    teacher[r] = static_cast<float>(std::log(q / (1 - q)));  // the oracle as teacher
+  }
+  const std::vector<float> reordered(train.labels.rbegin(), train.labels.rend());
+  ASSERT_NE(reordered, train.labels);
+  const Distillation d{teacher, 1.0f, 2.0f};
+  absl::StatusOr<Mlp> a = DistillMlp(train.rows, train.labels, train.n, kFeatures, val.rows, val.labels, val.n,
+                                     d, o, nullptr);
+  absl::StatusOr<Mlp> b = DistillMlp(train.rows, reordered, train.n, kFeatures, val.rows, val.labels, val.n, d,
+                                     o, nullptr);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->layers[0].weight, b->layers[0].weight);
+  EXPECT_EQ(a->layers.back().weight, b->layers.back().weight);
+  // The oracle's soft labels teach more than the clicks drawn from it.
+  absl::StatusOr<Mlp> plain = Train(train, val, o, nullptr);
+  ASSERT_TRUE(plain.ok());
+  const double student_auc = Auc(Score(*b, val), val.labels), plain_auc = Auc(Score(*plain, val), val.labels);
+  EXPECT_GT(student_auc, plain_auc + 0.005) << "oracle " << Auc(val.probabilities, val.labels);
+}
+
+TEST(MlpTrainerTest, DistillationRefusesBadTeacherLogitsAndSettings) {
+  const Problem train = MakeProblem(100, 20);
+  const Problem val = MakeProblem(50, 21);
+  const MlpTrainOptions o = QuietOptions();
+  std::vector<float> teacher(train.n, 0.5f);
+  auto distill = [&](absl::Span<const float> logits, float alpha, float temperature) {
+    return DistillMlp(train.rows, train.labels, train.n, kFeatures, val.rows, val.labels, val.n,
+                      Distillation{logits, alpha, temperature}, o, nullptr);
+  };
+  auto expect_invalid = [](const absl::StatusOr<Mlp>& result, const std::string& mention) {
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+    EXPECT_THAT(std::string(result.status().message()), HasSubstr(mention));
+  };
+  expect_invalid(distill(absl::MakeConstSpan(teacher).subspan(1), 0.5f, 2.f), "99 teacher logits for 100");
+  expect_invalid(distill(teacher, 1.5f, 2.f), "alpha is 1.5");
+  expect_invalid(distill(teacher, 0.5f, 0.5f), "temperature is 0.5");
+  teacher[7] = std::numeric_limits<float>::infinity();
+  expect_invalid(distill(teacher, 0.5f, 2.f), "teacher_logits: value at row 7");
 }
 
 }  // namespace

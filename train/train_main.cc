@@ -3,10 +3,13 @@
 //   recserve-train --world=/tmp/world --model_dir=models/default
 //   recserve-train --ratings_csv=ratings.csv --model_dir=models/ml
 //   recserve-train --world=/tmp/world --impressions=/var/log/recserve --model_dir=models/default
+//   recserve-train --world=/tmp/world --hidden=64,32,16 --teacher_hidden=512,256,128 \
+//       --distill_compare_dir=/tmp/compare --model_dir=models/student
 #include <omp.h>
 
 #include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -14,6 +17,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "compression/compare.h"
 #include "train/impression_labels.h"
 #include "train/split_flags.h"
 #include "train/trainer.h"
@@ -79,6 +83,53 @@ ABSL_FLAG(absl::Duration, label_window, absl::Minutes(30),
 ABSL_FLAG(int, position_columns, 9, "With --impressions: shown positions 1..N as training-only inputs (0: none, for comparison)");
 ABSL_FLAG(bool, parallel_training, false,
           "Real logs: item2vec and the MLP on every core (faster; the bundle then depends on the thread count)");
+ABSL_FLAG(std::string, teacher, "",
+          "Distil the ranker from this teacher: a bundle version directory with the same feature blocks, or an "
+          "ONNX ranker taking the same input width");
+ABSL_FLAG(std::string, teacher_hidden, "",
+          "Distil the ranker from a teacher of these hidden widths (comma-separated), trained first in this run on "
+          "the same rows");
+ABSL_FLAG(double, distill_alpha, 0.5, "Distillation: weight of the teacher's soft labels in the loss, 0..1");
+ABSL_FLAG(double, distill_temperature, 2, "Distillation: temperature softening teacher and student logits, 1..100");
+ABSL_FLAG(std::string, distill_compare_dir, "",
+          "Distillation: also write the teacher and the same-size ranker trained without it as bundles "
+          "<dir>/teacher/<version> and <dir>/baseline/<version> (for recserve-eval and recserve-compress --compare)");
+
+namespace {
+
+// Comma-separated positive widths into `out`; false (after a message) on a bad one.
+bool ParseWidths(const std::string& flag, const std::string& text, std::vector<int>* out) {
+  out->clear();
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    int w = 0;
+    if (!absl::SimpleAtoi(part, &w) || w <= 0) {
+      std::fprintf(stderr, "recserve-train: --%s: '%s' is not a positive width\n", flag.c_str(),
+                   std::string(part).c_str());
+      return false;
+    }
+    out->push_back(w);
+  }
+  return true;
+}
+
+// The bundle with `mlp` as its ranker and `name`'s figures as its test figures: a
+// comparison ranker of a distillation run, servable and evaluable on its own.
+recserve::BundleContents WithRanker(const recserve::TrainOutput& trained, const recserve::Mlp& mlp,
+                                    const std::string& name) {
+  recserve::BundleContents bundle = trained.bundle;
+  bundle.mlp = mlp;
+  recserve::v1::TrainingReport& report = *bundle.manifest.mutable_training();
+  for (const recserve::v1::RankerFigures& r : report.distillation().rankers()) {
+    if (r.name() == name) {
+      report.set_test_auc(r.auc());
+      report.set_test_logloss(r.logloss());
+    }
+  }
+  report.clear_distillation();
+  return bundle;
+}
+
+}  // namespace
 
 namespace {
 
@@ -195,15 +246,21 @@ int main(int argc, char** argv) {
       }
     }
   }
-  options.mlp.hidden.clear();
-  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_hidden), ',', absl::SkipEmpty())) {
-    int w = 0;
-    if (!absl::SimpleAtoi(part, &w) || w <= 0) {
-      std::fprintf(stderr, "recserve-train: --hidden: '%s' is not a positive width\n",
-                   std::string(part).c_str());
-      return 2;
-    }
-    options.mlp.hidden.push_back(w);
+  if (!ParseWidths("hidden", absl::GetFlag(FLAGS_hidden), &options.mlp.hidden) ||
+      !ParseWidths("teacher_hidden", absl::GetFlag(FLAGS_teacher_hidden), &options.distill.teacher_hidden)) {
+    return 2;
+  }
+  options.distill.teacher_path = absl::GetFlag(FLAGS_teacher);
+  options.distill.alpha = static_cast<float>(absl::GetFlag(FLAGS_distill_alpha));
+  options.distill.temperature = static_cast<float>(absl::GetFlag(FLAGS_distill_temperature));
+  if (absl::Status s = recserve::ValidateDistillOptions(options.distill); !s.ok()) {
+    std::fprintf(stderr, "recserve-train: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  const std::string compare_dir = absl::GetFlag(FLAGS_distill_compare_dir);
+  if (!compare_dir.empty() && !options.distill.enabled()) {
+    std::fprintf(stderr, "recserve-train: --distill_compare_dir needs --teacher or --teacher_hidden\n");
+    return 2;
   }
   if (options.embedding_dim <= 0 || options.embedding_dim > 1024) {
     std::fprintf(stderr, "recserve-train: --embedding_dim must be in [1, 1024]\n");
@@ -261,6 +318,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "recserve-train: %s\n", dir.status().ToString().c_str());
     return 1;
   }
+  if (!compare_dir.empty()) {
+    for (const auto& [name, mlp] : {std::pair<std::string, const recserve::Mlp*>{"teacher", &trained->teacher},
+                                    {"baseline", &trained->baseline}}) {
+      absl::StatusOr<std::string> written = recserve::WriteVersion(WithRanker(*trained, *mlp, name),
+                                                                   compare_dir + "/" + name, absl::GetFlag(FLAGS_version));
+      if (!written.ok()) {
+        std::fprintf(stderr, "recserve-train: %s\n", written.status().ToString().c_str());
+        return 1;
+      }
+      std::printf("wrote %s (%s)\n", written->c_str(), name.c_str());
+    }
+  }
   const recserve::v1::TrainingReport& r = trained->report;
   std::printf("wrote %s\n", dir->c_str());
   std::printf("%s %.4f\n", events_csv || !csv.empty() ? "validation AUC   " : "test AUC         ", r.test_auc());
@@ -279,6 +348,7 @@ int main(int argc, char** argv) {
                 r.popularity_hit_rate(),
                 r.popularity_hit_rate() > 0 ? r.recall_hit_rate() / r.popularity_hit_rate() : 0.0);
   }
+  if (r.has_distillation()) std::printf("%s", recserve::FormatDistillationReport(r.distillation()).c_str());
   std::printf("training time     %.1f s\n", trained->seconds);
   return 0;
 }

@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "engine/features.h"
 #include "engine/model.h"
 #include "engine/quality.h"
@@ -421,11 +422,11 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
     // 5. MLP.
     MlpTrainOptions mlp_options = opt.mlp;
     mlp_options.verbose = opt.verbose && opt.mlp.verbose;
-    if (opt.served.empty()) {
-      ASSIGN_OR_RETURN(b.mlp, TrainMlp(fit_rows_set.rows, fit_rows_set.labels, fit_rows_set.count,
-                                       width, val_rows.rows, val_rows.labels, val_rows.count,
-                                       mlp_options, &out.mlp_report));
-    } else {
+    if (!opt.served.empty()) {
+      if (opt.distill.enabled()) {
+        return absl::InvalidArgumentError(
+            "--impressions cannot be combined with distillation (--teacher, --teacher_hidden) yet");
+      }
       ServedRowsOptions served_options;
       served_options.position_columns = opt.position_columns;
       served_options.validation_fraction = opt.validation_fraction;
@@ -433,6 +434,31 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
                                   *feature_model, {fit_rows_set.rows, fit_rows_set.labels, fit_rows_set.count},
                                   {val_rows.rows, val_rows.labels, val_rows.count}, opt.served,
                                   served_options, mlp_options, &out.mlp_report));
+    } else if (!opt.distill.enabled()) {
+      ASSIGN_OR_RETURN(b.mlp, TrainMlp(fit_rows_set.rows, fit_rows_set.labels, fit_rows_set.count, width,
+                                       val_rows.rows, val_rows.labels, val_rows.count, mlp_options,
+                                       &out.mlp_report));
+    } else {
+      RETURN_IF_ERROR(ValidateDistillOptions(opt.distill));
+      if (!opt.distill.teacher_path.empty()) {
+        ASSIGN_OR_RETURN(out.teacher, LoadTeacher(opt.distill.teacher_path, m.features()));
+      } else {
+        MlpTrainOptions teacher_options = mlp_options;
+        teacher_options.hidden = opt.distill.teacher_hidden;
+        ASSIGN_OR_RETURN(out.teacher, TrainMlp(fit_rows_set.rows, fit_rows_set.labels, fit_rows_set.count, width,
+                                               val_rows.rows, val_rows.labels, val_rows.count, teacher_options,
+                                               nullptr));
+        progress.Say("teacher %s trained", absl::StrJoin(out.teacher.LayerSizes(), "-"));
+      }
+      ASSIGN_OR_RETURN(const std::vector<float> teacher_logits,
+                       MlpLogits(out.teacher, fit_rows_set.rows, fit_rows_set.count));
+      const Distillation distillation{teacher_logits, opt.distill.alpha, opt.distill.temperature};
+      ASSIGN_OR_RETURN(b.mlp, DistillMlp(fit_rows_set.rows, fit_rows_set.labels, fit_rows_set.count, width,
+                                         val_rows.rows, val_rows.labels, val_rows.count, distillation,
+                                         mlp_options, &out.mlp_report));
+      ASSIGN_OR_RETURN(out.baseline, TrainMlp(fit_rows_set.rows, fit_rows_set.labels, fit_rows_set.count, width,
+                                              val_rows.rows, val_rows.labels, val_rows.count, mlp_options,
+                                              nullptr));
     }
     progress.Say("mlp: %d epochs, best %d, validation logloss %.4f AUC %.4f",
                  out.mlp_report.epochs, out.mlp_report.best_epoch,
@@ -458,6 +484,12 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
       const bool oracle = std::all_of(test_rows.true_p.begin(), test_rows.true_p.end(),
                                       [](float q) { return q >= 0; });
       if (oracle) report.set_oracle_auc(Auc(test_rows.true_p, test_rows.labels));
+      if (opt.distill.enabled()) {
+        const CalibrationSet held_out{test_rows.rows, test_rows.labels, test_rows.groups, test_rows.count, width};
+        ASSIGN_OR_RETURN(*report.mutable_distillation(),
+                         CompareDistilled(out.teacher, b.mlp, out.baseline, opt.distill, m, cal, held_out,
+                                          "test impressions"));
+      }
       if (opt.keep_test_rows) {
         out.test_rows.rows = test_rows.count;
         out.test_rows.width = width;

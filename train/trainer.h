@@ -10,7 +10,10 @@
 //   4. ranking rows: for every impression slate, the user's state from the events
 //      before it, built with the engine's BuildUserState + FeatureBuilder (the code the
 //      server runs), one row per shown item;
-//   5. MLP: sigmoid + binary cross-entropy, Adam, early stop on validation logloss;
+//   5. MLP: sigmoid + binary cross-entropy, Adam, early stop on validation logloss; with
+//      a teacher (TrainerOptions::distill, train/distill.h) the served MLP is a student
+//      distilled from it, and the same-size MLP trained without a teacher is trained too,
+//      for the comparison in TrainingReport::distillation;
 //   6. evaluation: test AUC/logloss (and the oracle AUC where the world knows its click
 //      model); recall hit-rate@K on held-out next clicks vs the popularity baseline,
 //      through the engine's Recall() on the model as it will be served.
@@ -23,6 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/bundle.h"
+#include "train/distill.h"
 #include "train/impression_labels.h"
 #include "train/item2vec.h"
 #include "train/mlp_trainer.h"
@@ -152,6 +156,10 @@ struct TrainerOptions {
   double half_life_seconds = 365 * 24 * 3600.0;
   // The newest events a user state uses (manifest user_model.max_events).
   int user_max_events = 100;
+  // Knowledge distillation: off unless a teacher is named or its widths are given. On
+  // real logs the teacher's widths are split across LogTrainerOptions::ensemble members
+  // like MlpTrainOptions::hidden.
+  DistillOptions distill;
 };
 
 struct TrainOutput {
@@ -159,6 +167,10 @@ struct TrainOutput {
   v1::TrainingReport report;
   MlpTrainReport mlp_report;
   CalibrationSet test_rows;       // filled when TrainerOptions::keep_test_rows
+  // When distilling: the teacher and the same-size ranker trained without it (bundle.mlp
+  // is the student), e.g. to write as bundles of their own for recserve-eval. Empty
+  // (no layers) otherwise.
+  Mlp teacher, baseline;
   double seconds = 0;
 };
 
