@@ -2,7 +2,9 @@
 // same open-loop load (Poisson arrivals at --rate) runs on the server's request path
 // without gRPC (WorkerPool, the engine pipeline with per-worker scratch, the response
 // built and serialized, ShadowScorer::Offer as RecommenderService::Handle calls it) with
-// the shadow off, at share 0.1 and at share 1.0, arms interleaved round by round in one
+// the shadow off (twice: the second shows the noise), at share 0.1 and at share 1.0 as the
+// server runs it (a job starts only when no request is in flight, and the shadow thread
+// takes at most --shadow_cpu of a core) and at share 1.0 without either, arms interleaved round by round in one
 // run; per arm: answer latency from arrival (queueing included) p50/p99 and the ratio
 // to shadow off, and the shadow's scored/dropped counts.
 //
@@ -37,6 +39,7 @@ ABSL_FLAG(std::string, bundle, "", "Model version directory (the serving version
 ABSL_FLAG(double, rate, 0, "Requests per second; 0: half the measured closed-loop capacity");
 ABSL_FLAG(int, seconds, 5, "Seconds per arm per round");
 ABSL_FLAG(int, rounds, 4, "Rounds (each runs every arm once, in turn)");
+ABSL_FLAG(double, shadow_cpu, 0.1, "The shadow thread's most of one core (as recserve --shadow_cpu), gated arms");
 ABSL_FLAG(int, workers, 2, "Worker threads (the server's default is one per core)");
 ABSL_FLAG(int, n, 20, "Items per answer");
 ABSL_FLAG(int, shadow_queue, 256, "The shadow's queue size (--shadow_queue)");
@@ -121,8 +124,9 @@ double Capacity(const ServingSet& set, const std::vector<Request>& requests, int
 }
 
 struct Arm {
-  const char* name;
-  double share;  // < 0: no shadow
+  const char* name = "";
+  double share = -1;  // < 0: no shadow
+  bool idle_gated = true;  // the shadow starts jobs only when no request is in flight, as in the server
   std::vector<double> latencies;
   int64_t sampled = 0, scored = 0, dropped = 0;
 };
@@ -132,6 +136,7 @@ struct Arm {
 void RunArm(const ServingSet& base, const std::vector<Request>& requests, double rate, int seconds, int workers,
             Arm* arm) {
   ServingSet set = base;
+  std::atomic<int> inflight{0};  // arrived and not yet answered, as RecommenderService counts them
   std::unique_ptr<ShadowScorer> scorer;
   if (arm->share < 0) {
     set.members.pop_back();  // no shadow member
@@ -139,6 +144,10 @@ void RunArm(const ServingSet& base, const std::vector<Request>& requests, double
     set.members.back().share = arm->share;
     ShadowScorerOptions options;
     options.queue_size = absl::GetFlag(FLAGS_shadow_queue);
+    if (arm->idle_gated) {
+      options.requests_in_flight = [&inflight] { return inflight.load(std::memory_order_relaxed); };
+      options.max_cpu_share = absl::GetFlag(FLAGS_shadow_cpu);
+    }
     scorer = *ShadowScorer::Create(options);
   }
   std::mt19937_64 rng(11);
@@ -153,8 +162,10 @@ void RunArm(const ServingSet& base, const std::vector<Request>& requests, double
       while (absl::Now() < next) absl::SleepFor(std::min(absl::Microseconds(200), next - absl::Now()));
       const absl::Time arrival = next;
       const Request& request = requests[static_cast<size_t>(i) % requests.size()];
-      pool.Submit([&set, &request, &latencies, i, arrival, s = scorer.get()] {
+      inflight.fetch_add(1, std::memory_order_relaxed);
+      pool.Submit([&set, &request, &latencies, &inflight, i, arrival, s = scorer.get()] {
         Serve(set, request, s);
+        inflight.fetch_sub(1, std::memory_order_relaxed);
         latencies[static_cast<size_t>(i)] = absl::ToDoubleSeconds(absl::Now() - arrival);
       });
     }
@@ -192,8 +203,13 @@ int Main() {
     return 1;
   }
   ServingSet set;
-  set.members.push_back({kServingVersion, ServingRole::kServing, *serving, 1.0});
-  set.members.push_back({kShadowVersion, ServingRole::kShadow, *shadow, 1.0});
+  set.members.resize(2);
+  set.members[0].version = kServingVersion;
+  set.members[0].role = ServingRole::kServing;
+  set.members[0].model = *serving;
+  set.members[1].version = kShadowVersion;
+  set.members[1].role = ServingRole::kShadow;
+  set.members[1].model = *shadow;
   const std::vector<Request> requests = MakeRequests(**serving, 4096);
   const int workers = absl::GetFlag(FLAGS_workers), seconds = absl::GetFlag(FLAGS_seconds);
 
@@ -203,7 +219,16 @@ int Main() {
               "open loop at %.0f/s, %d s per arm x %d rounds\n",
               (*serving)->catalog().size(), absl::GetFlag(FLAGS_n), workers, CpuIsaName().c_str(), capacity, rate,
               seconds, absl::GetFlag(FLAGS_rounds));
-  std::vector<Arm> arms = {{"shadow off", -1}, {"shadow share 0.1", 0.1}, {"shadow share 1.0", 1.0}};
+  std::vector<Arm> arms(5);
+  arms[0].name = "shadow off";
+  arms[1].name = "shadow off, again (noise)";
+  arms[2].name = "shadow share 0.1";
+  arms[2].share = 0.1;
+  arms[3].name = "shadow share 1.0";
+  arms[3].share = 1.0;
+  arms[4].name = "share 1.0, no gate, no CPU cap";
+  arms[4].share = 1.0;
+  arms[4].idle_gated = false;
   for (int round = 0; round < absl::GetFlag(FLAGS_rounds); ++round) {
     for (Arm& arm : arms) RunArm(set, requests, rate, seconds, workers, &arm);
   }

@@ -50,6 +50,9 @@ ABSL_FLAG(int, max_exclude_items, 1000,
 ABSL_FLAG(int, max_inflight, 256, "Queued + running requests before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, shadow_queue, 256,
           "Requests queued for a shadow version's scoring; more are dropped (counted), never waited for");
+ABSL_FLAG(double, shadow_cpu, 0.1,
+          "Most of one core a shadow version's scoring takes, in (0, 1]; it also starts only when no request "
+          "is in flight. Sampled requests it has no time for are dropped (counted)");
 ABSL_FLAG(int, max_candidates, 0, "Candidates ranked per request (0 = the manifest's)");
 ABSL_FLAG(int, embedding_k, 0, "Candidates from the embedding index (0 = the manifest's)");
 ABSL_FLAG(int, covisit_k, 0, "Candidates from co-visitation (0 = the manifest's)");
@@ -158,6 +161,7 @@ int Run() {
   options.limits.max_clock_skew = absl::GetFlag(FLAGS_max_clock_skew);
   options.limits.exclude_purchased = absl::GetFlag(FLAGS_exclude_purchased);
   options.shadow_queue = absl::GetFlag(FLAGS_shadow_queue);
+  options.shadow_cpu = absl::GetFlag(FLAGS_shadow_cpu);
   recserve::ModelManagerOptions& m = options.manager;
   m.base_path = absl::GetFlag(FLAGS_model_base_path);
   m.poll_interval = absl::GetFlag(FLAGS_poll_interval);
@@ -258,6 +262,10 @@ int Run() {
   if (options.shadow_queue < 1 || options.shadow_queue > 65536) {
     // (Each queued job keeps buffers for a whole request: events, exclusions, answer.)
     std::fprintf(stderr, "recserve: --shadow_queue must be between 1 and 65536, not %d\n", options.shadow_queue);
+    return 2;
+  }
+  if (!(options.shadow_cpu > 0 && options.shadow_cpu <= 1)) {
+    std::fprintf(stderr, "recserve: --shadow_cpu must be a share of one core in (0, 1], not %g\n", options.shadow_cpu);
     return 2;
   }
   if (m.load_threads < 0 || m.load_threads > 1024) {

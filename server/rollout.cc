@@ -130,20 +130,20 @@ absl::StatusOr<RolloutOptions> ResolveRollout(const RolloutOptions& defaults, co
   return o;
 }
 
-RolloutVerdict JudgeRollout(const RolloutRules& rules, const RolloutStats::Snapshot& canary,
-                            const RolloutStats::Snapshot& serving, absl::Duration observed,
-                            v1::RolloutStatus* status) {
+RolloutVerdict JudgeRollout(const RolloutRules& rules, absl::string_view side,
+                            const RolloutStats::Snapshot& canary, const RolloutStats::Snapshot& serving,
+                            absl::Duration observed, v1::RolloutStatus* status) {
   FillSide(canary, status->mutable_canary());
   FillSide(serving, status->mutable_serving());
   status->set_observed_seconds(absl::ToDoubleSeconds(observed));
   status->set_overlap_samples(canary.overlap_samples);
   RolloutVerdict verdict;
   if (canary.calls < rules.min_requests || serving.calls < rules.min_requests) {
-    verdict.reason = absl::StrFormat("observing: %d of %d calls on the canary, %d on serving", canary.calls,
-                                     rules.min_requests, serving.calls);
+    verdict.reason = absl::StrFormat("observing: %d of %d calls on the %s, %d on serving", canary.calls,
+                                     rules.min_requests, side, serving.calls);
     return verdict;
   }
-  const std::string counts = absl::StrFormat("(canary %d calls, serving %d)", canary.calls, serving.calls);
+  const std::string counts = absl::StrFormat("(%s %d calls, serving %d)", side, canary.calls, serving.calls);
   const double error_base = std::max(serving.error_rate(), rules.error_floor);
   const double error_ratio = error_base > 0 ? canary.error_rate() / error_base : 0;
   const absl::Duration canary_p99 = canary.LatencyQuantile(0.99), serving_p99 = serving.LatencyQuantile(0.99);
@@ -168,8 +168,8 @@ RolloutVerdict JudgeRollout(const RolloutRules& rules, const RolloutStats::Snaps
     return verdict;
   }
   if (rules.max_score_psi > 0 && psi > rules.max_score_psi) {
-    verdict.reason = absl::StrFormat("score drift PSI %.3f > %g (%d canary scores, %d serving) %s", psi,
-                                     rules.max_score_psi, canary.score_count(), serving.score_count(), counts);
+    verdict.reason = absl::StrFormat("score drift PSI %.3f > %g (%d %s scores, %d serving) %s", psi,
+                                     rules.max_score_psi, canary.score_count(), side, serving.score_count(), counts);
     return verdict;
   }
   if (rules.min_topk_overlap > 0 && canary.overlap_samples > 0 && overlap < rules.min_topk_overlap) {

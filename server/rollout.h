@@ -84,10 +84,11 @@ struct RolloutVerdict {
 };
 
 // Judges `canary` against `serving` after `observed` of the roll-out, and writes the
-// figures the rules read (and both sides) into `status`.
-RolloutVerdict JudgeRollout(const RolloutRules& rules, const RolloutStats::Snapshot& canary,
-                            const RolloutStats::Snapshot& serving, absl::Duration observed,
-                            v1::RolloutStatus* status);
+// figures the rules read (and both sides) into `status`. `side` names the new version's
+// role in the verdict text ("canary" or "shadow"); a shadow's figures are in `canary` too.
+RolloutVerdict JudgeRollout(const RolloutRules& rules, absl::string_view side,
+                            const RolloutStats::Snapshot& canary, const RolloutStats::Snapshot& serving,
+                            absl::Duration observed, v1::RolloutStatus* status);
 
 }  // namespace recserve
 

@@ -76,7 +76,7 @@ TEST(ScorePsiTest, ZeroForOneDistributionLargeForAShift) {
 
 TEST(JudgeRolloutTest, ObservesUntilBothSidesHaveMinRequests) {
   v1::RolloutStatus status;
-  const RolloutVerdict v = JudgeRollout(Rules(), Side(99, 99, absl::Seconds(1), 0.9f),
+  const RolloutVerdict v = JudgeRollout(Rules(), "canary", Side(99, 99, absl::Seconds(1), 0.9f),
                                         Side(1000, 0, absl::Milliseconds(1), 0.3f), absl::Hours(1), &status);
   EXPECT_EQ(v.kind, RolloutVerdict::Kind::kObserving);
   EXPECT_THAT(v.reason, HasSubstr("99 of 100 calls on the canary"));
@@ -88,10 +88,10 @@ TEST(JudgeRolloutTest, ErrorRateAboveRatioTimesFlooredServingRateRollsBack) {
   v1::RolloutStatus status;
   const RolloutStats::Snapshot serving = Side(1000, 0, absl::Milliseconds(1), 0.3f);
   // Floor 1%: 2% of errors against none is at the limit (2x), 3% breaks it.
-  EXPECT_EQ(JudgeRollout(Rules(), Side(100, 2, absl::Milliseconds(1), 0.3f), serving, absl::Seconds(1), &status).kind,
+  EXPECT_EQ(JudgeRollout(Rules(), "canary", Side(100, 2, absl::Milliseconds(1), 0.3f), serving, absl::Seconds(1), &status).kind,
             RolloutVerdict::Kind::kObserving);
   const RolloutVerdict v =
-      JudgeRollout(Rules(), Side(100, 3, absl::Milliseconds(1), 0.3f), serving, absl::Seconds(1), &status);
+      JudgeRollout(Rules(), "canary", Side(100, 3, absl::Milliseconds(1), 0.3f), serving, absl::Seconds(1), &status);
   EXPECT_EQ(v.kind, RolloutVerdict::Kind::kRollBack);
   EXPECT_THAT(v.reason, HasSubstr("error rate 3.00% is 3.0x serving's 0.00% (floor 1.00%) > 2x (canary 100 calls, serving 1000)"));
   EXPECT_DOUBLE_EQ(status.error_ratio(), 3);
@@ -99,7 +99,7 @@ TEST(JudgeRolloutTest, ErrorRateAboveRatioTimesFlooredServingRateRollsBack) {
 
 TEST(JudgeRolloutTest, SlowCanaryRollsBackOnP99) {
   v1::RolloutStatus status;
-  const RolloutVerdict v = JudgeRollout(Rules(), Side(200, 0, absl::Milliseconds(30), 0.3f),
+  const RolloutVerdict v = JudgeRollout(Rules(), "canary", Side(200, 0, absl::Milliseconds(30), 0.3f),
                                         Side(1000, 0, absl::Milliseconds(1), 0.3f), absl::Seconds(1), &status);
   EXPECT_EQ(v.kind, RolloutVerdict::Kind::kRollBack);
   EXPECT_THAT(v.reason, HasSubstr("p99 latency"));
@@ -109,11 +109,16 @@ TEST(JudgeRolloutTest, SlowCanaryRollsBackOnP99) {
 
 TEST(JudgeRolloutTest, DriftedScoresRollBackOnPsi) {
   v1::RolloutStatus status;
-  const RolloutVerdict v = JudgeRollout(Rules(), Side(200, 0, absl::Milliseconds(1), 0.9f),
+  const RolloutVerdict v = JudgeRollout(Rules(), "canary", Side(200, 0, absl::Milliseconds(1), 0.9f),
                                         Side(1000, 0, absl::Milliseconds(1), 0.3f), absl::Seconds(1), &status);
   EXPECT_EQ(v.kind, RolloutVerdict::Kind::kRollBack);
   EXPECT_THAT(v.reason, HasSubstr("score drift PSI"));
+  EXPECT_THAT(v.reason, HasSubstr("(400 canary scores"));
   EXPECT_GT(status.score_psi(), 0.2);
+  // A shadow is judged by the same rules; the verdict names its role.
+  const RolloutVerdict shadow = JudgeRollout(Rules(), "shadow", Side(200, 0, absl::Milliseconds(1), 0.9f),
+                                             Side(1000, 0, absl::Milliseconds(1), 0.3f), absl::Seconds(1), &status);
+  EXPECT_THAT(shadow.reason, HasSubstr("(400 shadow scores, 2000 serving) (shadow 200 calls, serving 1000)"));
 }
 
 TEST(JudgeRolloutTest, LowTopKOverlapRollsBackOnlyWithSamples) {
@@ -123,10 +128,10 @@ TEST(JudgeRolloutTest, LowTopKOverlapRollsBackOnlyWithSamples) {
   for (int i = 0; i < 200; ++i) canary.RecordCall(absl::StatusCode::kOk, absl::Milliseconds(1), &answer);
   const RolloutStats::Snapshot serving = Side(1000, 0, absl::Milliseconds(1), 0.3f);
   v1::RolloutStatus status;
-  EXPECT_EQ(JudgeRollout(Rules(), canary.Read(), serving, absl::Seconds(1), &status).kind,
+  EXPECT_EQ(JudgeRollout(Rules(), "canary", canary.Read(), serving, absl::Seconds(1), &status).kind,
             RolloutVerdict::Kind::kObserving);
   for (int i = 0; i < 10; ++i) canary.RecordOverlap(0.2);
-  const RolloutVerdict v = JudgeRollout(Rules(), canary.Read(), serving, absl::Seconds(1), &status);
+  const RolloutVerdict v = JudgeRollout(Rules(), "canary", canary.Read(), serving, absl::Seconds(1), &status);
   EXPECT_EQ(v.kind, RolloutVerdict::Kind::kRollBack);
   EXPECT_THAT(v.reason, HasSubstr("top-k overlap 0.200 < 0.5 over 10 samples"));
 }
@@ -135,8 +140,8 @@ TEST(JudgeRolloutTest, HealthyCanaryIsPromotedOnlyAfterTheWindow) {
   v1::RolloutStatus status;
   const RolloutStats::Snapshot canary = Side(200, 1, absl::Milliseconds(1), 0.3f);
   const RolloutStats::Snapshot serving = Side(1000, 5, absl::Milliseconds(1), 0.3f);
-  EXPECT_EQ(JudgeRollout(Rules(), canary, serving, absl::Seconds(59), &status).kind, RolloutVerdict::Kind::kObserving);
-  const RolloutVerdict v = JudgeRollout(Rules(), canary, serving, absl::Seconds(60), &status);
+  EXPECT_EQ(JudgeRollout(Rules(), "canary", canary, serving, absl::Seconds(59), &status).kind, RolloutVerdict::Kind::kObserving);
+  const RolloutVerdict v = JudgeRollout(Rules(), "canary", canary, serving, absl::Seconds(60), &status);
   EXPECT_EQ(v.kind, RolloutVerdict::Kind::kPromote);
   EXPECT_THAT(v.reason, HasSubstr("every rule held for 1m"));
 }
@@ -145,7 +150,7 @@ TEST(JudgeRolloutTest, ARuleAtZeroIsOff) {
   RolloutRules rules = Rules();
   rules.max_p99_ratio = 0;
   v1::RolloutStatus status;
-  EXPECT_EQ(JudgeRollout(rules, Side(200, 0, absl::Milliseconds(30), 0.3f), Side(1000, 0, absl::Milliseconds(1), 0.3f),
+  EXPECT_EQ(JudgeRollout(rules, "canary", Side(200, 0, absl::Milliseconds(30), 0.3f), Side(1000, 0, absl::Milliseconds(1), 0.3f),
                          absl::Seconds(60), &status)
                 .kind,
             RolloutVerdict::Kind::kPromote);

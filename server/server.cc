@@ -73,9 +73,12 @@ absl::StatusOr<std::unique_ptr<RecserveServer>> RecserveServer::Create(ServerOpt
   }
   ShadowScorerOptions shadow_options;
   shadow_options.queue_size = s->options_.shadow_queue;
+  shadow_options.max_cpu_share = s->options_.shadow_cpu;
   shadow_options.on_job = [self](const ShadowJobResult& job) {
     if (self->shadow_metrics_) self->shadow_metrics_->Observe(job);
   };
+  // Asked only with a job in hand: a job is queued by a request, after recommender_ is set.
+  shadow_options.requests_in_flight = [self] { return self->recommender_->inflight(); };
   ASSIGN_OR_RETURN(s->shadow_, ShadowScorer::Create(std::move(shadow_options)));
   auto user_observer = s->options_.observer;
   s->recommender_ = std::make_unique<RecommenderService>(

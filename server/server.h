@@ -48,6 +48,7 @@ struct ServerOptions {
   RequestLimits limits;
   // Requests queued for a shadow version's scoring (ShadowScorerOptions::queue_size).
   int shadow_queue = 256;
+  double shadow_cpu = 0.1;  // ShadowScorerOptions::max_cpu_share
   ModelManagerOptions manager;
   std::function<void(const RequestOutcome&)> observer;  // per finished Recommend
   // The impression log (server/impression_log.h); off while `impressions.dir` is empty.

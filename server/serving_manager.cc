@@ -92,8 +92,8 @@ v1::VersionStatus ServingManager::StatusLocked(int64_t version, const Entry& e) 
   if (version == rollout_.version) {
     // The figures so far (the verdict is the last cycle's).
     const Entry& serving = versions_.at(serving_version_);
-    JudgeRollout(rollout_.rules, e.stats->Read(), serving.stats->Read(), absl::Now() - rollout_.started,
-                 out.mutable_rollout());
+    JudgeRollout(rollout_.rules, RoleName(e.role), e.stats->Read(), serving.stats->Read(),
+                 absl::Now() - rollout_.started, out.mutable_rollout());
   }
   return out;
 }
@@ -302,8 +302,9 @@ void ServingManager::StartRolloutLocked(int64_t version, ServingRole role, doubl
 void ServingManager::JudgeRolloutLocked() {
   if (rollout_.version == 0) return;
   Entry& e = versions_[rollout_.version];
-  const RolloutVerdict verdict = JudgeRollout(rollout_.rules, e.stats->Read(), versions_[serving_version_].stats->Read(),
-                                              absl::Now() - rollout_.started, e.status.mutable_rollout());
+  const RolloutVerdict verdict =
+      JudgeRollout(rollout_.rules, RoleName(e.role), e.stats->Read(), versions_[serving_version_].stats->Read(),
+                   absl::Now() - rollout_.started, e.status.mutable_rollout());
   switch (verdict.kind) {
     case RolloutVerdict::Kind::kObserving:
       e.status.mutable_rollout()->set_verdict(verdict.reason);
@@ -324,7 +325,7 @@ void ServingManager::EndRolloutLocked(const std::string& verdict) {
   const int64_t version = rollout_.version;
   Entry& e = versions_[version];
   // The final figures, then the verdict.
-  JudgeRollout(rollout_.rules, e.stats->Read(), versions_[serving_version_].stats->Read(),
+  JudgeRollout(rollout_.rules, RoleName(e.role), e.stats->Read(), versions_[serving_version_].stats->Read(),
                absl::Now() - rollout_.started, e.status.mutable_rollout());
   e.status.mutable_rollout()->set_verdict(verdict);
   rollout_ = Rollout();

@@ -118,6 +118,10 @@ absl::StatusOr<std::unique_ptr<ShadowScorer>> ShadowScorer::Create(ShadowScorerO
     return absl::InvalidArgumentError(
         absl::StrCat("shadow queue_size: ", options.queue_size, " is not a positive number of jobs"));
   }
+  if (!(options.max_cpu_share > 0 && options.max_cpu_share <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shadow max_cpu_share: ", options.max_cpu_share, " is not a share of one core in (0, 1]"));
+  }
   return std::unique_ptr<ShadowScorer>(new ShadowScorer(std::move(options)));
 }
 
@@ -219,16 +223,36 @@ void ShadowScorer::Run() {
       queued_hint_.store(queued_, std::memory_order_relaxed);
       running_job_ = true;
     }
+    if (!WaitForIdleRequestPath()) {  // stopping: the job in hand counts as dropped
+      {
+        MutexLock lock(&mu_);
+        ++CountsLocked(job.shadow_version).dropped;
+        running_job_ = false;
+      }
+      Dropped(job.shadow_version);
+      return;
+    }
     if (options_.before_job) options_.before_job();
-    Score(job, &scratch, &result);
+    const double cpu_seconds = Score(job, &scratch, &result);
     job.model.reset();  // see the file comment: never the last reference in the server
     job.rollout_stats.reset();
     MutexLock lock(&mu_);
     running_job_ = false;
+    const double share = options_.max_cpu_share;
+    if (share < 1) mu_.AwaitWithTimeout(absl::Condition(&stop_), absl::Seconds(cpu_seconds * (1 - share) / share));
   }
 }
 
-void ShadowScorer::Score(const Job& job, PipelineScratch* scratch, RecommendResult* result) {
+bool ShadowScorer::WaitForIdleRequestPath() {
+  if (!options_.requests_in_flight) return true;
+  while (options_.requests_in_flight() > 0) {
+    if (stopped_.load(std::memory_order_relaxed)) return false;
+    absl::SleepFor(options_.idle_poll);
+  }
+  return true;
+}
+
+double ShadowScorer::Score(const Job& job, PipelineScratch* scratch, RecommendResult* result) {
   RecommendQuery query;
   query.events = job.events;
   query.context = job.context;
@@ -284,6 +308,7 @@ void ShadowScorer::Score(const Job& job, PipelineScratch* scratch, RecommendResu
     if (status.ok()) job.rollout_stats->RecordOverlap(outcome.topk_overlap);
   }
   if (options_.on_job) options_.on_job(outcome);
+  return shadow_seconds;
 }
 
 std::optional<ShadowComparison> ShadowScorer::Comparison(int64_t version) const {

@@ -12,7 +12,10 @@
 //   - only requests the serving member answered in full are offered: not those a canary
 //     answered, not degraded answers (their scores are 0 or their candidates cut);
 //   - one background thread, at idle priority (SCHED_IDLE; nice 19 where that is
-//     refused) and with one OpenMP thread like a worker, runs the shadow model's whole
+//     refused), starting a job only when no request is in flight (requests_in_flight)
+//     and taking at most max_cpu_share of a core (both below: idle priority alone does
+//     not keep a busy thread from slowing requests on a small VM), and with one OpenMP
+//     thread like a worker, runs the shadow model's whole
 //     pipeline (engine/pipeline.h Recommend, its own PipelineScratch) on the request's
 //     inputs: the events as the serving version resolved them to item ids, context, n,
 //     event-type and item exclusions and per-category cap, with no deadline. The shadow
@@ -91,6 +94,20 @@ struct ShadowScorerOptions {
   // set false: on a machine busy with other work an idle thread may wait a second for a
   // millisecond's job, and they check what is scored, not how it yields.
   bool idle_priority = true;
+  // The server's requests queued or running. When set, the shadow thread starts a job
+  // only at an instant it returns 0, polling every `idle_poll` while it does not, so a
+  // shadow uses only CPU the request path leaves idle: a low-priority thread that keeps
+  // a core busy still slows the requests (measured: one SCHED_IDLE spin loop on a 2-core
+  // VM tripled their p50), and waiting for idle instants instead turns a busy server's
+  // shadow jobs into counted drops. Called on the shadow thread. Default: none (start
+  // every job at once; tests).
+  std::function<int()> requests_in_flight;
+  absl::Duration idle_poll = absl::Microseconds(100);
+  // Most of one core the shadow thread takes: after a job of c CPU seconds it rests
+  // c (1 - x) / x before starting the next (jobs queue meanwhile, and past the queue are
+  // dropped and counted). Fewer shadow jobs overlap the requests that arrive while one
+  // runs. In (0, 1]; default 1 (no rest).
+  double max_cpu_share = 1.0;
   // Tests only: runs on the shadow thread before each job (a test stalls the thread in
   // it). Default: none.
   std::function<void()> before_job;
@@ -127,7 +144,8 @@ class ShadowScorer {
     kDropped,     // queue full or busy: counted, not scored
   };
 
-  // Starts the shadow thread. INVALID_ARGUMENT for queue_size < 1.
+  // Starts the shadow thread. INVALID_ARGUMENT for queue_size < 1 or max_cpu_share
+  // outside (0, 1].
   static absl::StatusOr<std::unique_ptr<ShadowScorer>> Create(ShadowScorerOptions options);
   ShadowScorer(const ShadowScorer&) = delete;
   ShadowScorer& operator=(const ShadowScorer&) = delete;
@@ -193,8 +211,10 @@ class ShadowScorer {
 
   explicit ShadowScorer(ShadowScorerOptions options);
   void Run() ABSL_LOCKS_EXCLUDED(mu_, stats_mu_);
-  // Scores `job` with the shadow thread's scratch and records it.
-  void Score(const Job& job, PipelineScratch* scratch, RecommendResult* result) ABSL_LOCKS_EXCLUDED(stats_mu_);
+  // Waits until options_.requests_in_flight() is 0; false if stopping meanwhile.
+  bool WaitForIdleRequestPath();
+  // Scores `job` with the shadow thread's scratch and records it; its CPU seconds.
+  double Score(const Job& job, PipelineScratch* scratch, RecommendResult* result) ABSL_LOCKS_EXCLUDED(stats_mu_);
   // The counts of `version`, created (and the oldest evicted past kMaxShadowVersions).
   OfferCounts& CountsLocked(int64_t version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds the drops Offer counted while it could not take mu_ (shadow thread).

@@ -38,8 +38,8 @@ BundleContents ShuffledRanker(BundleContents bundle, uint64_t seed) {
 
 ServingSet SetOf(std::shared_ptr<const Model> serving, std::shared_ptr<const Model> shadow, double share) {
   ServingSet set;
-  set.members.push_back({kServingVersion, ServingRole::kServing, std::move(serving), 1.0});
-  if (shadow) set.members.push_back({kShadowVersion, ServingRole::kShadow, std::move(shadow), share});
+  set.members.push_back({kServingVersion, ServingRole::kServing, std::move(serving), 1.0, nullptr});
+  if (shadow) set.members.push_back({kShadowVersion, ServingRole::kShadow, std::move(shadow), share, nullptr});
   return set;
 }
 
@@ -131,6 +131,38 @@ TEST(ShadowScorerTest, CreateRefusesAnEmptyQueue) {
   const absl::Status status = ShadowScorer::Create(options).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(), ::testing::HasSubstr("queue_size: 0"));
+  for (double share : {0.0, -0.5, 1.5}) {
+    ShadowScorerOptions capped;
+    capped.max_cpu_share = share;
+    const absl::Status refused = ShadowScorer::Create(capped).status();
+    EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(refused.message(), ::testing::HasSubstr("max_cpu_share"));
+  }
+}
+
+// ShadowScorerOptions::max_cpu_share: after a job the thread rests (here for many
+// seconds: a millionth of a core), so the next job waits; Stop() ends the rest at once.
+TEST(ShadowScorerTest, CpuCapRestsTheThreadBetweenJobs) {
+  ShadowScorerOptions options;
+  options.max_cpu_share = 1e-6;
+  std::unique_ptr<ShadowScorer> scorer = MakeScorer(options);
+  const std::shared_ptr<const Model> serving = MakeModel(testing::TinyBundle(), kServingVersion);
+  const ServingSet set = SetOf(serving, MakeModel(testing::TinyBundle(), kShadowVersion), 1.0);
+  TestQuery query(0);
+  PipelineScratch scratch;
+  RecommendResult served;
+  ASSERT_TRUE(Recommend(*serving, query.get(), &scratch, &served).ok());
+  ASSERT_EQ(scorer->Offer(set, RequestId(0), query.get(), kServingVersion, served), Offered::kQueued);
+  const absl::Time deadline = absl::Now() + absl::Minutes(1);
+  while (scorer->Comparison(kShadowVersion)->scored == 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_EQ(scorer->Comparison(kShadowVersion)->scored, 1);
+  ASSERT_EQ(scorer->Offer(set, RequestId(1), query.get(), kServingVersion, served), Offered::kQueued);
+  EXPECT_FALSE(scorer->WaitUntilIdle(absl::Now() + absl::Milliseconds(300)));  // resting
+  EXPECT_EQ(scorer->Comparison(kShadowVersion)->scored, 1);
+  scorer->Stop();
+  EXPECT_EQ(scorer->Comparison(kShadowVersion)->dropped, 1);
 }
 
 TEST(ShadowScorerTest, ServedAnswerIsByteIdenticalWithAndWithoutShadow) {
@@ -291,6 +323,55 @@ TEST(ShadowScorerTest, StopWithJobsQueuedDiscardsThemAndReleasesTheirModels) {
   EXPECT_EQ(scored_reported.load(), 1);
   EXPECT_EQ(dropped_reported.load(), 3);
   scorer->Stop();  // idempotent
+}
+
+// Until `polls` reaches `target`, for a minute at most.
+void WaitForPolls(const std::atomic<int>& polls, int target) {
+  const absl::Time deadline = absl::Now() + absl::Minutes(1);
+  while (polls.load() < target && absl::Now() < deadline) absl::SleepFor(absl::Microseconds(50));
+  ASSERT_GE(polls.load(), target) << "the shadow thread never asked whether requests are in flight";
+}
+
+// ShadowScorerOptions::requests_in_flight: a job waits while requests are in flight, is
+// scored once none is, and is counted dropped if the scorer stops while it waits.
+TEST(ShadowScorerTest, JobsStartOnlyWhenNoRequestIsInFlight) {
+  std::atomic<int> inflight{1};
+  std::atomic<int> polls{0};
+  ShadowScorerOptions options;
+  options.requests_in_flight = [&] {
+    polls.fetch_add(1);
+    return inflight.load();
+  };
+  options.idle_poll = absl::Microseconds(50);
+  std::unique_ptr<ShadowScorer> scorer = MakeScorer(options);
+  const std::shared_ptr<const Model> serving = MakeModel(testing::TinyBundle(), kServingVersion);
+  const std::shared_ptr<const Model> shadow = MakeModel(testing::TinyBundle(), kShadowVersion);
+  const ServingSet set = SetOf(serving, shadow, 1.0);
+  const long holders = shadow.use_count();
+  TestQuery query(0);
+  PipelineScratch scratch;
+  RecommendResult served;
+  ASSERT_TRUE(Recommend(*serving, query.get(), &scratch, &served).ok());
+
+  ASSERT_EQ(scorer->Offer(set, RequestId(0), query.get(), kServingVersion, served), Offered::kQueued);
+  WaitForPolls(polls, 20);  // it has looked, many times
+  EXPECT_FALSE(scorer->WaitUntilIdle(absl::Now()));
+  EXPECT_EQ(scorer->Comparison(kShadowVersion)->scored, 0);  // held back while busy
+
+  inflight.store(0);
+  ASSERT_TRUE(scorer->WaitUntilIdle(absl::Now() + absl::Minutes(1)));
+  EXPECT_EQ(scorer->Comparison(kShadowVersion)->scored, 1);
+
+  inflight.store(2);
+  ASSERT_EQ(scorer->Offer(set, RequestId(1), query.get(), kServingVersion, served), Offered::kQueued);
+  WaitForPolls(polls, polls.load() + 20);
+  scorer->Stop();  // while the job waits for an idle request path
+  EXPECT_EQ(shadow.use_count(), holders);
+  const std::optional<ShadowComparison> c = scorer->Comparison(kShadowVersion);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->sampled, 2);
+  EXPECT_EQ(c->scored, 1);
+  EXPECT_EQ(c->dropped, 1);
 }
 
 TEST(ShadowScorerTest, OnlyFullAnswersOfTheServingVersionAreOffered) {

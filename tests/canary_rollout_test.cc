@@ -24,6 +24,7 @@ namespace recserve {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // Version 1 as trained; `edit` makes version 2 from it.
 struct Versions {
@@ -275,6 +276,8 @@ TEST_F(RolloutTest, ShuffledShadowNeverAnswersAndIsRolledBackWithItsComparison) 
   const v1::VersionStatus v2 = PublishAndWaitForVerdict();
   EXPECT_EQ(v2.state(), v1::FAILED) << server_->Log();
   EXPECT_THAT(v2.error(), HasSubstr("rollout: "));
+  EXPECT_THAT(v2.error(), HasSubstr("(shadow "));  // the verdict names the role it judged
+  EXPECT_THAT(v2.error(), Not(HasSubstr("canary")));
   EXPECT_EQ(v2.rollout().mode(), v1::ROLE_SHADOW);
   EXPECT_GE(v2.rollout().canary().calls(), 300);     // shadow jobs, judged as calls
   EXPECT_GT(v2.rollout().overlap_samples(), 0);     // the shadow comparison fed the rules
