@@ -20,7 +20,8 @@
 namespace recserve {
 namespace {
 
-absl::Status SplitHostPort(const std::string& address, std::string* host, std::string* port) {
+// `address` as host (brackets of an IPv6 literal removed), port as written and port number.
+absl::Status SplitHostPort(const std::string& address, std::string* host, std::string* port, int* port_number) {
   const size_t colon = address.rfind(':');
   if (colon == std::string::npos || colon + 1 == address.size()) {
     return absl::InvalidArgumentError(absl::StrCat("listen address '", address, "' is not host:port"));
@@ -28,8 +29,7 @@ absl::Status SplitHostPort(const std::string& address, std::string* host, std::s
   *host = address.substr(0, colon);
   *port = address.substr(colon + 1);
   if (host->size() >= 2 && host->front() == '[' && host->back() == ']') *host = host->substr(1, host->size() - 2);
-  int port_number = 0;
-  if (!absl::SimpleAtoi(*port, &port_number) || port_number < 0 || port_number > 65535) {
+  if (!absl::SimpleAtoi(*port, port_number) || *port_number < 0 || *port_number > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("listen address '", address, "' has no port 0..65535"));
   }
   return absl::OkStatus();
@@ -69,9 +69,8 @@ int BoundPort(int fd) {
 
 absl::StatusOr<std::unique_ptr<Listener>> Listener::Open(const std::string& address) {
   std::string host, port;
-  if (absl::Status s = SplitHostPort(address, &host, &port); !s.ok()) return s;
   int port_number = 0;
-  absl::SimpleAtoi(port, &port_number);
+  if (absl::Status s = SplitHostPort(address, &host, &port, &port_number); !s.ok()) return s;
   std::string error = "no address";
   // Wildcards listen on both families, as gRPC's own listener does: one IPv6 socket with
   // IPV6_V6ONLY off (IPv4 arrives mapped), or IPv4 alone where IPv6 is unavailable.

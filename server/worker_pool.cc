@@ -48,6 +48,7 @@ bool WorkerPool::RunOnEveryWorker(const std::function<void()>& fn) {
 }
 
 void WorkerPool::Stop() {
+  MutexLock join_lock(&join_mu_);
   {
     MutexLock lock(&mu_);
     stop_ = true;

@@ -23,7 +23,9 @@ class WorkerPool {
   ~WorkerPool();
   // False once Stop() has begun (the task is not run).
   bool Submit(std::function<void()> task) ABSL_LOCKS_EXCLUDED(mu_);
-  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Runs what is queued, then joins the workers. Idempotent; concurrent calls each
+  // return once the workers are joined.
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_, join_mu_);
   // Runs `fn` once on every worker thread (each holds until all have run it, so no
   // worker runs it twice) and returns when all have; false if stopping.
   bool RunOnEveryWorker(const std::function<void()>& fn) ABSL_LOCKS_EXCLUDED(mu_);
@@ -35,7 +37,9 @@ class WorkerPool {
   Mutex mu_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> threads_;
+  // Serializes Stop's joins (a thread is joined once); taken before mu_, never inside it.
+  Mutex join_mu_;
+  std::vector<std::thread> threads_;  // joined under join_mu_
 };
 
 }  // namespace recserve

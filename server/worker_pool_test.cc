@@ -1,9 +1,11 @@
 #include "server/worker_pool.h"
 
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "server/sync.h"
@@ -39,6 +41,26 @@ TEST(WorkerPoolTest, StoppedPoolRefusesWork) {
   pool.Stop();
   EXPECT_FALSE(pool.Submit([] {}));
   EXPECT_FALSE(pool.RunOnEveryWorker([] {}));
+}
+
+// Stop from several threads at once (a signal handler's thread and the destructor, say):
+// each returns after the queued work ran, and no worker is joined twice.
+TEST(WorkerPoolTest, ConcurrentStopsRunTheQueueAndJoinOnce) {
+  for (int round = 0; round < 50; ++round) {
+    std::atomic<int> ran{0};
+    auto pool = std::make_unique<WorkerPool>(2);
+    for (int i = 0; i < 20; ++i) pool->Submit([&] { ran.fetch_add(1); });
+    std::vector<std::thread> stoppers;
+    for (int i = 0; i < 3; ++i) {
+      stoppers.emplace_back([&] {
+        pool->Stop();
+        EXPECT_EQ(ran.load(), 20);  // returned only once the queue ran
+      });
+    }
+    for (std::thread& t : stoppers) t.join();
+    pool.reset();  // the destructor's Stop too
+    EXPECT_EQ(ran.load(), 20);
+  }
 }
 
 }  // namespace
