@@ -169,6 +169,19 @@ int EvaluateImpressions() {
   absl::StatusOr<recserve::HeldOutSlates> held = recserve::LabelHeldOut(*records, events, label_options, held_out);
   if (!held.ok()) return Fail(absl::StrCat(log_dir, ": ", held.status().message()));
 
+  // A bundle written after a held-out answer may have learnt from it (same log, later
+  // training); one written before cannot have.
+  const int64_t first_held_out = held->slates.front().time_ms;
+  for (size_t b = 0; b < paths.size(); ++b) {
+    const int64_t created = loaded[b].model->manifest().created_unix_ms();
+    if (created > first_held_out) {
+      std::fprintf(stderr, "recserve-eval: warning: %s was written at %s, after the first held-out answer (%s): if it "
+                   "trained on this log, it saw answers it is judged on\n", paths[b].c_str(),
+                   absl::FormatTime(absl::FromUnixMillis(created)).c_str(),
+                   absl::FormatTime(absl::FromUnixMillis(first_held_out)).c_str());
+    }
+  }
+
   recserve::ImpressionEvalOptions options;
   options.top_k = absl::GetFlag(FLAGS_top_k);
   options.position_decay = absl::GetFlag(FLAGS_position_decay);

@@ -178,6 +178,10 @@ absl::StatusOr<ImpressionEvalReport> EvaluateOnImpressions(absl::Span<const Eval
   for (const EvalBundle& b : bundles) {
     const RowMatrix rows = BuildServedRows(*b.model, slates, /*position_columns=*/0);
     ASSIGN_OR_RETURN(std::vector<float> scores, ScoreAll(b.model->ranker(), rows.rows, rows.count));
+    if (static_cast<int64_t>(scores.size()) != report.shown) {  // CheckCatalogs makes every item known
+      return absl::InternalError(absl::StrFormat("bundle %s scored %d of %d shown items", b.label, scores.size(),
+                                                 report.shown));
+    }
     RankingMetrics m = MeasureRanking(slates, scores, options.top_k);
     if (options.truth != nullptr) {
       for (size_t s = 0; s < slates.size(); ++s) {

@@ -21,7 +21,7 @@
 // (recall and ranking, n = the slate's length) and that answer is scored by its expected
 // clicks under the world's truth (train/click_truth.h), beside the logged answer's.
 //
-// Stateless functions; thread-safe for distinct scratch (models are const).
+// Stateless functions; thread-safe (models are only read).
 #ifndef RECSERVE_TRAIN_IMPRESSION_EVAL_H_
 #define RECSERVE_TRAIN_IMPRESSION_EVAL_H_
 
