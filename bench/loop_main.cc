@@ -19,13 +19,15 @@
 //      and the simulated events, trains on the world's slates plus the served ones
 //      (train/served_rows.h), writes the next version into M, and waits until the
 //      server serves it (Admin GetModelStatus).
-// The last round only measures. One line per round on stdout.
+// The last round only measures. One line per round on stdout. --clicks_csv keeps the
+// simulated clicks as an event log, so that recserve-eval --impressions can label the
+// last round's answers (which no version trained on).
 #include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -45,6 +47,7 @@
 #include "engine/pipeline.h"
 #include "engine/status_macros.h"
 #include "recserve/v1/recommender.grpc.pb.h"
+#include "train/click_truth.h"
 #include "train/datagen.h"
 #include "train/impression_labels.h"
 #include "train/trainer.h"
@@ -67,17 +70,14 @@ ABSL_FLAG(int, max_epochs, 30, "Ranker epochs at most (as the baseline's)");
 ABSL_FLAG(uint64_t, seed, 11, "Training seed (as the baseline's recserve-train --seed)");
 ABSL_FLAG(uint64_t, sim_seed, 7, "Seed of the users' sampling and clicks");
 ABSL_FLAG(int, position_columns, 9, "Shown positions 1..N as training-only inputs (0: none, for comparison)");
+ABSL_FLAG(std::string, clicks_csv, "",
+          "Also write every simulated click to this events CSV (user_id,item_id,event_type,timestamp in ms), "
+          "rewritten after each round: the event log recserve-eval --impressions labels the last round by");
 
 namespace recserve {
 namespace {
 
 constexpr int64_t kHourMs = 3600 * 1000;
-
-// One answer's figures under the world's truth.
-struct ListScore {
-  double expected_clicks = 0;  // sum over positions of examination x click probability
-  double mean_p = 0;           // click probability of the shown items, unweighted
-};
 
 class Simulation {
  public:
@@ -89,9 +89,7 @@ class Simulation {
       std::stable_sort(events.begin(), events.end(),
                        [](const LoggedEvent& a, const LoggedEvent& b) { return a.timestamp_ms < b.timestamp_ms; });
     }
-    const int n = absl::GetFlag(FLAGS_n);
-    examination_.resize(n);
-    for (int k = 0; k < n; ++k) examination_[k] = std::pow(1.0 + k, -absl::GetFlag(FLAGS_position_decay));
+    examination_ = ExaminationCurve(absl::GetFlag(FLAGS_n), absl::GetFlag(FLAGS_position_decay));
   }
 
   absl::Status Connect() {
@@ -158,7 +156,7 @@ class Simulation {
                 baseline_p / requests, baseline_p > 0 ? served_p / baseline_p : 0.0, served / ideal, baseline / ideal);
     std::fflush(stdout);
     total_requests_ += requests;
-    return absl::OkStatus();
+    return WriteClicks();
   }
 
   // Labels the whole log, trains, writes version `version` and waits until it serves.
@@ -234,13 +232,7 @@ class Simulation {
   }
 
   ListScore Score(uint64_t user, const std::vector<uint64_t>& items, int32_t device, int32_t hour) const {
-    ListScore score;
-    for (size_t k = 0; k < items.size() && k < examination_.size(); ++k) {
-      const double p = truth_.Probability(user, items[k], device, hour);
-      score.expected_clicks += examination_[k] * p;
-      score.mean_p += p / examination_.size();
-    }
-    return score;
+    return ScoreList(truth_, examination_, user, items, {device, hour});
   }
 
   // The user's n items with the highest click probability (examination falls with the
@@ -272,15 +264,19 @@ class Simulation {
     for (const v1::Event& e : request.events()) {
       events.push_back({e.item_id(), static_cast<EventType>(e.type()), e.timestamp_ms()});
     }
-    RecommendQuery query;
-    query.events = events;
-    query.context = {request.context().device(), request.context().hour()};
-    query.n = request.n();
-    RecommendResult result;
-    RETURN_IF_ERROR(Recommend(*baseline_, query, &scratch_, &result));
-    std::vector<uint64_t> items;
-    for (const RecommendedItem& item : result.items) items.push_back(item.item_id);
-    return items;
+    return AnswerItems(*baseline_, events, {request.context().device(), request.context().hour()}, request.n(),
+                       &scratch_);
+  }
+
+  absl::Status WriteClicks() const {
+    const std::string path = absl::GetFlag(FLAGS_clicks_csv);
+    if (path.empty()) return absl::OkStatus();
+    std::ofstream out(path, std::ios::trunc);
+    out << "user_id,item_id,event_type,timestamp\n";
+    for (const LoggedEvent& e : simulated_) out << e.user_id << ',' << e.item_id << ",click," << e.timestamp_ms << "\n";
+    out.close();
+    if (!out) return absl::InternalError(absl::StrCat(path, ": cannot write the clicks"));
+    return absl::OkStatus();
   }
 
   absl::Status WaitServing(int64_t version) {
@@ -310,19 +306,11 @@ class Simulation {
 };
 
 absl::Status Run() {
-  ASSIGN_OR_RETURN(World world, ReadWorld(absl::GetFlag(FLAGS_world)));
-  ASSIGN_OR_RETURN(WorldOptions options, WorldOptionsFromParams(world.params));
-  ClickModel truth;
-  const World regenerated = GenerateWorld(options, &truth);
-  if (regenerated.train_events.size() != world.train_events.size() ||
-      regenerated.train_impressions.size() != world.train_impressions.size()) {
-    return absl::FailedPreconditionError(absl::StrCat(absl::GetFlag(FLAGS_world),
-                                                      ": its world.txt does not regenerate its events"));
-  }
+  ASSIGN_OR_RETURN(WorldWithTruth world, ReadWorldWithTruth(absl::GetFlag(FLAGS_world)));
   std::printf("oneDNN ISA %s; %d users x %d requests per round, examination 1 / (1 + position)^%g\n",
               CpuIsaName().c_str(), absl::GetFlag(FLAGS_users), absl::GetFlag(FLAGS_session),
               absl::GetFlag(FLAGS_position_decay));
-  Simulation sim(std::move(world), std::move(truth));
+  Simulation sim(std::move(world.world), std::move(world.truth));
   RETURN_IF_ERROR(sim.Connect());
   const int rounds = absl::GetFlag(FLAGS_rounds);
   for (int round = 0; round < rounds; ++round) {
