@@ -549,10 +549,10 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   RETURN_IF_ERROR(trained.status());
   b.mlp = std::move(trained->served);
   if (lo.ensemble > 1 || with_impressions) {
-    // The served network's own validation figures on the validation anchor's rows (before
-    // any refit the members' first report describes member 0 alone, and with served
-    // impressions it also covers their validation rows, with positions).
-    ASSIGN_OR_RETURN(std::unique_ptr<Ranker> ranker, CreateFp32Ranker(b.mlp));
+    // The whole network's validation figures on the validation anchor's rows, before the
+    // refit (which trains on them): the members' first report describes member 0 alone,
+    // and with served impressions it also covers their validation rows, with positions.
+    ASSIGN_OR_RETURN(std::unique_ptr<Ranker> ranker, CreateFp32Ranker(trained->held_out));
     ASSIGN_OR_RETURN(const std::vector<float> scores, ScoreAll(*ranker, val.features, val.count));
     out.mlp_report.best_val_auc = Auc(scores, val.labels);
     double logloss = 0;
