@@ -5,8 +5,9 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine/item_key.h"
 #include "engine/impression_file.h"
 #include "engine/status_macros.h"
 
@@ -23,11 +24,15 @@ using ShowingsByUserItem = absl::flat_hash_map<UserItem, std::vector<Showing>>;
 
 bool IsInteraction(int32_t type) { return type >= static_cast<int32_t>(EventType::kClick); }
 
-// The event's item id: item_id, else a decimal key; 0 when it names neither.
-uint64_t ItemIdOf(const v1::Event& e) {
-  if (e.item_id() != 0) return e.item_id();
-  uint64_t id = 0;
-  return absl::SimpleAtoi(e.item(), &id) ? id : 0;
+// The event's item id: its key's (the key wins, as on the server), else item_id; 0 when
+// it names neither.
+uint64_t ItemIdOf(const v1::Event& e) { return e.item().empty() ? e.item_id() : ItemIdFromKey(e.item()); }
+
+bool IsHashedUser(const std::string& user) { return absl::StartsWith(user, "h:"); }
+
+// The join key of a record's user with the event log's numeric user ids.
+std::string LogUser(const std::string& user) {
+  return IsHashedUser(user) ? user : absl::StrCat(ItemIdFromKey(user));
 }
 
 template <typename Map>
@@ -77,19 +82,22 @@ absl::StatusOr<std::vector<ServedSlate>> LabelImpressions(const std::vector<v1::
   absl::flat_hash_map<std::string, int64_t> newest_record;  // per user: events known up to it
   for (size_t index = 0; index < records.size(); ++index) {
     const v1::Impression& r = records[index];
-    int64_t& newest = newest_record[r.user()];
+    const std::string user = LogUser(r.user());
+    int64_t& newest = newest_record[user];
     newest = std::max(newest, r.time_unix_ms());
     for (const v1::Event& e : r.events()) {
       const uint64_t item = ItemIdOf(e);
-      if (item != 0 && IsInteraction(e.type())) interactions[{r.user(), item}].push_back(e.timestamp_ms());
+      if (item != 0 && IsInteraction(e.type())) interactions[{user, item}].push_back(e.timestamp_ms());
     }
     for (const v1::RecommendedItem& shown : r.response().items()) {
-      showings[{r.user(), shown.item_id()}].push_back({r.time_unix_ms(), index});
+      showings[{user, shown.item_id()}].push_back({r.time_unix_ms(), index});
     }
   }
   int64_t log_end = options.event_log_end_ms;
+  absl::flat_hash_set<uint64_t> log_users;
   for (const LoggedEvent& e : event_log) {
     if (options.event_log_end_ms == 0) log_end = std::max(log_end, e.timestamp_ms);
+    if (options.known_users_only) log_users.insert(e.user_id);
     if (IsInteraction(static_cast<int32_t>(e.kind))) {
       interactions[{absl::StrCat(e.user_id), e.item_id}].push_back(e.timestamp_ms);
     }
@@ -103,6 +111,11 @@ absl::StatusOr<std::vector<ServedSlate>> LabelImpressions(const std::vector<v1::
     const v1::Impression& r = records[index];
     if (r.events_size() == 0 && r.events_count() > 0) {
       ++st.digest_only;
+      continue;
+    }
+    const std::string user = LogUser(r.user());
+    if (options.known_users_only && (IsHashedUser(r.user()) || !log_users.contains(ItemIdFromKey(r.user())))) {
+      ++st.unknown_users;
       continue;
     }
     ++st.records;
@@ -119,9 +132,8 @@ absl::StatusOr<std::vector<ServedSlate>> LabelImpressions(const std::vector<v1::
       }
       slate.events.push_back({item, static_cast<EventType>(e.type()), e.timestamp_ms()});
     }
-    uint64_t numeric_user = 0;
-    int64_t horizon = newest_record[r.user()];
-    if (has_log && absl::SimpleAtoi(r.user(), &numeric_user)) horizon = std::max(horizon, log_end);
+    int64_t horizon = newest_record[user];
+    if (has_log && !IsHashedUser(r.user())) horizon = std::max(horizon, log_end);
     const int64_t t = r.time_unix_ms();
     for (int p = 0; p < r.response().items_size(); ++p) {
       const uint64_t item = r.response().items(p).item_id();
@@ -133,10 +145,10 @@ absl::StatusOr<std::vector<ServedSlate>> LabelImpressions(const std::vector<v1::
       // The first interaction after the showing, within the window, and the next
       // showing of the item to the user: the click is this showing's when it comes first.
       bool clicked = false;
-      if (auto it = interactions.find(UserItem{r.user(), item}); it != interactions.end()) {
+      if (auto it = interactions.find(UserItem{user, item}); it != interactions.end()) {
         auto next = std::upper_bound(it->second.begin(), it->second.end(), t);
         if (next != it->second.end() && *next <= t + window_ms) {
-          const std::vector<Showing>& shown_at = showings[{r.user(), item}];
+          const std::vector<Showing>& shown_at = showings[{user, item}];
           auto reshown = std::upper_bound(shown_at.begin(), shown_at.end(), Showing{t, index});
           clicked = reshown == shown_at.end() || reshown->first >= *next;
         }

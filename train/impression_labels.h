@@ -9,9 +9,13 @@
 //     their timestamps, so the user's next request tells what they did after the last
 //     answer (the horizon of these: the user's newest record);
 //   - an event log (the world's events, or a real log read by train/event_log.h), whose
-//     users are joined by their decimal id (a record's user as the request sent it; a
-//     hashed user, "h:...", joins with later records only). Complete up to
-//     LabelOptions::event_log_end_ms.
+//     users are joined by their numeric id: a record's user as the request sent it, read
+//     as the event log reader reads a user column (ItemIdFromKey, engine/item_key.h: a
+//     decimal is its own id, any other string its hash); a hashed user ("h:...") joins
+//     with later records only. Complete up to LabelOptions::event_log_end_ms.
+// Items are the catalog's external ids as the server returns them (RecommendedItem
+// item_id); an event names its item by key (Event.item, which wins, as on the server)
+// or by id.
 // A click is credited to the newest showing of that item to that user before it (last
 // touch): when an item was shown twice and clicked after the second showing, the first
 // showing is not clicked. Showings in the same millisecond come in the records' order
@@ -57,6 +61,11 @@ struct LabelOptions {
   absl::Duration window = absl::Minutes(30);  // > 0
   // The event log holds every interaction up to this time; 0: up to its newest event.
   int64_t event_log_end_ms = 0;
+  // Leave out (and count in LabelStats::unknown_users) the records of users without an
+  // event in the event log. For a real log, which is the record of what its users did:
+  // a user it does not know (a hashed or empty user id, a user of another system) has
+  // interactions it does not hold, and their shown items would all look not clicked.
+  bool known_users_only = false;
 };
 
 struct LabelStats {
@@ -66,6 +75,7 @@ struct LabelStats {
   int64_t not_clicked = 0;
   int64_t open = 0;           // window not over (clicked or not): left out
   int64_t digest_only = 0;    // records without their events: left out
+  int64_t unknown_users = 0;  // records of users the event log does not know (known_users_only): left out
   int64_t skipped_events = 0; // record events naming neither an id nor a numeric key
 };
 

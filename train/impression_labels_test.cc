@@ -1,17 +1,21 @@
 // Labels of served impressions from a hand-made log: clicked within the window, not
 // clicked, clicked after the window, clicked by another user, a view is not a click,
 // an item shown twice (last touch), clicks seen only in a later record's events, open
-// windows and digest-only records left out.
+// windows and digest-only records left out; a real log's string users and item keys, and
+// the records of users it does not know left out.
 #include "train/impression_labels.h"
 
+#include <fstream>
 #include <map>
 #include <tuple>
 
 #include "engine/file_util.h"
 #include "engine/impression_file.h"
+#include "engine/item_key.h"
 #include "engine/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "train/event_log.h"
 
 namespace recserve {
 namespace {
@@ -117,6 +121,83 @@ TEST(ImpressionLabelsTest, HandMadeLogGetsTheRightLabels) {
       ASSERT_EQ(s.events.size(), 1u);
       EXPECT_EQ(s.events[0].item_id, 42u);
       EXPECT_EQ(s.events[0].type, EventType::kPurchase);
+    }
+  }
+}
+
+// A real log names users and items by strings (online-retail: customer 17850, stock
+// code 85123A); the server answers with the catalog's ids (ItemIdFromKey of the key) and
+// a request may name its events' items by key only.
+TEST(ImpressionLabelsTest, RealLogAndHandMadeImpressionFileGetTheRightLabels) {
+  constexpr int64_t kAt = 1'300'000'000'000;  // the answers' time, in the log's range
+  constexpr int64_t kMinute = 60 * kSecond;
+  const std::string dir = testing::TempDir("impression_labels_real_log");
+  {
+    std::ofstream csv(dir + "/events.csv");
+    csv << "user_id,item_id,event_type,timestamp\n";
+    auto row = [&csv](const std::string& user, const std::string& item, const std::string& type, int64_t ms) {
+      csv << user << "," << item << "," << type << "," << ms / 1000 << "\n";
+    };
+    row("17850", "85123A", "purchase", kAt - 60 * kMinute);  // history
+    row("17850", "71053", "purchase", kAt + 10 * kMinute);   // in the window
+    row("17850", "84406B", "purchase", kAt + 120 * kMinute); // past it
+    row("13047", "85123A", "purchase", kAt + 1 * kMinute);   // another user's
+    row("alice", "22752", "purchase", kAt + 5 * kMinute);    // a user named by a string
+    row("13047", "22752", "purchase", kAt + 180 * kMinute);  // the log's end
+  }
+  absl::StatusOr<EventLog> log = ReadEventLog(dir + "/events.csv", EventLogOptions());
+  ASSERT_TRUE(log.ok()) << log.status();
+
+  auto id = [](const std::string& key) { return ItemIdFromKey(key); };
+  std::vector<v1::Impression> written;
+  written.push_back(Record("17850", kAt, {id("85123A"), id("71053"), id("84406B"), id("22752"), id("21730")}));
+  v1::Event* history = written.back().add_events();
+  history->set_item("85123A");  // by key only, as a request may send it
+  history->set_type(v1::PURCHASE);
+  history->set_timestamp_ms(kAt - 60 * kMinute);
+  written.push_back(Record("alice", kAt, {id("22752"), id("71053")}));
+  written.push_back(Record("h:00ff", kAt, {id("22752")}));  // hashed: the log cannot vouch for them
+  written.push_back(Record("99999", kAt, {id("22752")}));   // not in the log
+  // A later answer whose request carried a cart event the log does not hold.
+  written.push_back(Record("17850", kAt + 30 * kMinute, {id("22752")}));
+  v1::Event* cart = written.back().add_events();
+  cart->set_item("21730");
+  cart->set_type(v1::CART);
+  cart->set_timestamp_ms(kAt + 20 * kMinute);
+  std::string bytes;
+  for (const v1::Impression& r : written) AppendImpression(r, &bytes);
+  ASSERT_TRUE(WriteFileAtomically(dir + "/" + ImpressionFileName(kAt, 0, /*active=*/false), bytes).ok());
+
+  absl::StatusOr<std::vector<v1::Impression>> records = ReadImpressionLog(dir);
+  ASSERT_TRUE(records.ok()) << records.status();
+  LabelOptions options;
+  options.window = absl::Hours(1);
+  options.known_users_only = true;
+  LabelStats stats;
+  absl::StatusOr<std::vector<ServedSlate>> slates = LabelImpressions(*records, log->events, options, &stats);
+  ASSERT_TRUE(slates.ok()) << slates.status();
+  std::map<Key, float> label;
+  for (const ServedSlate& s : *slates) {
+    for (const ServedItem& item : s.items) label[{s.user, s.time_ms, item.item_id}] = item.label;
+  }
+  const std::map<Key, float> want = {
+      {{"17850", kAt, id("85123A")}, 0.f},  // bought by 13047, not by 17850
+      {{"17850", kAt, id("71053")}, 1.f},   // bought 10 minutes after
+      {{"17850", kAt, id("84406B")}, 0.f},  // two hours after: past the window
+      {{"17850", kAt, id("22752")}, 0.f},   // bought by alice
+      {{"17850", kAt, id("21730")}, 1.f},   // carted, as the later request's event (by key) tells
+      {{"alice", kAt, id("22752")}, 1.f},   // alice joins the log's user ItemIdFromKey("alice")
+      {{"alice", kAt, id("71053")}, 0.f},
+      {{"17850", kAt + 30 * kMinute, id("22752")}, 0.f},
+  };
+  EXPECT_EQ(label, want);
+  EXPECT_EQ(stats.unknown_users, 2);  // h:00ff and 99999: left out, not errors
+  EXPECT_EQ(stats.records, 3);
+  EXPECT_EQ(stats.open, 0);
+  for (const ServedSlate& s : *slates) {
+    if (s.user == "17850" && s.time_ms == kAt) {
+      ASSERT_EQ(s.events.size(), 1u);
+      EXPECT_EQ(s.events[0].item_id, id("85123A"));  // the features see the key's item
     }
   }
 }

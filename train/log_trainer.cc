@@ -1,5 +1,5 @@
-// TrainFromLog: the trainer for real behaviour logs (no impressions). See
-// LogTrainerOptions in trainer.h for the method.
+// TrainFromLog: the trainer for real behaviour logs. See LogTrainerOptions in trainer.h
+// for the method, and TrainerOptions::served for the server's labelled impressions.
 #include <omp.h>
 
 #include <algorithm>
@@ -22,6 +22,7 @@
 #include "train/artifacts.h"
 #include "train/distill.h"
 #include "train/mlp_trainer.h"
+#include "train/served_rows.h"
 #include "train/trainer.h"
 
 namespace recserve {
@@ -255,18 +256,21 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   std::sort(fractions.begin(), fractions.end());
   const int anchors = static_cast<int>(fractions.size());
   const int max_events = m.user_model().max_events();
+  // A model whose artifacts come from the events before `cut_ms` only, for features.
+  auto model_before = [&](int64_t cut_ms) -> absl::StatusOr<std::shared_ptr<const Model>> {
+    BundleContents probe;
+    probe.manifest = m;
+    probe.items = base;
+    ActivityFeatures(events, cut_ms, index, n, &probe.items.dense);
+    RETURN_IF_ERROR(BuildArtifacts(events, cut_ms, index, ao, &probe.items, &probe.covisit));
+    probe.mlp.layers.push_back({width, 1, std::vector<float>(width, 0.f), {0.f}, false});
+    return Model::Create(std::move(probe), 0);
+  };
   Rows fit, val;
   int64_t requests_total = 0, requests_recalled = 0, val_requests = 0, val_recalled = 0;
   for (int a = 0; a < anchors; ++a) {
     const int64_t anchor = first_ms + static_cast<int64_t>(fractions[a] * static_cast<double>(last_ms - first_ms));
-    // Artifacts from the past only.
-    BundleContents probe;
-    probe.manifest = m;
-    probe.items = base;
-    ActivityFeatures(events, anchor, index, n, &probe.items.dense);
-    RETURN_IF_ERROR(BuildArtifacts(events, anchor, index, ao, &probe.items, &probe.covisit));
-    probe.mlp.layers.push_back({width, 1, std::vector<float>(width, 0.f), {0.f}, false});
-    ASSIGN_OR_RETURN(auto model, Model::Create(std::move(probe), 0));
+    ASSIGN_OR_RETURN(auto model, model_before(anchor));
 
     // Requests: users with a past and a next basket holding something new to them.
     std::vector<Request> requests;
@@ -399,6 +403,46 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   }
   say(absl::StrFormat("rows: %d train, %d validation (width %d)", fit.count, val.count, width));
 
+  // What the ranker trains on: the anchors' rows, and with served impressions
+  // (TrainerOptions::served) the rows of the real answers too, every row widened by the
+  // shown position's columns (train/served_rows.h; the anchors' rows, whose users found
+  // their items unprompted, as at the top). Added to the anchors' rows, not in place of
+  // their sampled negatives: the served ranker scores every recall candidate, most of
+  // which no ranker ever showed, and only the anchors' rows cover them; the served rows
+  // add real negatives (shown, not taken) and the position effect on the lists earlier
+  // rankers chose. Row for row: without clicks measured on served items there is no
+  // figure to set another weight by, and this way the served rows weigh more as the log
+  // grows. Features from artifacts of the events before the oldest answer (no label in
+  // them); each answer's user state from the events its request carried.
+  const bool with_impressions = !opt.served.empty();
+  RowMatrix train_fit, train_val;
+  if (with_impressions) {
+    if (opt.distill.enabled()) {
+      return absl::InvalidArgumentError(
+          "--impressions cannot be combined with distillation (--teacher, --teacher_hidden) yet");
+    }
+    int64_t oldest = opt.served.front().time_ms;
+    for (const ServedSlate& slate : opt.served) oldest = std::min(oldest, slate.time_ms);
+    ASSIGN_OR_RETURN(auto model, model_before(std::min(oldest, last_ms + 1)));
+    ServedRowsOptions served_options;
+    served_options.position_columns = opt.position_columns;
+    served_options.validation_fraction = opt.validation_fraction;
+    ASSIGN_OR_RETURN(ServedTrainingRows rows,
+                     CombineWithServedRows(*model, {fit.features, fit.labels, fit.count},
+                                           {val.features, val.labels, val.count}, opt.served, served_options));
+    out.served_rows = rows.stats;
+    say(absl::StrFormat("served impressions: %d fit and %d validation rows (%d position columns), %d shown items "
+                        "and %d answers left out (items the catalog does not know)",
+                        rows.fit.count - fit.count, rows.val.count - val.count, opt.position_columns,
+                        rows.stats.unknown_items, rows.stats.empty_slates));
+    train_fit = std::move(rows.fit);
+    train_val = std::move(rows.val);
+    fit = Rows();
+  } else {
+    train_fit = {std::move(fit.features), std::move(fit.labels), fit.count, width};
+    train_val = {val.features, val.labels, val.count, width};
+  }
+
   // The ranker, on one thread unless parallel (sgemm's sums depend on the thread count).
   MlpTrainOptions mlp_options = opt.mlp;
   mlp_options.verbose = opt.verbose && opt.mlp.verbose;
@@ -409,12 +453,12 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   }
   if (!lo.parallel) omp_set_num_threads(1);
   // Every anchor's rows, for the refit after early stopping.
-  Rows all;
+  RowMatrix all;
   if (lo.refit_on_all_rows) {
-    all = fit;
-    all.features.insert(all.features.end(), val.features.begin(), val.features.end());
-    all.labels.insert(all.labels.end(), val.labels.begin(), val.labels.end());
-    all.count += val.count;
+    all = train_fit;
+    all.rows.insert(all.rows.end(), train_val.rows.begin(), train_val.rows.end());
+    all.labels.insert(all.labels.end(), train_val.labels.begin(), train_val.labels.end());
+    all.count += train_val.count;
   }
   // One ranker: `ensemble` members of `hidden` / ensemble, each early-stopped on the
   // validation anchor and then (refit) trained that many epochs on every anchor's rows,
@@ -431,18 +475,19 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
                            MlpTrainReport* first_report) -> absl::StatusOr<Network> {
     std::vector<float> fit_logits, all_logits;
     if (teacher != nullptr) {
-      ASSIGN_OR_RETURN(fit_logits, MlpLogits(teacher->held_out, fit.features, fit.count));
+      ASSIGN_OR_RETURN(fit_logits, MlpLogits(teacher->held_out, train_fit.rows, train_fit.count));
       if (lo.refit_on_all_rows) {
-        ASSIGN_OR_RETURN(all_logits, MlpLogits(teacher->served, all.features, all.count));
+        ASSIGN_OR_RETURN(all_logits, MlpLogits(teacher->served, all.rows, all.count));
       }
     }
-    auto train = [&](const Rows& rows, const std::vector<float>& logits, const MlpTrainOptions& options,
+    auto train = [&](const RowMatrix& rows, const std::vector<float>& logits, const MlpTrainOptions& options,
                      MlpTrainReport* report) {
       return teacher == nullptr
-                 ? TrainMlp(rows.features, rows.labels, rows.count, width, val.features, val.labels, val.count,
-                            options, report)
-                 : DistillMlp(rows.features, rows.labels, rows.count, width, val.features, val.labels, val.count,
-                              Distillation{logits, opt.distill.alpha, opt.distill.temperature}, options, report);
+                 ? TrainMlp(rows.rows, rows.labels, rows.count, rows.width, train_val.rows, train_val.labels,
+                            train_val.count, options, report)
+                 : DistillMlp(rows.rows, rows.labels, rows.count, rows.width, train_val.rows, train_val.labels,
+                              train_val.count, Distillation{logits, opt.distill.alpha, opt.distill.temperature},
+                              options, report);
     };
     std::vector<Mlp> held_out, served;
     for (int k = 0; k < lo.ensemble; ++k) {
@@ -453,7 +498,7 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
         for (int& h : member_options.hidden) h = (h + lo.ensemble - 1) / lo.ensemble;
       }
       MlpTrainReport report;
-      ASSIGN_OR_RETURN(Mlp member, train(fit, fit_logits, member_options, &report));
+      ASSIGN_OR_RETURN(Mlp member, train(train_fit, fit_logits, member_options, &report));
       held_out.push_back(member);
       if (lo.refit_on_all_rows) {
         // The validation anchor is the newest data, the closest to what the bundle will
@@ -475,6 +520,11 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
     Network network;
     ASSIGN_OR_RETURN(network.held_out, CombineMlps(held_out));
     ASSIGN_OR_RETURN(network.served, CombineMlps(served));
+    if (train_fit.width != width) {
+      // Scored as shown at the top: the position inputs leave the first layer.
+      ASSIGN_OR_RETURN(network.held_out, DropPositionInputs(network.held_out, width));
+      ASSIGN_OR_RETURN(network.served, DropPositionInputs(network.served, width));
+    }
     return network;
   };
   absl::StatusOr<Network> trained = [&]() -> absl::StatusOr<Network> {
@@ -498,10 +548,11 @@ absl::StatusOr<TrainOutput> TrainFromLog(const World& w, const TrainerOptions& o
   omp_set_num_threads(threads);
   RETURN_IF_ERROR(trained.status());
   b.mlp = std::move(trained->served);
-  if (lo.ensemble > 1) {
-    // The served network's own validation figures (before any refit the members' first
-    // report describes member 0 alone).
-    ASSIGN_OR_RETURN(std::unique_ptr<Ranker> ranker, CreateFp32Ranker(b.mlp));
+  if (lo.ensemble > 1 || with_impressions) {
+    // The whole network's validation figures on the validation anchor's rows, before the
+    // refit (which trains on them): the members' first report describes member 0 alone,
+    // and with served impressions it also covers their validation rows, with positions.
+    ASSIGN_OR_RETURN(std::unique_ptr<Ranker> ranker, CreateFp32Ranker(trained->held_out));
     ASSIGN_OR_RETURN(const std::vector<float> scores, ScoreAll(*ranker, val.features, val.count));
     out.mlp_report.best_val_auc = Auc(scores, val.labels);
     double logloss = 0;

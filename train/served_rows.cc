@@ -29,7 +29,10 @@ void Append(const RowMatrix& from, RowMatrix* out) {
 
 }  // namespace
 
-RowMatrix BuildServedRows(const Model& model, absl::Span<const ServedSlate> slates, int position_columns) {
+RowMatrix BuildServedRows(const Model& model, absl::Span<const ServedSlate> slates, int position_columns,
+                          ServedRowStats* stats) {
+  ServedRowStats local;
+  ServedRowStats& st = stats != nullptr ? *stats : local;
   const Catalog& catalog = model.catalog();
   const int width = model.features().width();
   RowMatrix out;
@@ -51,7 +54,10 @@ RowMatrix BuildServedRows(const Model& model, absl::Span<const ServedSlate> slat
     positions.clear();
     for (const ServedItem& shown : slate.items) {
       const int32_t item = catalog.Find(shown.item_id);
-      if (item < 0) continue;
+      if (item < 0) {
+        ++st.unknown_items;
+        continue;
+      }
       items.push_back(item);
       positions.push_back(shown.position);
       out.labels.push_back(shown.label);
@@ -65,7 +71,9 @@ RowMatrix BuildServedRows(const Model& model, absl::Span<const ServedSlate> slat
       if (positions[i] > 0 && position_columns > 0) out.rows[first + std::min(positions[i], position_columns) - 1] = 1.f;
     }
     out.count += static_cast<int>(items.size());
+    if (items.empty()) ++st.empty_slates;
   }
+  st.rows += out.count;
   return out;
 }
 
@@ -87,31 +95,42 @@ absl::StatusOr<Mlp> DropPositionInputs(const Mlp& trained, int width) {
   return served;
 }
 
-absl::StatusOr<Mlp> TrainWithServedImpressions(const Model& feature_model, RowsView fit, RowsView val,
-                                               absl::Span<const ServedSlate> slates,
-                                               const ServedRowsOptions& options,
-                                               const MlpTrainOptions& mlp_options, MlpTrainReport* report) {
+absl::StatusOr<ServedTrainingRows> CombineWithServedRows(const Model& feature_model, RowsView fit, RowsView val,
+                                                         absl::Span<const ServedSlate> slates,
+                                                         const ServedRowsOptions& options) {
   if (options.position_columns < 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("position_columns is %d, want at least 0", options.position_columns));
   }
   const int width = feature_model.features().width();
   const size_t split = static_cast<size_t>(slates.size() * (1.0 - options.validation_fraction));
-  const RowMatrix served_fit = BuildServedRows(feature_model, slates.subspan(0, split), options.position_columns);
-  const RowMatrix served_val = BuildServedRows(feature_model, slates.subspan(split), options.position_columns);
-  RowMatrix all_fit, all_val;
-  all_fit.width = all_val.width = width + options.position_columns;
-  AppendWithoutPosition(fit, width, options.position_columns, &all_fit);
-  Append(served_fit, &all_fit);
-  AppendWithoutPosition(val, width, options.position_columns, &all_val);
-  Append(served_val, &all_val);
+  ServedTrainingRows out;
+  const RowMatrix served_fit =
+      BuildServedRows(feature_model, slates.subspan(0, split), options.position_columns, &out.stats);
+  const RowMatrix served_val =
+      BuildServedRows(feature_model, slates.subspan(split), options.position_columns, &out.stats);
+  out.fit.width = out.val.width = width + options.position_columns;
+  AppendWithoutPosition(fit, width, options.position_columns, &out.fit);
+  Append(served_fit, &out.fit);
+  AppendWithoutPosition(val, width, options.position_columns, &out.val);
+  Append(served_val, &out.val);
+  return out;
+}
+
+absl::StatusOr<Mlp> TrainWithServedImpressions(const Model& feature_model, RowsView fit, RowsView val,
+                                               absl::Span<const ServedSlate> slates,
+                                               const ServedRowsOptions& options,
+                                               const MlpTrainOptions& mlp_options, MlpTrainReport* report,
+                                               ServedRowStats* stats) {
+  ASSIGN_OR_RETURN(ServedTrainingRows rows, CombineWithServedRows(feature_model, fit, val, slates, options));
+  if (stats != nullptr) *stats = rows.stats;
   if (mlp_options.verbose) {
     std::fprintf(stderr, "[train] served impressions: %d fit and %d validation rows (%d position columns)\n",
-                 served_fit.count, served_val.count, options.position_columns);
+                 rows.fit.count - fit.count, rows.val.count - val.count, options.position_columns);
   }
-  ASSIGN_OR_RETURN(Mlp trained, TrainMlp(all_fit.rows, all_fit.labels, all_fit.count, all_fit.width, all_val.rows,
-                                         all_val.labels, all_val.count, mlp_options, report));
-  return DropPositionInputs(trained, width);
+  ASSIGN_OR_RETURN(Mlp trained, TrainMlp(rows.fit.rows, rows.fit.labels, rows.fit.count, rows.fit.width,
+                                         rows.val.rows, rows.val.labels, rows.val.count, mlp_options, report));
+  return DropPositionInputs(trained, feature_model.features().width());
 }
 
 }  // namespace recserve

@@ -17,15 +17,20 @@
 // not change. The position effect stays with the dropped weights: the ranker learns
 // what a user would click at the top, not where the previous ranker put an item.
 //
-// Mixing: the world's rows and the served rows train one network, row for row (the
-// world's rows cover the whole candidate distribution; served rows only the lists
-// earlier rankers chose, with the users' real reactions to them). Each set is split by
-// time, the newest `validation_fraction` of its slates validating.
+// Mixing: the sampled rows (the world's slates, or the real-log trainer's anchor rows)
+// and the served rows train one network, row for row (the sampled rows cover the whole
+// candidate distribution; served rows only the lists earlier rankers chose, with the
+// users' real reactions to them). Each set is split by time, the newest
+// `validation_fraction` of the served slates validating with the sampled validation rows.
+//
+// Items the feature model's catalog does not know (shown items and events alike) are
+// left out, as the server leaves out unknown event items; shown ones are counted.
 //
 // Stateless functions; thread-safe.
 #ifndef RECSERVE_TRAIN_SERVED_ROWS_H_
 #define RECSERVE_TRAIN_SERVED_ROWS_H_
 
+#include <cstdint>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -52,9 +57,17 @@ struct RowMatrix {
   int width = 0;
 };
 
+struct ServedRowStats {
+  int64_t rows = 0;           // rows built (fit and validation)
+  int64_t unknown_items = 0;  // shown items the catalog does not know: left out
+  int64_t empty_slates = 0;   // slates none of whose shown items it knows: left out
+};
+
 // Rows of `slates` for `model`'s features plus the position columns
-// (width = model.features().width() + position_columns), one per labelled item.
-RowMatrix BuildServedRows(const Model& model, absl::Span<const ServedSlate> slates, int position_columns);
+// (width = model.features().width() + position_columns), one per labelled item the
+// catalog knows. `stats` (may be null) is added to.
+RowMatrix BuildServedRows(const Model& model, absl::Span<const ServedSlate> slates, int position_columns,
+                          ServedRowStats* stats = nullptr);
 
 // A view of rows without position columns.
 struct RowsView {
@@ -63,13 +76,25 @@ struct RowsView {
   int count = 0;
 };
 
+// The rows one network trains on: `fit` and `val` (the feature model's width, no
+// position) widened by zero position columns, then the older served slates' rows after
+// `fit`'s and the newer ones' after `val`'s.
+struct ServedTrainingRows {
+  RowMatrix fit, val;
+  ServedRowStats stats;
+};
+absl::StatusOr<ServedTrainingRows> CombineWithServedRows(const Model& feature_model, RowsView fit, RowsView val,
+                                                         absl::Span<const ServedSlate> slates,
+                                                         const ServedRowsOptions& options);
+
 // Trains one network on `fit` and the older served slates (validating on `val` and the
 // newer ones), then drops its position inputs: the returned Mlp takes the bundle's
 // feature rows. `report` (may be null) is the training's, with position inputs.
 absl::StatusOr<Mlp> TrainWithServedImpressions(const Model& feature_model, RowsView fit, RowsView val,
                                                absl::Span<const ServedSlate> slates,
                                                const ServedRowsOptions& options,
-                                               const MlpTrainOptions& mlp_options, MlpTrainReport* report);
+                                               const MlpTrainOptions& mlp_options, MlpTrainReport* report,
+                                               ServedRowStats* stats = nullptr);
 
 // The served network: `trained` (input width + k position columns, last) with the
 // position columns removed from its first layer. InvalidArgument when `trained` is

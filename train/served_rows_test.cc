@@ -29,11 +29,17 @@ TEST(ServedRowsTest, RowsAreTheServersFeaturesThenTheShownPositionOneHot) {
                   {1001, EventType::kView, slate.time_ms - 9000},
                   {77, EventType::kView, slate.time_ms - 100}};  // unknown: skipped, as served
   slate.items = {{1005, 0, 1.f}, {99, 1, 0.f}, {1006, 3, 0.f}, {1007, 12, 1.f}};  // 99 unknown
-  const RowMatrix rows = BuildServedRows(*model, {slate}, kPositions);
+  ServedSlate unknown_only = slate;
+  unknown_only.items = {{98, 0, 1.f}};
+  ServedRowStats stats;
+  const RowMatrix rows = BuildServedRows(*model, {slate, unknown_only}, kPositions, &stats);
 
   const int width = model->features().width();
   ASSERT_EQ(rows.width, width + kPositions);
   ASSERT_EQ(rows.count, 3);
+  EXPECT_EQ(stats.rows, 3);
+  EXPECT_EQ(stats.unknown_items, 2) << "99 and 98: left out and counted";
+  EXPECT_EQ(stats.empty_slates, 1);
   EXPECT_THAT(rows.labels, ::testing::ElementsAre(1.f, 0.f, 1.f));
 
   // What the server computes for this request (engine/pipeline.cc's steps).
@@ -85,6 +91,55 @@ TEST(ServedRowsTest, ServedRankerHasNoPositionInputAndScoresAsShownAtTheTop) {
 
   EXPECT_EQ(DropPositionInputs(trained, width + kPositions + 1).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ServedRowsTest, SampledRowsGetZeroPositionsAndServedRowsFollowWithTheirs) {
+  const std::shared_ptr<const Model> model = TinyModel();
+  const int width = model->features().width();
+  // Two sampled fit rows and one validation row, each column its own value.
+  std::vector<float> fit(2 * width), val(width);
+  for (size_t i = 0; i < fit.size(); ++i) fit[i] = static_cast<float>(i + 1);
+  for (size_t i = 0; i < val.size(); ++i) val[i] = -static_cast<float>(i + 1);
+  const std::vector<float> fit_labels = {1.f, 0.f}, val_labels = {0.f};
+  std::vector<ServedSlate> slates(2);
+  slates[0].time_ms = 1;
+  slates[0].items = {{1005, 2, 1.f}, {1006, 0, 0.f}};
+  slates[1].time_ms = 2;
+  slates[1].items = {{1007, 4, 0.f}};
+  ServedRowsOptions options;
+  options.position_columns = kPositions;
+  options.validation_fraction = 0.5;  // the newer slate validates
+  absl::StatusOr<ServedTrainingRows> rows =
+      CombineWithServedRows(*model, {fit, fit_labels, 2}, {val, val_labels, 1}, slates, options);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  const int wide = width + kPositions;
+  ASSERT_EQ(rows->fit.width, wide);
+  ASSERT_EQ(rows->val.width, wide);
+  ASSERT_EQ(rows->fit.count, 4);
+  ASSERT_EQ(rows->val.count, 2);
+  EXPECT_THAT(rows->fit.labels, ::testing::ElementsAre(1.f, 0.f, 1.f, 0.f));
+  EXPECT_THAT(rows->val.labels, ::testing::ElementsAre(0.f, 0.f));
+  auto column = [wide](const RowMatrix& m, int r, int c) { return m.rows[static_cast<size_t>(r) * wide + c]; };
+  for (int c = 0; c < width; ++c) {
+    EXPECT_EQ(column(rows->fit, 0, c), fit[c]);
+    EXPECT_EQ(column(rows->fit, 1, c), fit[width + c]);
+    EXPECT_EQ(column(rows->val, 0, c), val[c]);
+  }
+  const RowMatrix older = BuildServedRows(*model, absl::MakeConstSpan(slates).subspan(0, 1), kPositions);
+  const RowMatrix newer = BuildServedRows(*model, absl::MakeConstSpan(slates).subspan(1), kPositions);
+  for (int c = 0; c < wide; ++c) {
+    // The sampled rows as shown at the top; the served rows as built, positions included.
+    if (c >= width) {
+      EXPECT_EQ(column(rows->fit, 0, c), 0.f);
+      EXPECT_EQ(column(rows->val, 0, c), 0.f);
+    }
+    EXPECT_EQ(column(rows->fit, 2, c), older.rows[c]);
+    EXPECT_EQ(column(rows->fit, 3, c), older.rows[wide + c]);
+    EXPECT_EQ(column(rows->val, 1, c), newer.rows[c]);
+  }
+  EXPECT_EQ(column(rows->fit, 2, width + 1), 1.f) << "shown third: position column 2";
+  EXPECT_EQ(column(rows->val, 1, width + 3), 1.f) << "shown fifth: position column 4";
+  EXPECT_EQ(rows->stats.rows, 3);
 }
 
 }  // namespace

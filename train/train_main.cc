@@ -3,6 +3,7 @@
 //   recserve-train --world=/tmp/world --model_dir=models/default
 //   recserve-train --ratings_csv=ratings.csv --model_dir=models/ml
 //   recserve-train --world=/tmp/world --impressions=/var/log/recserve --model_dir=models/default
+//   recserve-train --events_csv=events.csv.gz --impressions=/var/log/recserve --model_dir=models/shop
 //   recserve-train --world=/tmp/world --hidden=64,32,16 --teacher_hidden=512,256,128 \
 //       --distill_compare_dir=/tmp/compare --model_dir=models/student
 #include <omp.h>
@@ -76,8 +77,9 @@ ABSL_FLAG(int, ensemble, 2,
           "--hidden / ensemble wide");
 ABSL_FLAG(bool, refit, true, "Real logs: refit the ranker on every anchor's rows once validation chose the epochs");
 ABSL_FLAG(std::string, impressions, "",
-          "With --world: a server's --impression_log_dir; its answers, labelled by the world's events and "
-          "later answers' events, train the ranker with the world's slates (train/served_rows.h)");
+          "With --world or --events_csv: a server's --impression_log_dir; its answers, labelled by the world's "
+          "events (or the log's training events) and later answers' events, train the ranker with the world's "
+          "slates (or the log's anchor rows), the shown position a training-only input (train/served_rows.h)");
 ABSL_FLAG(absl::Duration, label_window, absl::Minutes(30),
           "With --impressions: a shown item is clicked if its user interacted with it this soon after");
 ABSL_FLAG(int, position_columns, 9, "With --impressions: shown positions 1..N as training-only inputs (0: none, for comparison)");
@@ -133,8 +135,10 @@ recserve::BundleContents WithRanker(const recserve::TrainOutput& trained, const 
 
 namespace {
 
-// --impressions: the server's log labelled with the world's events (train and test).
-absl::Status LoadServedImpressions(const recserve::World& world, recserve::TrainerOptions* options) {
+// --impressions: the server's log labelled with the world's events (train and test),
+// or with a real log's training events only (a split's test events judge the bundle
+// and must not teach it), leaving out the records of users the log does not know.
+absl::Status LoadServedImpressions(const recserve::World& world, bool real_log, recserve::TrainerOptions* options) {
   absl::StatusOr<std::vector<recserve::v1::Impression>> records =
       recserve::ReadImpressionLog(absl::GetFlag(FLAGS_impressions));
   if (!records.ok()) return records.status();
@@ -142,15 +146,17 @@ absl::Status LoadServedImpressions(const recserve::World& world, recserve::Train
   events.insert(events.end(), world.test_events.begin(), world.test_events.end());
   recserve::LabelOptions label_options;
   label_options.window = absl::GetFlag(FLAGS_label_window);
+  label_options.known_users_only = real_log;
   recserve::LabelStats stats;
   absl::StatusOr<std::vector<recserve::ServedSlate>> slates =
       recserve::LabelImpressions(*records, events, label_options, &stats);
   if (!slates.ok()) return slates.status();
-  std::fprintf(stderr, "[train] impressions: %lld records (%lld without events left out), %lld shown items: "
-               "%lld clicked, %lld not, %lld open (window not over) left out\n",
+  std::fprintf(stderr, "[train] impressions: %lld records (%lld without events, %lld of users the log does not "
+               "know left out), %lld shown items: %lld clicked, %lld not, %lld open (window not over) left out\n",
                static_cast<long long>(stats.records), static_cast<long long>(stats.digest_only),
-               static_cast<long long>(stats.shown), static_cast<long long>(stats.clicked),
-               static_cast<long long>(stats.not_clicked), static_cast<long long>(stats.open));
+               static_cast<long long>(stats.unknown_users), static_cast<long long>(stats.shown),
+               static_cast<long long>(stats.clicked), static_cast<long long>(stats.not_clicked),
+               static_cast<long long>(stats.open));
   options->served = *std::move(slates);
   options->position_columns = absl::GetFlag(FLAGS_position_columns);
   return absl::OkStatus();
@@ -162,6 +168,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Trains a recserve model bundle from behaviour logs.\n"
       "  recserve-train --world=DIR [--model_dir=models/default] [--version=N]\n"
+      "  recserve-train --events_csv=FILE [--split=...] [--impressions=DIR] [--model_dir=...]\n"
       "  recserve-train --ratings_csv=FILE [--model_dir=...]");
   absl::ParseCommandLine(argc, argv);
   const std::string world_dir = absl::GetFlag(FLAGS_world);
@@ -169,6 +176,11 @@ int main(int argc, char** argv) {
   const bool events_csv = recserve::EventsCsvFlagSet();
   if (int(!world_dir.empty()) + int(!csv.empty()) + int(events_csv) != 1) {
     std::fprintf(stderr, "recserve-train: give exactly one of --world, --events_csv or --ratings_csv\n");
+    return 2;
+  }
+  if (!absl::GetFlag(FLAGS_impressions).empty() && !csv.empty()) {
+    std::fprintf(stderr, "recserve-train: --impressions works with --world or --events_csv, not --ratings_csv "
+                 "(give the ratings file as --events_csv)\n");
     return 2;
   }
   recserve::TrainerOptions options;
@@ -297,11 +309,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!absl::GetFlag(FLAGS_impressions).empty()) {
-    if (world_dir.empty()) {
-      std::fprintf(stderr, "recserve-train: --impressions needs --world (real logs are not supported yet)\n");
-      return 2;
-    }
-    absl::Status served = LoadServedImpressions(*world, &options);
+    absl::Status served = LoadServedImpressions(*world, events_csv, &options);
     if (!served.ok()) {
       std::fprintf(stderr, "recserve-train: --impressions: %s\n", served.ToString().c_str());
       return 1;
@@ -332,6 +340,12 @@ int main(int argc, char** argv) {
   }
   const recserve::v1::TrainingReport& r = trained->report;
   std::printf("wrote %s\n", dir->c_str());
+  if (!options.served.empty()) {
+    const recserve::ServedRowStats& s = trained->served_rows;
+    std::printf("served rows       %lld (%lld shown items and %lld answers the catalog does not know left out)\n",
+                static_cast<long long>(s.rows), static_cast<long long>(s.unknown_items),
+                static_cast<long long>(s.empty_slates));
+  }
   std::printf("%s %.4f\n", events_csv || !csv.empty() ? "validation AUC   " : "test AUC         ", r.test_auc());
   if (r.oracle_auc() > 0) {
     std::printf("oracle AUC        %.4f  (gap %.4f)\n", r.oracle_auc(), r.oracle_auc() - r.test_auc());

@@ -291,12 +291,7 @@ ArtifactOptions ArtifactOptionsOf(const TrainerOptions& opt) {
 }
 
 absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptions& opt) {
-  if (world_in.train_impressions.empty() && opt.log_trainer) {
-    if (!opt.served.empty()) {
-      return absl::InvalidArgumentError("served impressions are learned on the world path only, and the log has no impressions");
-    }
-    return TrainFromLog(world_in, opt);
-  }
+  if (world_in.train_impressions.empty() && opt.log_trainer) return TrainFromLog(world_in, opt);
   Progress progress(opt.verbose);
   TrainOutput out;
   BundleContents& b = out.bundle;
@@ -433,7 +428,7 @@ absl::StatusOr<TrainOutput> TrainModel(const World& world_in, const TrainerOptio
       ASSIGN_OR_RETURN(b.mlp, TrainWithServedImpressions(
                                   *feature_model, {fit_rows_set.rows, fit_rows_set.labels, fit_rows_set.count},
                                   {val_rows.rows, val_rows.labels, val_rows.count}, opt.served,
-                                  served_options, mlp_options, &out.mlp_report));
+                                  served_options, mlp_options, &out.mlp_report, &out.served_rows));
     } else if (!opt.distill.enabled()) {
       ASSIGN_OR_RETURN(b.mlp, TrainMlp(fit_rows_set.rows, fit_rows_set.labels, fit_rows_set.count, width,
                                        val_rows.rows, val_rows.labels, val_rows.count, mlp_options,

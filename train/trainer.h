@@ -30,6 +30,7 @@
 #include "train/impression_labels.h"
 #include "train/item2vec.h"
 #include "train/mlp_trainer.h"
+#include "train/served_rows.h"
 #include "train/world.h"
 
 namespace recserve {
@@ -148,8 +149,11 @@ struct TrainerOptions {
   // Recall sizes written to the manifest (recall.*).
   int covisit_k = 200, embedding_k = 200, popularity_k = 50, max_candidates = 500;
   // Served impressions, labelled (train/impression_labels.h): the ranker learns from
-  // them and the world's slates together, with the shown position as a training-only
-  // input dropped from the served network (train/served_rows.h). World path only.
+  // them and the sampled rows together (the world's slates, or the real-log trainer's
+  // anchor rows), with the shown position as a training-only input dropped from the
+  // served network (train/served_rows.h). Item ids as the served bundle's catalog and
+  // the log name them; items the new catalog does not know are left out and counted in
+  // TrainOutput::served_rows.
   std::vector<ServedSlate> served;
   int position_columns = 9;
   // The user model's half-life (manifest user_model.half_life_seconds).
@@ -171,6 +175,7 @@ struct TrainOutput {
   // is the student), e.g. to write as bundles of their own for recserve-eval. Empty
   // (no layers) otherwise.
   Mlp teacher, baseline;
+  ServedRowStats served_rows;     // with TrainerOptions::served
   double seconds = 0;
 };
 
