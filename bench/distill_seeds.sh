@@ -7,30 +7,45 @@
 # the student's per-seed gain over the baseline.
 #   bash bench/distill_seeds.sh world DIR [SEEDS] [extra recserve-train flags]
 #   bash bench/distill_seeds.sh LOG SPLIT [SEEDS] [extra recserve-train flags]
+# SEEDS is a count N (seeds 1..N) or a comma-separated list (e.g. 101,102 for tuning).
 # e.g. bash bench/distill_seeds.sh world /tmp/world-small 3 --max_train_rows=400000
 #      bash bench/distill_seeds.sh ../shared/data/online-retail-uci/events.csv.gz leave_last_out 3
+#      STUDENT=8 TEACHER_FLAGS=--ensemble=4 bash bench/distill_seeds.sh \
+#          ../shared/data/online-retail-uci/events.csv.gz leave_last_out 10 --ensemble=1 --refit=false
 # STUDENT (default 32,16) and TEACHER (default 256,128,64) set the hidden widths.
+# TEACHER_FLAGS (e.g. --ensemble=4): train each seed's teacher first in its own run, with
+# the extra flags and then these (e.g. an ensemble teacher for single-network students), and
+# distil from it with --teacher; unset, the teacher is trained inside the student's run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
 source=$1
 arg=$2
 seeds=${3:-3}
+if [[ $seeds == *,* ]]; then IFS=, read -ra seed_list <<< "$seeds"; else mapfile -t seed_list < <(seq 1 "$seeds"); fi
 shift $(( $# < 3 ? $# : 3 ))
 student=${STUDENT:-32,16}
 teacher=${TEACHER:-256,128,64}
 out=${OUT_DIR:-$(mktemp -d /tmp/recserve-distill.XXXXXX)}
 mkdir -p "$out"
-echo "source $source $arg, $seeds seeds, student $student, teacher $teacher, extra flags: $*, output in $out"
-for seed in $(seq 1 "$seeds"); do
+echo "source $source $arg, seeds ${seed_list[*]}, student $student, teacher $teacher ${TEACHER_FLAGS:-}, extra flags: $*, output in $out"
+for seed in "${seed_list[@]}"; do
   rm -rf "$out/student-$seed" "$out/compare-$seed"
   if [ "$source" = world ]; then
     input=(--world="$arg" --threads=1)
   else
     input=(--events_csv="$source" --split="$arg")
   fi
+  teacher_flag=(--teacher_hidden="$teacher")
+  if [ -n "${TEACHER_FLAGS:-}" ]; then
+    rm -rf "$out/teacher-$seed"
+    # shellcheck disable=SC2086  # TEACHER_FLAGS is a list of flags
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$build/train/recserve-train" "${input[@]}" --model_dir="$out/teacher-$seed" \
+      --version=1 --seed="$seed" --quiet --hidden="$teacher" "$@" $TEACHER_FLAGS > "$out/teacher-$seed.txt" 2>&1
+    teacher_flag=(--teacher="$out/teacher-$seed/1")
+  fi
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$build/train/recserve-train" "${input[@]}" --model_dir="$out/student-$seed" \
-    --version=1 --seed="$seed" --quiet --hidden="$student" --teacher_hidden="$teacher" \
+    --version=1 --seed="$seed" --quiet --hidden="$student" "${teacher_flag[@]}" \
     --distill_compare_dir="$out/compare-$seed" "$@" > "$out/train-$seed.txt" 2>&1
   echo "seed $seed:"
   sed -n '/^ranker /,/^baseline /p' "$out/train-$seed.txt"
@@ -39,18 +54,26 @@ for seed in $(seq 1 "$seeds"); do
       dir=$out/compare-$seed/$who
       [ "$who" = student ] && dir=$out/student-$seed
       "$build/train/recserve-eval" --events_csv="$source" --split="$arg" --model_dir="$dir" --progress=false \
+        --baselines=false --threads=1 \
         --json="$out/eval-$seed-$who.json" > "$out/eval-$seed-$who.txt" 2>&1
       echo "  recserve-eval $who: $(grep '^recserve ' "$out/eval-$seed-$who.txt")"
     done
   fi
 done
-/usr/bin/python3 - "$out" "$seeds" "$source" <<'PY'
+/usr/bin/python3 - "$out" "$source" "${seed_list[@]}" <<'PY'
 import glob, json, os, statistics, sys
-out, seeds, source = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+out, source, seed_list = sys.argv[1], sys.argv[2], [int(x) for x in sys.argv[3:]]
+seeds = len(seed_list)
+def sd(v):
+    return statistics.stdev(v) if len(v) > 1 else 0
 def ms(v):
-    return f"{statistics.mean(v):.4f} ±{statistics.stdev(v) if len(v) > 1 else 0:.4f}"
+    return f"{statistics.mean(v):.4f} ±{sd(v):.4f}"
+def diffs(name, d, lower_is_better=False):
+    ahead = sum(v < 0 if lower_is_better else v > 0 for v in d)
+    print(f"student - baseline {name:8s} per seed: " + " ".join(f"{v:+.4f}" for v in d) +
+          f"  mean {statistics.mean(d):+.4f} sd {sd(d):.4f}, student ahead on {ahead} of {len(d)}")
 rows = {}  # name -> list of dicts per seed
-for seed in range(1, seeds + 1):
+for seed in seed_list:
     lines = open(os.path.join(out, f"train-{seed}.txt")).read().splitlines()
     for line in lines:
         f = line.split()
@@ -69,18 +92,16 @@ for name in ("teacher", "student", "baseline"):
           f"{statistics.mean(x['fp32_ns'] for x in r):10.1f} {statistics.mean(x['served_ns'] for x in r):10.1f}")
 s, b = rows.get("student", []), rows.get("baseline", [])
 for key in ("auc", "logloss", "ndcg"):
-    d = [x[key] - y[key] for x, y in zip(s, b)]
-    print(f"student - baseline {key:8s} per seed: " + " ".join(f"{v:+.4f}" for v in d) + f"  mean {statistics.mean(d):+.4f}")
+    diffs(key, [x[key] - y[key] for x, y in zip(s, b)], lower_is_better=key == "logloss")
 if source != "world":
     metrics = ["hit10", "hit100", "ndcg10", "mrr"]
     print(f"\nrecserve-eval on the split's held-out users, mean ± sd over {seeds} seeds")
     print(f"{'ranker':9s} " + " ".join(f"{m:>16s}" for m in metrics))
     ev = {}
     for who in ("teacher", "student", "baseline"):
-        runs = [json.load(open(os.path.join(out, f"eval-{seed}-{who}.json"))) for seed in range(1, seeds + 1)]
+        runs = [json.load(open(os.path.join(out, f"eval-{seed}-{who}.json"))) for seed in seed_list]
         ev[who] = [r["methods"][0] for r in runs]
         print(f"{who:9s} " + " ".join(f"{ms([m[k] for m in ev[who]]):>16s}" for k in metrics))
     for k in metrics:
-        d = [x[k] / y[k] for x, y in zip(ev["student"], ev["baseline"])]
-        print(f"student / baseline {k:7s} per seed: " + " ".join(f"{v:.3f}x" for v in d) + f"  mean {statistics.mean(d):.3f}x")
+        diffs(k, [x[k] - y[k] for x, y in zip(ev["student"], ev["baseline"])])
 PY
